@@ -1,0 +1,301 @@
+/*
+ * backing.c - resolve and open backing files with a caller's rights.
+ *
+ * Owns the credential switch (raw setfsuid/setfsgid/setgroups syscalls,
+ * which act on the calling thread only, unlike their glibc wrappers that
+ * change every thread) and the component-by-component path walk.  It knows
+ * nothing of sections or names.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "backing.h"
+
+#define MAX_SYMLINKS	40	/* as the kernel's path walk */
+
+struct saved_creds {
+	uid_t fsuid;
+	gid_t fsgid;
+	int ngroups;
+	gid_t *groups;
+};
+
+static long sys_setfsuid(uid_t uid) { return syscall(SYS_setfsuid, uid); }
+static long sys_setfsgid(gid_t gid) { return syscall(SYS_setfsgid, gid); }
+
+static void restore_creds(struct saved_creds *s)
+{
+	if (s->ngroups >= 0)
+		syscall(SYS_setgroups, s->ngroups, s->groups);
+	sys_setfsuid(s->fsuid);
+	sys_setfsgid(s->fsgid);
+	free(s->groups);
+}
+
+/*
+ * Take on the caller's fs credentials.  An unprivileged daemon cannot; it
+ * may still act for its own user, whose rights it already has.
+ */
+static int become(const struct caller *who, struct saved_creds *s)
+{
+	s->fsuid = (uid_t)sys_setfsuid((uid_t)-1);
+	s->fsgid = (gid_t)sys_setfsgid((gid_t)-1);
+	s->ngroups = -1;
+	s->groups = NULL;
+	if (geteuid() != 0)
+		return who->uid == geteuid() ? 0 : -EPERM;
+
+	if (who->ngroups >= 0) {
+		int n = getgroups(0, NULL);
+
+		s->groups = calloc(n > 0 ? n : 1, sizeof(gid_t));
+		if (!s->groups)
+			return -ENOMEM;
+		s->ngroups = getgroups(n, s->groups);
+		if (syscall(SYS_setgroups, who->ngroups, who->groups)) {
+			int err = -errno;
+
+			s->ngroups = -1;
+			restore_creds(s);
+			return err;
+		}
+	}
+	sys_setfsgid(who->gid);
+	sys_setfsuid(who->uid);
+	/* setfs*id report failure only by not changing: check. */
+	if ((uid_t)sys_setfsuid((uid_t)-1) != who->uid ||
+	    (gid_t)sys_setfsgid((gid_t)-1) != who->gid) {
+		restore_creds(s);
+		return -EPERM;
+	}
+	return 0;
+}
+
+int as_caller(const struct caller *who, int (*fn)(void *), void *arg)
+{
+	struct saved_creds s;
+	int err = become(who, &s);
+
+	if (err)
+		return err;
+	err = fn(arg);
+	restore_creds(&s);
+	return err;
+}
+
+/* The device of what fd names, without asking any FUSE daemon (us). */
+static int fd_dev_mode(int fd, dev_t *dev, mode_t *mode)
+{
+	struct statx stx;
+
+	if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC,
+		  STATX_TYPE, &stx))
+		return -errno;
+	*dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
+	*mode = stx.stx_mode;
+	return 0;
+}
+
+struct walk {
+	char rest[2 * PATH_MAX];	/* what is left to resolve */
+	char done[PATH_MAX];		/* canonical path so far */
+	size_t done_len;
+	int links;
+};
+
+/* Replace what is left with a symlink's target followed by the rest. */
+static int walk_follow(struct walk *w, int linkfd, const char *rest, int *dirfd)
+{
+	char target[PATH_MAX + 1], joined[sizeof(w->rest)];
+	ssize_t len;
+
+	if (++w->links > MAX_SYMLINKS)
+		return -ELOOP;
+	len = readlinkat(linkfd, "", target, sizeof(target));
+	if (len < 0)
+		return -errno;
+	if (len > PATH_MAX)
+		return -ENAMETOOLONG;
+	target[len] = '\0';
+	if (snprintf(joined, sizeof(joined), "%s/%s", target, rest) >=
+	    (int)sizeof(joined))
+		return -ENAMETOOLONG;
+	strcpy(w->rest, joined);
+	if (target[0] == '/') {
+		int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+
+		if (root < 0)
+			return -errno;
+		close(*dirfd);
+		*dirfd = root;
+		w->done_len = 0;
+		w->done[0] = '\0';
+	}
+	return 0;
+}
+
+/* Record a step in the canonical path. */
+static int walk_record(struct walk *w, const char *comp)
+{
+	size_t len = strlen(comp);
+
+	if (!strcmp(comp, "..")) {
+		while (w->done_len > 0 && w->done[--w->done_len] != '/')
+			;
+		w->done[w->done_len] = '\0';
+		return 0;
+	}
+	if (w->done_len + 1 + len >= sizeof(w->done))
+		return -ENAMETOOLONG;
+	w->done[w->done_len++] = '/';
+	memcpy(w->done + w->done_len, comp, len + 1);
+	w->done_len += len;
+	return 0;
+}
+
+/*
+ * Resolve path to an O_PATH fd of the file it names, one component at a
+ * time, never stepping onto self_dev.  Runs with the caller's credentials,
+ * so every directory searched is one the caller may search.
+ */
+static int walk_path(const char *path, dev_t self_dev, struct walk *w,
+		     int *out)
+{
+	int dirfd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	int err = dirfd < 0 ? -errno : 0;
+	char *p;
+
+	strcpy(w->rest, path);
+	w->done_len = 0;
+	w->done[0] = '\0';
+	w->links = 0;
+	while (!err) {
+		char *comp, rest_copy[sizeof(w->rest)];
+		dev_t dev = 0;
+		mode_t mode = 0;
+		int fd;
+
+		for (p = w->rest; *p == '/'; p++)
+			;
+		if (!*p)
+			break;
+		comp = p;
+		p = strchrnul(p, '/');
+		strcpy(rest_copy, *p ? p + 1 : "");
+		*p = '\0';
+		if (!strcmp(comp, ".")) {
+			memmove(w->rest, rest_copy, strlen(rest_copy) + 1);
+			continue;
+		}
+		fd = openat(dirfd, comp, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0) {
+			err = -errno;
+			break;
+		}
+		err = fd_dev_mode(fd, &dev, &mode);
+		if (!err && dev == self_dev)
+			err = -ELOOP;
+		if (!err && S_ISLNK(mode)) {
+			err = walk_follow(w, fd, rest_copy, &dirfd);
+			close(fd);
+			continue;
+		}
+		if (!err)
+			err = walk_record(w, comp);
+		if (err) {
+			close(fd);
+			break;
+		}
+		close(dirfd);
+		dirfd = fd;
+		memmove(w->rest, rest_copy, strlen(rest_copy) + 1);
+	}
+	if (err) {
+		if (dirfd >= 0)
+			close(dirfd);
+		return err;
+	}
+	*out = dirfd;
+	return 0;
+}
+
+/* Reopen an O_PATH fd for I/O: the permission check is the caller's. */
+static int reopen(int pathfd, int *writable)
+{
+	char proc[64];
+	int fd;
+
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pathfd);
+	fd = open(proc, O_RDWR | O_CLOEXEC);
+	*writable = fd >= 0;
+	if (fd < 0 && (errno == EACCES || errno == EROFS || errno == EPERM ||
+		       errno == ETXTBSY))
+		fd = open(proc, O_RDONLY | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+struct open_args {
+	const char *target;
+	dev_t self_dev;
+	struct walk *w;
+	int *writable;
+	int fd;
+};
+
+static int open_as_caller(void *arg)
+{
+	struct open_args *a = arg;
+	struct stat st;
+	int pathfd, err;
+
+	err = walk_path(a->target, a->self_dev, a->w, &pathfd);
+	if (err)
+		return err;
+	if (fstat(pathfd, &st))
+		err = -errno;
+	else if (!S_ISREG(st.st_mode))
+		err = -EINVAL;
+	else
+		err = reopen(pathfd, a->writable);
+	close(pathfd);
+	if (err < 0)
+		return err;
+	a->fd = err;
+	return 0;
+}
+
+int backing_open(const char *target, dev_t self_dev, const struct caller *who,
+		 int *writable, char **resolved)
+{
+	struct open_args a = { .target = target, .self_dev = self_dev,
+			       .writable = writable, .fd = -1 };
+	int err;
+
+	if (!target || target[0] != '/')
+		return -EINVAL;
+	if (strlen(target) >= PATH_MAX)
+		return -ENAMETOOLONG;
+	a.w = malloc(sizeof(*a.w));
+	if (!a.w)
+		return -ENOMEM;
+	err = as_caller(who, open_as_caller, &a);
+	if (!err) {
+		*resolved = strdup(a.w->done_len ? a.w->done : "/");
+		if (!*resolved) {
+			close(a.fd);
+			err = -ENOMEM;
+		}
+	}
+	free(a.w);
+	return err ? err : a.fd;
+}

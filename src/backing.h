@@ -1,0 +1,44 @@
+/*
+ * backing.h - open a file-backed section's backing file as its creator.
+ *
+ * A file-backed section must never give a user a file they could not
+ * open themselves, so the backing file is resolved and opened with the
+ * credentials of the process that asked (fsuid, fsgid and supplementary
+ * groups, switched on the calling thread only).  The path is walked one
+ * component at a time without following anything into this mount, so a
+ * target inside it is refused (ELOOP) before the daemon could ever wait
+ * on itself, and the file that is type-checked is the file that is
+ * opened.
+ */
+#ifndef SECTIONFS_BACKING_H
+#define SECTIONFS_BACKING_H
+
+#include <sys/types.h>
+
+/* Who is asking, as the kernel told us (fuse_req_ctx, fuse_req_getgroups). */
+struct caller {
+	uid_t uid;
+	gid_t gid;
+	int ngroups;		/* -1: unknown, keep the daemon's */
+	gid_t *groups;
+};
+
+/*
+ * Open target for a new file-backed section.  On success returns an fd
+ * (O_RDWR where the caller may write the file, else O_RDONLY; *writable
+ * says which) and a malloc'd absolute path of the file in *resolved.
+ * self_dev is this mount's device: any route into it is ELOOP.
+ * Errors: EINVAL (relative or empty target, not a regular file), ENOENT,
+ * ELOOP, EACCES, ENAMETOOLONG, EMFILE/ENFILE, EPERM (the daemon cannot act
+ * as this caller).
+ */
+int backing_open(const char *target, dev_t self_dev, const struct caller *who,
+		 int *writable, char **resolved);
+
+/*
+ * Run fn(arg) with the caller's credentials on this thread; returns fn's
+ * result, or -EPERM when the daemon cannot take them on.
+ */
+int as_caller(const struct caller *who, int (*fn)(void *), void *arg);
+
+#endif /* SECTIONFS_BACKING_H */

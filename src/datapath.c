@@ -1,0 +1,101 @@
+/*
+ * datapath.c - the passthrough and cached data paths.
+ *
+ * Owns the open flags each path needs and the READ/WRITE service of the
+ * cached path.  Reads reply with an fd buffer so that libfuse splices the
+ * store's pages to the kernel without a copy through the daemon; writes
+ * go from the request buffer (a pipe when libfuse splices) straight into
+ * the store.  It knows nothing of names.
+ */
+#include "config.h"
+
+#include <errno.h>
+
+#include "datapath.h"
+#include "passthrough.h"
+
+int dp_passthrough(void)
+{
+	return pt_active();
+}
+
+/*
+ * Cached path flags.  keep_cache: the daemon is the only writer of a
+ * page-file-backed section, so the kernel's pages stay valid from one
+ * open to the next and need not be dropped at every open.
+ */
+static void cached_flags(struct section *sec, struct fuse_file_info *fi)
+{
+	fi->keep_cache = sec->kind == SECTION_PAGEFILE;
+}
+
+/* Passthrough: the reply names the section's one backing id. */
+static int backing_for(fuse_req_t req, struct section *sec)
+{
+	int id = section_backing_id(sec);
+
+	if (id < 0)
+		fuse_reply_err(req, -id);
+	return id;
+}
+
+int dp_reply_open(fuse_req_t req, struct section *sec,
+		  struct fuse_file_info *fi)
+{
+	int id;
+
+	if (!pt_active()) {
+		cached_flags(sec, fi);
+		return fuse_reply_open(req, fi);
+	}
+	id = backing_for(req, sec);
+	return id < 0 ? -EIO : pt_reply_open(req, fi, id);
+}
+
+int dp_reply_create(fuse_req_t req, struct section *sec,
+		    const struct fuse_entry_param *e, struct fuse_file_info *fi)
+{
+	int id;
+
+	if (!pt_active()) {
+		cached_flags(sec, fi);
+		return fuse_reply_create(req, e, fi);
+	}
+	id = backing_for(req, sec);
+	return id < 0 ? -EIO : pt_reply_create(req, e, fi, id);
+}
+
+/* A one-buffer vector naming size bytes of the section's file at off. */
+static struct fuse_bufvec file_buf(struct section *sec, size_t size, off_t off)
+{
+	return (struct fuse_bufvec){
+		.count = 1,
+		.buf = { {
+			.size = size,
+			.flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK,
+			.fd = sec->fd,
+			.pos = off,
+		} },
+	};
+}
+
+void dp_read(fuse_req_t req, struct section *sec, size_t size, off_t off)
+{
+	struct fuse_bufvec buf = file_buf(sec, size, off);
+
+	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+}
+
+void dp_write(fuse_req_t req, struct section *sec, struct fuse_bufvec *in,
+	      off_t off)
+{
+	struct fuse_bufvec out = file_buf(sec, fuse_buf_size(in), off);
+	ssize_t res;
+
+	/* A short count (ENOSPC part way) is reported as such: what fit stays. */
+	res = fuse_buf_copy(&out, in, 0);
+	if (res < 0)
+		fuse_reply_err(req, (int)-res);
+	else
+		fuse_reply_write(req, (size_t)res);
+}

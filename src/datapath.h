@@ -1,0 +1,37 @@
+/*
+ * datapath.h - how the kernel reaches a section's bytes.
+ *
+ * Two paths, chosen once per mount (passthrough.h explains why):
+ * passthrough, where the kernel reads, writes and maps the section's file
+ * itself and the daemon only answers OPEN; and cached, where the FUSE
+ * inode's page cache sits in front of the section and misses come to the
+ * daemon as READ and WRITE requests.  The request layer calls these and
+ * does not care which path is in use.
+ */
+#ifndef SECTIONFS_DATAPATH_H
+#define SECTIONFS_DATAPATH_H
+
+#include <fuse_lowlevel.h>
+
+#include "section.h"
+
+/* Whether this mount uses kernel passthrough (decided at INIT). */
+int dp_passthrough(void);
+
+/*
+ * Reply to OPEN / CREATE for sec (fi->fh already set).  Returns 0, or the
+ * -errno of a failed reply (-ENOENT: the opener was interrupted and the
+ * handle will never be released).  On a setup error the request has been
+ * answered with that error and -EIO is returned.
+ */
+int dp_reply_open(fuse_req_t req, struct section *sec,
+		  struct fuse_file_info *fi);
+int dp_reply_create(fuse_req_t req, struct section *sec,
+		    const struct fuse_entry_param *e, struct fuse_file_info *fi);
+
+/* Serve READ and WRITE on the cached path (replies to req). */
+void dp_read(fuse_req_t req, struct section *sec, size_t size, off_t off);
+void dp_write(fuse_req_t req, struct section *sec, struct fuse_bufvec *in,
+	      off_t off);
+
+#endif /* SECTIONFS_DATAPATH_H */

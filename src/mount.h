@@ -1,0 +1,33 @@
+/*
+ * mount.h - the state of one sectionfs mount.
+ *
+ * One struct for the whole mount, reached from a request through
+ * fuse_req_userdata(); there are no other globals but the log's and the
+ * passthrough shim's.
+ */
+#ifndef SECTIONFS_MOUNT_H
+#define SECTIONFS_MOUNT_H
+
+#include <fuse_lowlevel.h>
+
+#include "namespace.h"
+#include "options.h"
+
+struct sfs_mount {
+	struct sfs_options opts;	/* immutable after start */
+	struct ns ns;
+	struct fuse_session *se;	/* immutable after start */
+	int init_failed;		/* set by init(); read after the loop */
+};
+
+static inline struct sfs_mount *mount_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static inline struct ns *ns_of(fuse_req_t req)
+{
+	return &mount_of(req)->ns;
+}
+
+#endif /* SECTIONFS_MOUNT_H */

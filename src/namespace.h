@@ -1,0 +1,117 @@
+/*
+ * namespace.h - the tree of directories and sections.
+ *
+ * The namespace maps the kernel's node ids to nodes, keeps the kernel's
+ * lookup counts, and owns names, link counts, ownership, modes and the
+ * times of directories.  Every function returns 0 or a negative errno and
+ * leaves the tree unchanged on error.  Functions that hand a section to
+ * the caller give it a reference the caller must drop (section_put) or
+ * keep for an open handle.
+ *
+ * Locking: one mutex guards the whole tree and is held only for memory
+ * work, never across a syscall on a store; work on a section's fd happens
+ * after the lock is dropped, under a section reference.
+ */
+#ifndef SECTIONFS_NAMESPACE_H
+#define SECTIONFS_NAMESPACE_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/statvfs.h>
+
+#include <fuse_lowlevel.h>
+
+#include "section.h"
+
+struct node;
+struct dentry;
+
+struct ns {
+	pthread_mutex_t lock;
+	struct node *root;		/* immutable */
+	struct dentry **buckets;	/* (parent, name) -> dentry; lock */
+	size_t nbuckets;		/* lock */
+	size_t nentries;		/* lock */
+	struct node *orphans;		/* unnamed nodes the kernel holds; lock */
+	uint64_t next_ino;		/* lock */
+	uint64_t nnodes;		/* lock */
+	double entry_timeout;		/* immutable */
+	double attr_timeout;		/* immutable */
+	dev_t self_dev;			/* this mount's st_dev; immutable */
+};
+
+/* A directory listing taken at opendir (and again at rewind). */
+struct ns_dir;
+
+int ns_init(struct ns *ns, mode_t root_mode, uid_t uid, gid_t gid,
+	    double entry_timeout, double attr_timeout);
+/* Free every node and section; the kernel must no longer use the tree. */
+void ns_destroy(struct ns *ns);
+
+/*
+ * struct caller (backing.h) says who is asking: new nodes are theirs, and
+ * backing files are opened as them.
+ *
+ * Each entry-returning call counts one kernel lookup of the node. */
+int ns_lookup(struct ns *ns, fuse_ino_t parent, const char *name,
+	      struct fuse_entry_param *e);
+void ns_forget(struct ns *ns, fuse_ino_t ino, uint64_t nlookup);
+
+int ns_getattr(struct ns *ns, fuse_ino_t ino, struct stat *st);
+/* to_set is libfuse's FUSE_SET_ATTR_* mask; *out gets the new attributes. */
+int ns_setattr(struct ns *ns, fuse_ino_t ino, const struct stat *attr,
+	       int to_set, const struct caller *who, struct stat *out);
+
+/*
+ * Create a node.  A regular file becomes a page-file-backed section; with
+ * opened non-NULL the new section is also returned with a reference for
+ * an open handle.  Other file types become plain nodes.
+ */
+int ns_mknod(struct ns *ns, fuse_ino_t parent, const char *name, mode_t mode,
+	     dev_t rdev, const struct caller *who,
+	     struct fuse_entry_param *e, struct section **opened);
+/*
+ * symlink(target, parent/name): create a file-backed section over target,
+ * opened as who.  The section is a regular file, but the kernel insists
+ * that a SYMLINK reply names a symlink: *e is a short-lived placeholder
+ * with zero timeouts, so the kernel's next lookup finds the section.
+ */
+int ns_symlink(struct ns *ns, fuse_ino_t parent, const char *name,
+	       const char *target, const struct caller *who,
+	       struct fuse_entry_param *e);
+int ns_mkdir(struct ns *ns, fuse_ino_t parent, const char *name, mode_t mode,
+	     const struct caller *who, struct fuse_entry_param *e);
+int ns_unlink(struct ns *ns, fuse_ino_t parent, const char *name);
+int ns_rmdir(struct ns *ns, fuse_ino_t parent, const char *name);
+/* flags: 0, RENAME_NOREPLACE or RENAME_EXCHANGE. */
+int ns_rename(struct ns *ns, fuse_ino_t parent, const char *name,
+	      fuse_ino_t newparent, const char *newname, unsigned int flags);
+int ns_link(struct ns *ns, fuse_ino_t ino, fuse_ino_t newparent,
+	    const char *newname, struct fuse_entry_param *e);
+
+/*
+ * The section behind ino, with a reference for an open handle.  A
+ * read-only file-backed section cannot be opened for writing (EACCES).
+ */
+int ns_open(struct ns *ns, fuse_ino_t ino, int flags, struct section **out);
+
+/* The section behind ino, referenced, or -ENODATA for other nodes. */
+int ns_section(struct ns *ns, fuse_ino_t ino, struct section **out);
+
+int ns_opendir(struct ns *ns, fuse_ino_t ino, struct ns_dir **out);
+void ns_releasedir(struct ns_dir *dir);
+/*
+ * Entry number index of a listing ("." and ".." first).  Returns 0 and the
+ * entry's name and attributes (with plus, also a counted lookup in *e, as
+ * readdirplus needs), -ENOENT past the end, or -ESTALE for an entry that
+ * has gone since the listing was taken (the caller skips it).
+ * ns_readdir_rewind retakes the listing when a reader starts over.
+ */
+int ns_readdir_entry(struct ns *ns, struct ns_dir *dir, size_t index, int plus,
+		     const char **name, struct fuse_entry_param *e);
+int ns_readdir_rewind(struct ns *ns, fuse_ino_t ino, struct ns_dir *dir);
+
+/* Node and byte counts for statfs. */
+void ns_counts(struct ns *ns, uint64_t *nodes);
+
+#endif /* SECTIONFS_NAMESPACE_H */

@@ -1,0 +1,242 @@
+/*
+ * options.c - parse and validate sectionfs's -o options.
+ *
+ * Owns the option table (fuse_opt, offsetof into struct sfs_options), the
+ * value grammars (sizes, modes) and the -h text for our options.  It does
+ * no I/O beyond writing an error message into the caller's buffer, and it
+ * decides nothing about how a mount behaves.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "options.h"
+
+#define OPT(t, p) { t, offsetof(struct sfs_options, p), 1 }
+
+static const struct fuse_opt sfs_opt_spec[] = {
+	OPT("passthrough=%s", passthrough_str),
+	OPT("size=%s", size_str),
+	OPT("lifetime=%s", lifetime_str),
+	OPT("commit=%s", commit_str),
+	OPT("umask=%s", umask_str),
+	OPT("uid=%s", uid_str),
+	OPT("gid=%s", gid_str),
+	FUSE_OPT_END
+};
+
+/*
+ * Options not ours stay in args for libfuse.  Non-option arguments are
+ * held back: whether the first is a source or the mount point is known
+ * only once all are seen.
+ */
+static int keep_arg(void *data, const char *arg, int key,
+		    struct fuse_args *outargs)
+{
+	struct sfs_options *o = data;
+
+	if (key != FUSE_OPT_KEY_NONOPT)
+		return 1;
+	if (o->n_nonopt == 2) {
+		fprintf(stderr, "sectionfs: unexpected argument '%s'\n", arg);
+		return -1;
+	}
+	o->nonopt[o->n_nonopt] = strdup(arg);
+	if (!o->nonopt[o->n_nonopt])
+		return -1;
+	o->n_nonopt++;
+	return 0;
+}
+
+/* Give libfuse the mount point: the last non-option argument. */
+static int pass_mountpoint(struct fuse_args *args, struct sfs_options *o)
+{
+	if (o->n_nonopt == 0)
+		return 0;
+	return fuse_opt_add_arg(args, o->nonopt[o->n_nonopt - 1]);
+}
+
+int parse_size(const char *s, uint64_t total_mem, uint64_t *out)
+{
+	char *end;
+	unsigned long long n;
+	uint64_t mult = 1;
+
+	if (!s || !isdigit((unsigned char)s[0]))
+		return -EINVAL;
+	errno = 0;
+	n = strtoull(s, &end, 10);
+	if (errno)
+		return -EINVAL;
+	switch (tolower((unsigned char)*end)) {
+	case '\0':
+		break;
+	case 'k': mult = 1ULL << 10; end++; break;
+	case 'm': mult = 1ULL << 20; end++; break;
+	case 'g': mult = 1ULL << 30; end++; break;
+	case 't': mult = 1ULL << 40; end++; break;
+	case '%':
+		if (end[1] != '\0' || n > 100)
+			return -EINVAL;
+		*out = total_mem / 100 * n;
+		return 0;
+	default:
+		return -EINVAL;
+	}
+	if (*end != '\0' || (n && mult > UINT64_MAX / n))
+		return -EINVAL;
+	*out = n * mult;
+	return 0;
+}
+
+int parse_passthrough(const char *s, enum pt_mode *out)
+{
+	if (!strcmp(s, "auto"))
+		*out = PT_AUTO;
+	else if (!strcmp(s, "on"))
+		*out = PT_ON;
+	else if (!strcmp(s, "off"))
+		*out = PT_OFF;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+int parse_lifetime(const char *s, enum lifetime_mode *out)
+{
+	if (!strcmp(s, "name"))
+		*out = LIFETIME_NAME;
+	else if (!strcmp(s, "handle"))
+		*out = LIFETIME_HANDLE;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+int parse_commit(const char *s, enum commit_mode *out)
+{
+	if (!strcmp(s, "lazy"))
+		*out = COMMIT_LAZY;
+	else if (!strcmp(s, "eager"))
+		*out = COMMIT_EAGER;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+int parse_umask(const char *s, mode_t *out)
+{
+	char *end;
+	unsigned long v;
+
+	if (!s || !*s || *s == '-')
+		return -EINVAL;
+	errno = 0;
+	v = strtoul(s, &end, 8);
+	if (errno || *end || v > 0777)
+		return -EINVAL;
+	*out = (mode_t)v;
+	return 0;
+}
+
+int parse_id(const char *s, unsigned int *out)
+{
+	char *end;
+	unsigned long v;
+
+	if (!s || !isdigit((unsigned char)s[0]))
+		return -EINVAL;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	/* (unsigned)-1 means "no change" to chown(2): not an owner. */
+	if (errno || *end || v >= UINT_MAX)
+		return -EINVAL;
+	*out = (unsigned int)v;
+	return 0;
+}
+
+static int bad_value(char *msg, size_t msglen, const char *name,
+		     const char *value, const char *expected)
+{
+	snprintf(msg, msglen, "invalid value '%s' for option '%s' (expected %s)",
+		 value, name, expected);
+	return -EINVAL;
+}
+
+static int validate(struct sfs_options *o, uint64_t total_mem,
+		    char *msg, size_t msglen)
+{
+	if (o->passthrough_str &&
+	    parse_passthrough(o->passthrough_str, &o->passthrough))
+		return bad_value(msg, msglen, "passthrough", o->passthrough_str,
+				 "auto, on or off");
+	if (o->size_str && parse_size(o->size_str, total_mem, &o->size))
+		return bad_value(msg, msglen, "size", o->size_str,
+				 "a number with an optional k, m, g, t or % suffix");
+	if (o->lifetime_str && parse_lifetime(o->lifetime_str, &o->lifetime))
+		return bad_value(msg, msglen, "lifetime", o->lifetime_str,
+				 "name or handle");
+	if (o->commit_str && parse_commit(o->commit_str, &o->commit))
+		return bad_value(msg, msglen, "commit", o->commit_str,
+				 "lazy or eager");
+	if (o->umask_str && parse_umask(o->umask_str, &o->umask))
+		return bad_value(msg, msglen, "umask", o->umask_str,
+				 "an octal mode up to 0777");
+	if (o->uid_str && parse_id(o->uid_str, &o->uid))
+		return bad_value(msg, msglen, "uid", o->uid_str, "a user id");
+	if (o->gid_str && parse_id(o->gid_str, &o->gid))
+		return bad_value(msg, msglen, "gid", o->gid_str, "a group id");
+	o->uid_set = o->uid_str != NULL;
+	o->gid_set = o->gid_str != NULL;
+	return 0;
+}
+
+int options_parse(struct fuse_args *args, struct sfs_options *opts,
+		  uint64_t total_mem, char *msg, size_t msglen)
+{
+	memset(opts, 0, sizeof(*opts));
+	opts->passthrough = PT_AUTO;
+	opts->lifetime = LIFETIME_NAME;
+	opts->commit = COMMIT_LAZY;
+	opts->umask = 022;
+
+	if (fuse_opt_parse(args, opts, sfs_opt_spec, keep_arg) == -1 ||
+	    pass_mountpoint(args, opts) == -1) {
+		/* What could not be read has been printed already. */
+		msg[0] = '\0';
+		return -EINVAL;
+	}
+	return validate(opts, total_mem, msg, msglen);
+}
+
+void options_free(struct sfs_options *opts)
+{
+	free(opts->passthrough_str);
+	free(opts->size_str);
+	free(opts->lifetime_str);
+	free(opts->commit_str);
+	free(opts->umask_str);
+	free(opts->uid_str);
+	free(opts->gid_str);
+	free(opts->nonopt[0]);
+	free(opts->nonopt[1]);
+}
+
+void options_print_help(void)
+{
+	printf("sectionfs options:\n"
+	       "    -o passthrough=auto|on|off  kernel passthrough data path (default auto)\n"
+	       "    -o size=N[k|m|g|t|%%]        cap on page-file-backed bytes (default none)\n"
+	       "    -o lifetime=name|handle     when unnamed sections die (default name)\n"
+	       "    -o commit=lazy|eager        allocate section memory on resize (default lazy)\n"
+	       "    -o uid=N,gid=N              owner of the root directory\n"
+	       "    -o umask=OCTAL              root directory mode is 0777 & ~umask (default 022)\n"
+	       "    -o allow_other              let other users use the mount\n"
+	       "\n");
+}

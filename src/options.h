@@ -1,0 +1,74 @@
+/*
+ * options.h - the daemon's -o options: parsing and validation.
+ *
+ * Pure logic: everything here takes its inputs as arguments and touches
+ * no mount, so test/unit_options.c checks it directly.  Parsing happens
+ * before anything is mounted, and a bad option is reported in one line
+ * naming it.
+ */
+#ifndef SECTIONFS_OPTIONS_H
+#define SECTIONFS_OPTIONS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <fuse_opt.h>
+
+#include "passthrough.h"	/* enum pt_mode */
+
+enum lifetime_mode { LIFETIME_NAME, LIFETIME_HANDLE };
+enum commit_mode { COMMIT_LAZY, COMMIT_EAGER };
+
+struct sfs_options {
+	/* Raw strings as fuse_opt stored them (owned, freed by options_free). */
+	char *passthrough_str;
+	char *size_str;
+	char *lifetime_str;
+	char *commit_str;
+	char *umask_str;
+	char *uid_str;
+	char *gid_str;
+	/* Validated values. */
+	enum pt_mode passthrough;
+	uint64_t size;			/* cap on page-file bytes; 0 = none */
+	enum lifetime_mode lifetime;
+	enum commit_mode commit;
+	mode_t umask;			/* applied to the root directory */
+	unsigned int uid, gid;		/* owner of the root directory */
+	int uid_set, gid_set;
+	/* Non-option arguments: [SOURCE] MOUNTPOINT, as mount.fuse3 gives
+	 * them; the source names nothing and is ignored. */
+	char *nonopt[2];
+	int n_nonopt;
+};
+
+/*
+ * Parse sectionfs's own -o options out of args (libfuse's stay in args
+ * for fuse_parse_cmdline and fuse_session_new) and validate them.  Of the
+ * non-option arguments, [SOURCE] MOUNTPOINT, only the mount point is left
+ * in args.
+ * total_mem is what a "size=N%" is a percentage of.  On error writes one
+ * line naming the option to msg (size msglen) and returns -EINVAL.
+ */
+int options_parse(struct fuse_args *args, struct sfs_options *opts,
+		  uint64_t total_mem, char *msg, size_t msglen);
+
+/* Free the strings options_parse stored. */
+void options_free(struct sfs_options *opts);
+
+/* Print the sectionfs options for -h. */
+void options_print_help(void);
+
+/*
+ * Value parsers, exposed for the unit tests.  Each returns 0 and stores
+ * the value, or -EINVAL and leaves *out untouched.
+ */
+int parse_size(const char *s, uint64_t total_mem, uint64_t *out);
+int parse_passthrough(const char *s, enum pt_mode *out);
+int parse_lifetime(const char *s, enum lifetime_mode *out);
+int parse_commit(const char *s, enum commit_mode *out);
+int parse_umask(const char *s, mode_t *out);
+int parse_id(const char *s, unsigned int *out);
+
+#endif /* SECTIONFS_OPTIONS_H */

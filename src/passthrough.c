@@ -1,0 +1,532 @@
+/*
+ * passthrough.c - kernel FUSE passthrough, negotiated at INIT and attached
+ * at OPEN/CREATE.
+ *
+ * This file owns everything sectionfs says to the kernel about
+ * passthrough: the privilege check, the FUSE_PASSTHROUGH handshake, the
+ * backing-file ioctls on the session fd, and the patched open replies.
+ * With libfuse 3.14, which has no passthrough API, it wraps the session
+ * fd's read and writev through fuse_session_custom_io() and edits the
+ * INIT and OPEN/CREATE replies on their way to the kernel; where configure
+ * found libfuse's own API (>= 3.17) it uses that instead.  It must not
+ * decide anything per section or per open: the mode is fixed once per
+ * mount, and which section gets which backing id is the caller's business.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <linux/capability.h>
+#include <linux/fuse.h>
+
+#include "log.h"
+#include "passthrough.h"
+
+/*
+ * Kernel ABI newer than the installed <linux/fuse.h> (7.38).  All of it
+ * comes from FUSE ABI 7.40 (Linux 6.9), which added passthrough.
+ */
+#define PT_FUSE_PASSTHROUGH_FLAGS2	(1u << (37 - 32))	/* FUSE_PASSTHROUGH */
+#define PT_FOPEN_PASSTHROUGH		(1u << 7)
+
+struct pt_backing_map {			/* struct fuse_backing_map */
+	int32_t fd;
+	uint32_t flags;
+	uint64_t padding;
+};
+
+#define PT_DEV_IOC_MAGIC		229
+#define PT_DEV_IOC_BACKING_OPEN	_IOW(PT_DEV_IOC_MAGIC, 1, struct pt_backing_map)
+#define PT_DEV_IOC_BACKING_CLOSE	_IOW(PT_DEV_IOC_MAGIC, 2, uint32_t)
+
+/*
+ * The mount's passthrough state.  mode, privileged and dev_fd are written
+ * by pt_setup() before the session loop and only read afterwards; active
+ * is written at INIT and read by every open, on any worker thread.
+ */
+struct pt_state {
+	enum pt_mode mode;
+	bool privileged;	/* CAP_SYS_ADMIN, initial user namespace */
+	int dev_fd;		/* the session fd, for the backing ioctls */
+	atomic_bool active;	/* passthrough negotiated for this mount */
+};
+
+/* One mount per process: set by pt_setup() before the loop starts. */
+static struct pt_state pt = { .mode = PT_OFF, .dev_fd = -1 };
+
+/* -------------------------------------------------------------------- */
+/* Privilege                                                            */
+/* -------------------------------------------------------------------- */
+
+/*
+ * The kernel registers a backing file only for a caller that is
+ * capable(CAP_SYS_ADMIN), and refuses with EPERM otherwise.
+ */
+static bool pt_has_sys_admin(void)
+{
+	struct __user_cap_header_struct hdr = {
+		.version = _LINUX_CAPABILITY_VERSION_3,
+		.pid = 0,
+	};
+	struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+
+	/* glibc has no capget() wrapper; libcap would be a dependency. */
+	if (syscall(SYS_capget, &hdr, data) < 0)
+		return false;
+	return data[CAP_TO_INDEX(CAP_SYS_ADMIN)].effective &
+	       CAP_TO_MASK(CAP_SYS_ADMIN);
+}
+
+/*
+ * CapEff counts in the daemon's own user namespace, but the kernel checks
+ * the capability against the initial one.  The initial namespace maps
+ * every uid onto itself in a single line; a child namespace almost never
+ * does, and where it does we merely fail later at BACKING_OPEN.
+ */
+static bool pt_in_initial_userns(void)
+{
+	unsigned long inside, outside, count;
+	char line[128];
+	bool initial = false;
+	int lines = 0;
+	FILE *f;
+
+	f = fopen("/proc/self/uid_map", "re");
+	if (!f)
+		return true;	/* no /proc: let the kernel be the judge */
+	while (fgets(line, sizeof(line), f)) {
+		lines++;
+		if (sscanf(line, "%lu %lu %lu", &inside, &outside, &count) == 3 &&
+		    inside == 0 && outside == 0 && count == 4294967295UL)
+			initial = true;
+	}
+	fclose(f);
+	return initial && lines == 1;
+}
+
+/* -------------------------------------------------------------------- */
+/* Backend: libfuse's own passthrough API (>= 3.17)                     */
+/* -------------------------------------------------------------------- */
+#ifdef HAVE_FUSE_PASSTHROUGH_OPEN
+/*
+ * Cannot be compiled here: Debian ships libfuse 3.14.  Kept to the four
+ * calls the library does for us.  Backing registration stays on our own
+ * ioctl in both builds: fuse_passthrough_open() wants a request only to
+ * find the session fd, and sections are registered once, not per request.
+ */
+static int pt_backend_setup(struct fuse_session *se)
+{
+	return 0;
+}
+
+static bool pt_backend_offered(struct fuse_conn_info *conn)
+{
+	return conn->capable & FUSE_CAP_PASSTHROUGH;
+}
+
+static void pt_backend_want(struct fuse_conn_info *conn)
+{
+	conn->want |= FUSE_CAP_PASSTHROUGH;
+	conn->max_backing_stack_depth = 0;	/* backing files are not stacked */
+}
+
+/* The kernel refuses passthrough opens that carry any other flag. */
+static void pt_backend_fill(struct fuse_file_info *f, int backing_id)
+{
+	f->direct_io = 0;
+	f->keep_cache = 0;
+	f->nonseekable = 0;
+	f->parallel_direct_writes = 0;
+	f->backing_id = backing_id;
+}
+
+static int pt_backend_reply_open(fuse_req_t req, struct fuse_file_info *fi,
+				 int backing_id)
+{
+	struct fuse_file_info f = *fi;
+
+	pt_backend_fill(&f, backing_id);
+	return fuse_reply_open(req, &f);
+}
+
+static int pt_backend_reply_create(fuse_req_t req,
+				   const struct fuse_entry_param *e,
+				   struct fuse_file_info *fi, int backing_id)
+{
+	struct fuse_file_info f = *fi;
+
+	pt_backend_fill(&f, backing_id);
+	return fuse_reply_create(req, e, &f);
+}
+
+#else /* !HAVE_FUSE_PASSTHROUGH_OPEN */
+/* -------------------------------------------------------------------- */
+/* Backend: wire shim for libfuse 3.14                                  */
+/* -------------------------------------------------------------------- */
+
+/* fuse_init_out as of ABI 7.40: max_stack_depth took unused[0]. */
+struct pt_init_out {
+	uint32_t major;
+	uint32_t minor;
+	uint32_t max_readahead;
+	uint32_t flags;
+	uint16_t max_background;
+	uint16_t congestion_threshold;
+	uint32_t max_write;
+	uint32_t time_gran;
+	uint16_t max_pages;
+	uint16_t map_alignment;
+	uint32_t flags2;
+	uint32_t max_stack_depth;
+	uint32_t unused[6];
+};
+
+/* fuse_open_out as of ABI 7.40: backing_id took the padding. */
+struct pt_open_out {
+	uint64_t fh;
+	uint32_t open_flags;
+	int32_t backing_id;
+};
+
+_Static_assert(sizeof(struct pt_init_out) == sizeof(struct fuse_init_out),
+	       "7.40 fuse_init_out must keep the 7.38 size");
+_Static_assert(sizeof(struct pt_open_out) == sizeof(struct fuse_open_out),
+	       "7.40 fuse_open_out must keep the 7.38 size");
+
+/*
+ * What the hooks learn from INIT.  The kernel holds every other request
+ * until INIT is answered, and libfuse reads, handles and answers INIT on
+ * one thread, so these are written by one thread at a time; atomics keep
+ * the later lock-free peeks by other workers well defined.
+ */
+static atomic_bool pt_init_seen;	/* the INIT request went by */
+static atomic_bool pt_init_replied;	/* ... and so did our answer */
+static atomic_uint_fast64_t pt_init_unique;
+static atomic_bool pt_offered;		/* kernel offered FUSE_PASSTHROUGH */
+
+/*
+ * Set by pt_reply_open()/pt_reply_create() around the libfuse call that
+ * writes the reply: fuse_reply_open() calls writev on the calling thread.
+ */
+struct pt_reply_ctx {
+	int backing_id;		/* > 0: patch this reply */
+	size_t payload;		/* expected reply payload length */
+};
+static __thread struct pt_reply_ctx pt_reply;
+
+/*
+ * Find [off, off + len) of a message gathered in iov, relative to the
+ * start of the message.  Returns NULL when it is out of range or split
+ * between two buffers (libfuse never does that for the replies we edit).
+ */
+static void *pt_iov_at(const struct iovec *iov, int count, size_t off,
+		       size_t len)
+{
+	for (int i = 0; i < count; i++) {
+		if (off < iov[i].iov_len) {
+			if (len > iov[i].iov_len - off)
+				return NULL;
+			return (char *)iov[i].iov_base + off;
+		}
+		off -= iov[i].iov_len;
+	}
+	return NULL;
+}
+
+static size_t pt_iov_len(const struct iovec *iov, int count)
+{
+	size_t len = 0;
+
+	for (int i = 0; i < count; i++)
+		len += iov[i].iov_len;
+	return len;
+}
+
+/* Remember what the kernel offered in INIT (flags2 needs FUSE_INIT_EXT). */
+static void pt_see_request(const void *buf, ssize_t len)
+{
+	const size_t flags2_end = sizeof(struct fuse_in_header) +
+		offsetof(struct fuse_init_in, flags2) + sizeof(uint32_t);
+	struct fuse_in_header in;
+	struct fuse_init_in init;
+
+	if (len < (ssize_t)sizeof(in))
+		return;
+	memcpy(&in, buf, sizeof(in));
+	if (in.opcode != FUSE_INIT)
+		return;
+
+	memset(&init, 0, sizeof(init));
+	memcpy(&init, (const char *)buf + sizeof(in),
+	       (size_t)len >= flags2_end ? flags2_end - sizeof(in) :
+	       (size_t)len - sizeof(in));
+	atomic_store(&pt_offered, (init.flags & FUSE_INIT_EXT) &&
+		     (init.flags2 & PT_FUSE_PASSTHROUGH_FLAGS2));
+	atomic_store(&pt_init_unique, in.unique);
+	atomic_store(&pt_init_seen, true);
+	log_debug("kernel FUSE %u.%u %s passthrough", init.major, init.minor,
+		  atomic_load(&pt_offered) ? "offers" : "does not offer");
+}
+
+/*
+ * Ask for passthrough in our INIT reply.  The payload must be the 7.40
+ * layout or larger; a shorter one means libfuse answered with an old
+ * protocol, and the mount stays cached.
+ */
+static void pt_patch_init(struct iovec *iov, int count)
+{
+	const struct fuse_out_header *out = iov[0].iov_base;
+	const size_t hdr = sizeof(struct fuse_out_header);
+	struct pt_init_out arg;
+	void *p;
+
+	if (out->error)
+		goto fail;
+	p = pt_iov_at(iov, count, hdr, sizeof(arg));
+	if (!p || pt_iov_len(iov, count) < hdr + sizeof(arg))
+		goto fail;
+
+	memcpy(&arg, p, sizeof(arg));
+	arg.flags |= FUSE_INIT_EXT;
+	/* The kernel silently drops passthrough under the writeback cache. */
+	arg.flags &= ~FUSE_WRITEBACK_CACHE;
+	arg.flags2 |= PT_FUSE_PASSTHROUGH_FLAGS2;
+	/* Backing files live on plain filesystems: one level of stacking. */
+	arg.max_stack_depth = 1;
+	memcpy(p, &arg, sizeof(arg));
+	return;
+fail:
+	log_err("unexpected INIT reply (error %d, %zu bytes); passthrough off",
+		out->error, pt_iov_len(iov, count));
+	atomic_store(&pt.active, false);
+}
+
+/* Turn a plain OPEN/CREATE reply into a passthrough one. */
+static void pt_patch_open(struct iovec *iov, int count)
+{
+	const struct fuse_out_header *out = iov[0].iov_base;
+	const size_t hdr = sizeof(struct fuse_out_header);
+	size_t len = pt_iov_len(iov, count);
+	struct pt_open_out arg;
+	void *p;
+
+	if (out->error)
+		return;
+	/* fuse_open_out is always the tail of an OPEN or CREATE reply. */
+	p = len == hdr + pt_reply.payload ?
+		pt_iov_at(iov, count, len - sizeof(arg), sizeof(arg)) : NULL;
+	if (!p) {
+		log_err("unexpected open reply (%zu bytes); not passed through",
+			len);
+		return;
+	}
+	memcpy(&arg, p, sizeof(arg));
+	/* Any flag besides FOPEN_PASSTHROUGH makes the kernel fail with EIO. */
+	arg.open_flags = PT_FOPEN_PASSTHROUGH;
+	arg.backing_id = pt_reply.backing_id;
+	memcpy(p, &arg, sizeof(arg));
+}
+
+/*
+ * The hooks.  Each behaves exactly like the call it wraps (result, errno)
+ * because libfuse reads errno after them; userdata is the filesystem's,
+ * not ours, and unused.
+ */
+static ssize_t pt_io_read(int fd, void *buf, size_t buf_len, void *userdata)
+{
+	ssize_t res = read(fd, buf, buf_len);
+
+	/* INIT is the first request; it always comes by read, never by
+	 * splice, since libfuse splices only once INIT agreed to it. */
+	if (res > 0 && !atomic_load_explicit(&pt_init_seen,
+					     memory_order_relaxed)) {
+		int saved = errno;
+
+		pt_see_request(buf, res);
+		errno = saved;
+	}
+	return res;
+}
+
+static ssize_t pt_io_writev(int fd, struct iovec *iov, int count,
+			    void *userdata)
+{
+	const struct fuse_out_header *out = iov[0].iov_base;
+
+	if (pt_reply.backing_id > 0) {
+		pt_patch_open(iov, count);
+	} else if (!atomic_load_explicit(&pt_init_replied,
+					 memory_order_relaxed) &&
+		   atomic_load(&pt_init_seen) &&
+		   out->unique == atomic_load(&pt_init_unique)) {
+		if (atomic_load(&pt.active))
+			pt_patch_init(iov, count);
+		atomic_store(&pt_init_replied, true);
+	}
+	return writev(fd, iov, count);
+}
+
+/* Present so that libfuse keeps splicing (it checks for the hooks). */
+static ssize_t pt_io_splice_receive(int fdin, off_t *offin, int fdout,
+				    off_t *offout, size_t len,
+				    unsigned int flags, void *userdata)
+{
+	return splice(fdin, offin, fdout, offout, len, flags);
+}
+
+static ssize_t pt_io_splice_send(int fdin, off_t *offin, int fdout,
+				 off_t *offout, size_t len,
+				 unsigned int flags, void *userdata)
+{
+	return splice(fdin, offin, fdout, offout, len, flags);
+}
+
+static int pt_backend_setup(struct fuse_session *se)
+{
+	static const struct fuse_custom_io io = {
+		.read = pt_io_read,
+		.writev = pt_io_writev,
+		.splice_receive = pt_io_splice_receive,
+		.splice_send = pt_io_splice_send,
+	};
+	int res;
+
+	res = fuse_session_custom_io(se, &io, fuse_session_fd(se));
+	if (res < 0)
+		log_err("cannot hook the FUSE session for passthrough: %s",
+			strerror(-res));
+	return res;
+}
+
+static bool pt_backend_offered(struct fuse_conn_info *conn)
+{
+	return atomic_load(&pt_offered);
+}
+
+/* Nothing to ask libfuse for: the writev hook edits the INIT reply. */
+static void pt_backend_want(struct fuse_conn_info *conn)
+{
+}
+
+static int pt_backend_reply_open(fuse_req_t req, struct fuse_file_info *fi,
+				 int backing_id)
+{
+	int res;
+
+	pt_reply.backing_id = backing_id;
+	pt_reply.payload = sizeof(struct pt_open_out);
+	res = fuse_reply_open(req, fi);
+	pt_reply.backing_id = 0;
+	return res;
+}
+
+static int pt_backend_reply_create(fuse_req_t req,
+				   const struct fuse_entry_param *e,
+				   struct fuse_file_info *fi, int backing_id)
+{
+	int res;
+
+	pt_reply.backing_id = backing_id;
+	pt_reply.payload = sizeof(struct fuse_entry_out) +
+			   sizeof(struct pt_open_out);
+	res = fuse_reply_create(req, e, fi);
+	pt_reply.backing_id = 0;
+	return res;
+}
+
+#endif /* HAVE_FUSE_PASSTHROUGH_OPEN */
+
+/* -------------------------------------------------------------------- */
+/* Interface                                                            */
+/* -------------------------------------------------------------------- */
+
+int pt_setup(struct fuse_session *se, enum pt_mode mode)
+{
+	pt.mode = mode;
+	pt.dev_fd = fuse_session_fd(se);
+	if (mode == PT_OFF)
+		return 0;
+
+	pt.privileged = pt_has_sys_admin() && pt_in_initial_userns();
+	if (!pt.privileged) {
+		if (mode == PT_AUTO) {
+			log_info("passthrough needs CAP_SYS_ADMIN; using the cached data path");
+			return 0;
+		}
+		log_err("passthrough=on needs CAP_SYS_ADMIN in the initial user namespace (the kernel checks it when a backing file is registered)");
+		return -EPERM;
+	}
+	return pt_backend_setup(se);
+}
+
+bool pt_negotiate(struct fuse_conn_info *conn)
+{
+	if (pt.mode == PT_OFF || !pt.privileged)
+		return false;
+	if (!pt_backend_offered(conn)) {
+		if (pt.mode == PT_ON)
+			log_err("passthrough=on, but the kernel does not offer FUSE passthrough (needs Linux >= 6.9 with CONFIG_FUSE_PASSTHROUGH)");
+		else
+			log_info("the kernel does not offer FUSE passthrough; using the cached data path");
+		return false;
+	}
+	/* The kernel turns passthrough off silently under writeback. */
+	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	pt_backend_want(conn);
+	atomic_store(&pt.active, true);
+	return true;
+}
+
+bool pt_active(void)
+{
+	return atomic_load(&pt.active);
+}
+
+int pt_backing_open(int fd)
+{
+	struct pt_backing_map map = { .fd = fd };
+	int id;
+
+	if (!pt_active())
+		return -EOPNOTSUPP;
+	id = ioctl(pt.dev_fd, PT_DEV_IOC_BACKING_OPEN, &map);
+	if (id < 0)
+		return -errno;
+	return id;
+}
+
+void pt_backing_close(int backing_id)
+{
+	uint32_t id = backing_id;
+
+	if (backing_id <= 0 || pt.dev_fd < 0)
+		return;
+	if (ioctl(pt.dev_fd, PT_DEV_IOC_BACKING_CLOSE, &id) < 0)
+		log_err("cannot release backing id %d: %s", backing_id,
+			strerror(errno));
+}
+
+int pt_reply_open(fuse_req_t req, struct fuse_file_info *fi, int backing_id)
+{
+	if (!pt_active() || backing_id <= 0)
+		return fuse_reply_open(req, fi);
+	return pt_backend_reply_open(req, fi, backing_id);
+}
+
+int pt_reply_create(fuse_req_t req, const struct fuse_entry_param *e,
+		    struct fuse_file_info *fi, int backing_id)
+{
+	if (!pt_active() || backing_id <= 0)
+		return fuse_reply_create(req, e, fi);
+	return pt_backend_reply_create(req, e, fi, backing_id);
+}

@@ -1,0 +1,535 @@
+/*
+ * requests.c - the FUSE low-level operations.
+ *
+ * Each handler decodes one request, asks the namespace (or, for bytes, the
+ * data path) to do the work, and sends exactly one reply.  No policy lives
+ * here: what is allowed and what it means is decided below.  An open
+ * handle's fh is the section it holds a reference on; a directory
+ * handle's fh is its listing.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sysinfo.h>
+#include <unistd.h>
+
+#include "datapath.h"
+#include "log.h"
+#include "mount.h"
+#include "passthrough.h"
+#include "requests.h"
+#include "xattr.h"
+
+/*
+ * Names change only through this daemon, so the kernel may keep them (and
+ * their absence) for long.  Attributes are kept briefly: in passthrough
+ * mode and through shared views a section's size and times change without
+ * the daemon hearing of it.
+ */
+#define NEGATIVE_TIMEOUT	86400.0
+
+/* Large requests: fewer round trips on the cached path. */
+#define MAX_WRITE		(1024 * 1024)
+
+static struct section *section_of(struct fuse_file_info *fi)
+{
+	return (struct section *)(uintptr_t)fi->fh;
+}
+
+/* Who sent req; supplementary groups are left out (ngroups -1). */
+static struct caller caller_of(fuse_req_t req)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+
+	return (struct caller){ .uid = ctx->uid, .gid = ctx->gid,
+				.ngroups = -1 };
+}
+
+/* Who sent req, with their supplementary groups (free who->groups). */
+static int caller_with_groups(fuse_req_t req, struct caller *who)
+{
+	int n = 32, got;
+
+	*who = caller_of(req);
+	for (;;) {
+		gid_t *groups = realloc(who->groups, n * sizeof(gid_t));
+
+		if (!groups)
+			return -ENOMEM;
+		who->groups = groups;
+		got = fuse_req_getgroups(req, n, groups);
+		if (got < 0)
+			return got;
+		if (got <= n)
+			break;
+		n = got;
+	}
+	who->ngroups = got;
+	return 0;
+}
+
+static void reply_entry_or_err(fuse_req_t req, int err,
+			       const struct fuse_entry_param *e)
+{
+	if (err)
+		fuse_reply_err(req, -err);
+	else
+		fuse_reply_entry(req, e);
+}
+
+static void reply_attr_or_err(fuse_req_t req, int err, const struct stat *st)
+{
+	if (err)
+		fuse_reply_err(req, -err);
+	else
+		fuse_reply_attr(req, st, ns_of(req)->attr_timeout);
+}
+
+static void sfs_init(void *userdata, struct fuse_conn_info *conn)
+{
+	struct sfs_mount *m = userdata;
+
+	conn->time_gran = 1;
+	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
+		conn->want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
+	if (conn->capable & FUSE_CAP_SPLICE_READ)
+		conn->want |= FUSE_CAP_SPLICE_READ;
+	conn->max_write = MAX_WRITE;
+	conn->max_readahead = MAX_WRITE;
+	/* The kernel writes through to the daemon: no writeback cache, which
+	 * passthrough forbids and which the cached path does not need. */
+	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+
+	if (!pt_negotiate(conn) && m->opts.passthrough == PT_ON) {
+		m->init_failed = 1;
+		fuse_session_exit(m->se);
+	}
+}
+
+static void sfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fuse_entry_param e;
+	int err = ns_lookup(ns_of(req), parent, name, &e);
+
+	if (err == -ENOENT) {
+		/* Let the kernel remember the absence. */
+		memset(&e, 0, sizeof(e));
+		e.entry_timeout = NEGATIVE_TIMEOUT;
+		err = 0;
+	}
+	reply_entry_or_err(req, err, &e);
+}
+
+static void sfs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	ns_forget(ns_of(req), ino, nlookup);
+	fuse_reply_none(req);
+}
+
+static void sfs_forget_multi(fuse_req_t req, size_t count,
+			     struct fuse_forget_data *forgets)
+{
+	size_t i;
+
+	for (i = 0; i < count; i++)
+		ns_forget(ns_of(req), forgets[i].ino, forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+static void sfs_getattr(fuse_req_t req, fuse_ino_t ino,
+			struct fuse_file_info *fi)
+{
+	struct stat st;
+	int err = ns_getattr(ns_of(req), ino, &st);
+
+	reply_attr_or_err(req, err, &st);
+}
+
+static void sfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+			int to_set, struct fuse_file_info *fi)
+{
+	/* Without supplementary groups: rights over a backing file's times
+	 * are then at most the caller's own. */
+	struct caller who = caller_of(req);
+	struct stat st;
+	int err;
+
+	who.ngroups = 0;
+	err = ns_setattr(ns_of(req), ino, attr, to_set, &who, &st);
+
+	reply_attr_or_err(req, err, &st);
+}
+
+static void sfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      mode_t mode, dev_t rdev)
+{
+	struct caller who = caller_of(req);
+	struct fuse_entry_param e;
+	int err = ns_mknod(ns_of(req), parent, name, mode, rdev, &who, &e, NULL);
+
+	reply_entry_or_err(req, err, &e);
+}
+
+static void sfs_symlink(fuse_req_t req, const char *target, fuse_ino_t parent,
+			const char *name)
+{
+	struct fuse_entry_param e;
+	struct caller who;
+	int err = caller_with_groups(req, &who);
+
+	if (!err)
+		err = ns_symlink(ns_of(req), parent, name, target, &who, &e);
+	free(who.groups);
+	reply_entry_or_err(req, err, &e);
+}
+
+/* Only the placeholder a symlink() reply names is a symlink, briefly. */
+static void sfs_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	fuse_reply_err(req, EINVAL);
+}
+
+static void sfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      mode_t mode)
+{
+	struct caller who = caller_of(req);
+	struct fuse_entry_param e;
+	int err = ns_mkdir(ns_of(req), parent, name, mode, &who, &e);
+
+	reply_entry_or_err(req, err, &e);
+}
+
+static void sfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, -ns_unlink(ns_of(req), parent, name));
+}
+
+static void sfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, -ns_rmdir(ns_of(req), parent, name));
+}
+
+static void sfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+		       fuse_ino_t newparent, const char *newname,
+		       unsigned int flags)
+{
+	fuse_reply_err(req, -ns_rename(ns_of(req), parent, name, newparent,
+				       newname, flags));
+}
+
+static void sfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
+		     const char *newname)
+{
+	struct fuse_entry_param e;
+	int err = ns_link(ns_of(req), ino, newparent, newname, &e);
+
+	reply_entry_or_err(req, err, &e);
+}
+
+/* The kernel lets the daemon do O_TRUNC as part of OPEN (atomic_o_trunc). */
+static int open_truncate(struct section *sec, int flags)
+{
+	if (!(flags & O_TRUNC) || (flags & O_ACCMODE) == O_RDONLY)
+		return 0;
+	return section_resize(sec, 0);
+}
+
+static void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct section *sec;
+	int err = ns_open(ns_of(req), ino, fi->flags, &sec);
+
+	if (err) {
+		fuse_reply_err(req, -err);
+		return;
+	}
+	err = open_truncate(sec, fi->flags);
+	if (err) {
+		section_put(sec);
+		fuse_reply_err(req, -err);
+		return;
+	}
+	fi->fh = (uintptr_t)sec;
+	/* A failed reply means no RELEASE will come for this handle. */
+	if (dp_reply_open(req, sec, fi))
+		section_put(sec);
+}
+
+static void sfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
+		       mode_t mode, struct fuse_file_info *fi)
+{
+	struct caller who = caller_of(req);
+	struct fuse_entry_param e;
+	struct section *sec;
+	int err;
+
+	err = ns_mknod(ns_of(req), parent, name, S_IFREG | (mode & 07777), 0,
+		       &who, &e, &sec);
+	if (err) {
+		fuse_reply_err(req, -err);
+		return;
+	}
+	fi->fh = (uintptr_t)sec;
+	if (dp_reply_create(req, sec, &e, fi))
+		section_put(sec);
+}
+
+static void sfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	dp_read(req, section_of(fi), size, off);
+}
+
+static void sfs_write_buf(fuse_req_t req, fuse_ino_t ino,
+			  struct fuse_bufvec *in, off_t off,
+			  struct fuse_file_info *fi)
+{
+	dp_write(req, section_of(fi), in, off);
+}
+
+static void sfs_release(fuse_req_t req, fuse_ino_t ino,
+			struct fuse_file_info *fi)
+{
+	section_put(section_of(fi));
+	fuse_reply_err(req, 0);
+}
+
+static void sfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
+		      struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, -section_sync(section_of(fi), datasync));
+}
+
+static void sfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
+			  off_t off, off_t len, struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, -section_fallocate(section_of(fi), mode, off, len));
+}
+
+static void sfs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		      struct fuse_file_info *fi)
+{
+	/* SEEK_DATA and SEEK_HOLE: ask the store where its data is. */
+	off_t res = lseek(section_of(fi)->fd, off, whence);
+
+	if (res < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_lseek(req, res);
+}
+
+/* Reply with a length (size 0), the bytes, or the error. */
+static void reply_xattr(fuse_req_t req, ssize_t res, const char *buf,
+			size_t size)
+{
+	if (res < 0)
+		fuse_reply_err(req, (int)-res);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)res);
+	else
+		fuse_reply_buf(req, buf, (size_t)res);
+}
+
+static void sfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			 size_t size)
+{
+	struct section *sec;
+	char *buf = size ? malloc(size) : NULL;
+	ssize_t res = size && !buf ? -ENOMEM : ns_section(ns_of(req), ino, &sec);
+
+	if (res == 0) {
+		res = xattr_get(sec, name, buf, size);
+		section_put(sec);
+	}
+	reply_xattr(req, res, buf, size);
+	free(buf);
+}
+
+static void sfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct section *sec;
+	char *buf = size ? malloc(size) : NULL;
+	ssize_t res = size && !buf ? -ENOMEM : ns_section(ns_of(req), ino, &sec);
+
+	if (res == 0) {
+		res = xattr_list(sec, buf, size);
+		section_put(sec);
+	} else if (res == -ENODATA) {
+		res = 0;		/* directories have no attributes */
+	}
+	reply_xattr(req, res, buf, size);
+	free(buf);
+}
+
+static void sfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			 const char *value, size_t size, int flags)
+{
+	struct section *sec = NULL;
+	int err;
+
+	ns_section(ns_of(req), ino, &sec);	/* NULL for a directory */
+	err = xattr_set(sec, name, value, size, flags);
+	if (sec)
+		section_put(sec);
+	fuse_reply_err(req, -err);
+}
+
+static void sfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	fuse_reply_err(req, -xattr_remove(name));
+}
+
+static void sfs_opendir(fuse_req_t req, fuse_ino_t ino,
+			struct fuse_file_info *fi)
+{
+	struct ns_dir *dir;
+	int err = ns_opendir(ns_of(req), ino, &dir);
+
+	if (err) {
+		fuse_reply_err(req, -err);
+		return;
+	}
+	fi->fh = (uintptr_t)dir;
+	fi->cache_readdir = 0;
+	if (fuse_reply_open(req, fi))
+		ns_releasedir(dir);
+}
+
+/* Append one entry; returns its size, or 0 when the buffer is full. */
+static size_t add_entry(fuse_req_t req, char *buf, size_t room, int plus,
+			const char *name, const struct fuse_entry_param *e,
+			off_t next)
+{
+	size_t len = plus ?
+		fuse_add_direntry_plus(req, buf, room, name, e, next) :
+		fuse_add_direntry(req, buf, room, name, &e->attr, next);
+
+	return len > room ? 0 : len;
+}
+
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi, int plus)
+{
+	struct ns_dir *dir = (struct ns_dir *)(uintptr_t)fi->fh;
+	struct ns *ns = ns_of(req);
+	struct fuse_entry_param e;
+	const char *name;
+	char *buf = malloc(size);
+	size_t pos = 0, len, i;
+	int err = buf ? 0 : -ENOMEM;
+
+	if (!err && off == 0)
+		err = ns_readdir_rewind(ns, ino, dir);
+	for (i = off; !err; i++) {
+		err = ns_readdir_entry(ns, dir, i, plus, &name, &e);
+		if (err == -ESTALE) {
+			err = 0;	/* removed since the listing was taken */
+			continue;
+		}
+		if (err)
+			break;
+		len = add_entry(req, buf + pos, size - pos, plus, name, &e, i + 1);
+		if (!len) {
+			if (plus && e.ino)
+				ns_forget(ns, e.ino, 1);
+			break;
+		}
+		pos += len;
+	}
+	if (err && err != -ENOENT && pos == 0)
+		fuse_reply_err(req, -err);
+	else
+		fuse_reply_buf(req, buf, pos);
+	free(buf);
+}
+
+static void sfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, fi, 0);
+}
+
+static void sfs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
+			    off_t off, struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, fi, 1);
+}
+
+static void sfs_releasedir(fuse_req_t req, fuse_ino_t ino,
+			   struct fuse_file_info *fi)
+{
+	ns_releasedir((struct ns_dir *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+static void sfs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
+			 struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, 0);		/* directories live in memory only */
+}
+
+/*
+ * Without a size cap, sections are bounded by memory and swap: report
+ * those, so df shows what can still be had.
+ */
+static void sfs_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct statvfs st = { .f_bsize = 4096, .f_frsize = 4096,
+			      .f_namemax = NAME_MAX };
+	struct sysinfo si;
+	uint64_t nodes, total, avail;
+
+	if (sysinfo(&si)) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	ns_counts(ns_of(req), &nodes);
+	total = ((uint64_t)si.totalram + si.totalswap) * si.mem_unit;
+	avail = ((uint64_t)si.freeram + si.bufferram + si.freeswap) * si.mem_unit;
+	st.f_blocks = total / st.f_frsize;
+	st.f_bfree = st.f_bavail = avail / st.f_frsize;
+	/* tmpfs's default: one inode per page of memory. */
+	st.f_files = st.f_blocks;
+	st.f_ffree = st.f_favail = st.f_files > nodes ? st.f_files - nodes : 0;
+	fuse_reply_statfs(req, &st);
+}
+
+const struct fuse_lowlevel_ops sfs_ops = {
+	.init		= sfs_init,
+	.lookup		= sfs_lookup,
+	.forget		= sfs_forget,
+	.forget_multi	= sfs_forget_multi,
+	.getattr	= sfs_getattr,
+	.setattr	= sfs_setattr,
+	.mknod		= sfs_mknod,
+	.symlink	= sfs_symlink,
+	.readlink	= sfs_readlink,
+	.mkdir		= sfs_mkdir,
+	.unlink		= sfs_unlink,
+	.rmdir		= sfs_rmdir,
+	.rename		= sfs_rename,
+	.link		= sfs_link,
+	.open		= sfs_open,
+	.create		= sfs_create,
+	.read		= sfs_read,
+	.write_buf	= sfs_write_buf,
+	.release	= sfs_release,
+	.fsync		= sfs_fsync,
+	.fallocate	= sfs_fallocate,
+	.lseek		= sfs_lseek,
+	.opendir	= sfs_opendir,
+	.readdir	= sfs_readdir,
+	.readdirplus	= sfs_readdirplus,
+	.releasedir	= sfs_releasedir,
+	.fsyncdir	= sfs_fsyncdir,
+	.statfs		= sfs_statfs,
+	.getxattr	= sfs_getxattr,
+	.listxattr	= sfs_listxattr,
+	.setxattr	= sfs_setxattr,
+	.removexattr	= sfs_removexattr,
+};

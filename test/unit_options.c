@@ -1,0 +1,175 @@
+/*
+ * unit_options.c - unit tests of the option and value parsers.
+ *
+ * Runs without a mount: each case feeds a string to a parser in
+ * src/options.c and checks the value or the refusal.  Exit status is the
+ * number of failed checks (0 = pass), as automake's harness expects.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "options.h"
+
+static int failures;
+
+#define CHECK(cond) do {						\
+	if (!(cond)) {							\
+		fprintf(stderr, "%s:%d: check failed: %s\n",		\
+			__FILE__, __LINE__, #cond);			\
+		failures++;						\
+	}								\
+} while (0)
+
+static void test_size(void)
+{
+	uint64_t v = 7;
+
+	CHECK(parse_size("0", 0, &v) == 0 && v == 0);
+	CHECK(parse_size("4096", 0, &v) == 0 && v == 4096);
+	CHECK(parse_size("1k", 0, &v) == 0 && v == 1024);
+	CHECK(parse_size("2M", 0, &v) == 0 && v == 2u << 20);
+	CHECK(parse_size("3g", 0, &v) == 0 && v == 3ULL << 30);
+	CHECK(parse_size("1t", 0, &v) == 0 && v == 1ULL << 40);
+	CHECK(parse_size("50%", 1000, &v) == 0 && v == 500);
+	CHECK(parse_size("100%", 1000, &v) == 0 && v == 1000);
+	v = 7;
+	CHECK(parse_size("101%", 1000, &v) == -EINVAL && v == 7);
+	CHECK(parse_size("", 0, &v) == -EINVAL);
+	CHECK(parse_size("abc", 0, &v) == -EINVAL);
+	CHECK(parse_size("-1", 0, &v) == -EINVAL);
+	CHECK(parse_size(" 1", 0, &v) == -EINVAL);
+	CHECK(parse_size("1x", 0, &v) == -EINVAL);
+	CHECK(parse_size("1kb", 0, &v) == -EINVAL);
+	CHECK(parse_size("1%%", 100, &v) == -EINVAL);
+	CHECK(parse_size("99999999999999999999", 0, &v) == -EINVAL);
+	CHECK(parse_size("17179869184g", 0, &v) == -EINVAL);	/* 2^64 */
+	CHECK(v == 7);
+}
+
+static void test_words(void)
+{
+	enum pt_mode pt = PT_AUTO;
+	enum lifetime_mode lt = LIFETIME_NAME;
+	enum commit_mode cm = COMMIT_LAZY;
+
+	CHECK(parse_passthrough("on", &pt) == 0 && pt == PT_ON);
+	CHECK(parse_passthrough("off", &pt) == 0 && pt == PT_OFF);
+	CHECK(parse_passthrough("auto", &pt) == 0 && pt == PT_AUTO);
+	CHECK(parse_passthrough("yes", &pt) == -EINVAL && pt == PT_AUTO);
+	CHECK(parse_passthrough("", &pt) == -EINVAL);
+	CHECK(parse_lifetime("handle", &lt) == 0 && lt == LIFETIME_HANDLE);
+	CHECK(parse_lifetime("name", &lt) == 0 && lt == LIFETIME_NAME);
+	CHECK(parse_lifetime("Name", &lt) == -EINVAL);
+	CHECK(parse_commit("eager", &cm) == 0 && cm == COMMIT_EAGER);
+	CHECK(parse_commit("lazy", &cm) == 0 && cm == COMMIT_LAZY);
+	CHECK(parse_commit("now", &cm) == -EINVAL);
+}
+
+static void test_id(void)
+{
+	unsigned int id = 9;
+
+	CHECK(parse_id("0", &id) == 0 && id == 0);
+	CHECK(parse_id("65534", &id) == 0 && id == 65534);
+	id = 9;
+	CHECK(parse_id("abc", &id) == -EINVAL && id == 9);
+	CHECK(parse_id("-1", &id) == -EINVAL);
+	CHECK(parse_id("4294967295", &id) == -EINVAL);
+	CHECK(parse_id("12x", &id) == -EINVAL);
+	CHECK(parse_id("", &id) == -EINVAL);
+}
+
+static void test_umask(void)
+{
+	mode_t m = 1;
+
+	CHECK(parse_umask("022", &m) == 0 && m == 022);
+	CHECK(parse_umask("0", &m) == 0 && m == 0);
+	CHECK(parse_umask("777", &m) == 0 && m == 0777);
+	m = 1;
+	CHECK(parse_umask("1000", &m) == -EINVAL && m == 1);
+	CHECK(parse_umask("8", &m) == -EINVAL);
+	CHECK(parse_umask("", &m) == -EINVAL);
+	CHECK(parse_umask("-1", &m) == -EINVAL);
+}
+
+/* The whole -o path: what is ours is taken, the rest is left for libfuse. */
+static void test_parse(void)
+{
+	char *argv[] = { "sectionfs", "-o", "passthrough=off,allow_other,uid=5",
+			 "-f", "/mnt", NULL };
+	struct fuse_args args = FUSE_ARGS_INIT(5, argv);
+	struct sfs_options o;
+	char msg[256] = "";
+
+	CHECK(options_parse(&args, &o, 0, msg, sizeof(msg)) == 0);
+	CHECK(o.passthrough == PT_OFF);
+	CHECK(o.uid_set && o.uid == 5 && !o.gid_set);
+	CHECK(o.umask == 022 && o.size == 0);
+	CHECK(args.argc == 5 && !strcmp(args.argv[2], "allow_other"));
+	options_free(&o);
+	fuse_opt_free_args(&args);
+}
+
+/* mount.fuse3 passes SOURCE MOUNTPOINT: the source is dropped. */
+static void test_source_argument(void)
+{
+	char *argv[] = { "sectionfs", "none", "/mnt", "-o", "rw", NULL };
+	struct fuse_args args = FUSE_ARGS_INIT(5, argv);
+	struct sfs_options o;
+	char msg[256] = "";
+	int i, mountpoints = 0, sources = 0;
+
+	CHECK(options_parse(&args, &o, 0, msg, sizeof(msg)) == 0);
+	for (i = 0; i < args.argc; i++) {
+		mountpoints += !strcmp(args.argv[i], "/mnt");
+		sources += !strcmp(args.argv[i], "none");
+	}
+	CHECK(mountpoints == 1 && sources == 0);
+	options_free(&o);
+	fuse_opt_free_args(&args);
+}
+
+static void test_too_many_arguments(void)
+{
+	char *argv[] = { "sectionfs", "a", "b", "c", NULL };
+	struct fuse_args args = FUSE_ARGS_INIT(4, argv);
+	struct sfs_options o;
+	char msg[256] = "";
+
+	CHECK(options_parse(&args, &o, 0, msg, sizeof(msg)) == -EINVAL);
+	options_free(&o);
+	fuse_opt_free_args(&args);
+}
+
+static void test_parse_error(void)
+{
+	char *argv[] = { "sectionfs", "-o", "size=lots", "/mnt", NULL };
+	struct fuse_args args = FUSE_ARGS_INIT(4, argv);
+	struct sfs_options o;
+	char msg[256] = "";
+
+	CHECK(options_parse(&args, &o, 0, msg, sizeof(msg)) == -EINVAL);
+	CHECK(strstr(msg, "'size'") && strstr(msg, "'lots'"));
+	CHECK(!strchr(msg, '\n'));
+	options_free(&o);
+	fuse_opt_free_args(&args);
+}
+
+int main(void)
+{
+	test_size();
+	test_words();
+	test_umask();
+	test_id();
+	test_parse();
+	test_parse_error();
+	test_source_argument();
+	test_too_many_arguments();
+	if (failures)
+		fprintf(stderr, "%d check(s) failed\n", failures);
+	return failures ? 1 : 0;
+}
