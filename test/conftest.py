@@ -1,0 +1,122 @@
+"""Fixtures of the sectionfs integration suite.
+
+mnt            a fresh sectionfs, once per data path (ids "cached" and
+               "passthrough"); yields a util.Mount (.path, .pid, .proc,
+               .datapath); always unmounted with fusermount3 -u at teardown,
+               after which the daemon must exit 0 and have printed nothing
+               alarming (util.ALARMING) that the test did not declare with
+               mnt.expect_stderr().
+mount_factory  mount(datapath=..., options=..., user=..., mountpoint=...)
+               for tests that need their own options, several mounts, or a
+               daemon run as another user; every mount it made is torn down
+               and judged like mnt's.
+pt_mnt         one passthrough mount, for the tests of issue 3 that only
+               mean something on the kernel passthrough path.
+base_dir       a fresh directory under /tmp, mode 0755 so that another user
+               can reach mount points in it (pytest's tmp_path is 0700).
+
+Skips are decided by probing (util.*_skip_reason), never by versions.
+"""
+
+import os
+import shutil
+import stat
+import tempfile
+
+import pytest
+
+import util
+
+
+# Make each phase's report reachable from fixtures (as libfuse's conftest).
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, 'rep_' + rep.when, rep)
+
+
+def _test_failed(request):
+    rep = getattr(request.node, 'rep_call', None)
+    return rep is None or rep.failed
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip what this machine cannot run, each with its reason."""
+    fuse_reason = util.fuse_skip_reason()
+    for item in items:
+        names = set(item.fixturenames)
+        if fuse_reason and names & {'mnt', 'mount_factory', 'pt_mnt'}:
+            item.add_marker(pytest.mark.skip(reason=fuse_reason))
+        if item.get_closest_marker('root') and util.root_skip_reason():
+            item.add_marker(pytest.mark.skip(reason=util.root_skip_reason()))
+        if item.get_closest_marker('other_user') \
+                and util.setpriv_skip_reason():
+            item.add_marker(pytest.mark.skip(
+                reason=util.setpriv_skip_reason()))
+
+
+@pytest.fixture
+def base_dir():
+    path = tempfile.mkdtemp(prefix='sectionfs-test-', dir='/tmp')
+    os.chmod(path, 0o755)
+    yield path
+    # Never descend into something still mounted.
+    left = util.mounts_under(path)
+    if left:
+        pytest.fail('mounts left under %s: %s' % (path, left))
+    shutil.rmtree(path)
+
+
+@pytest.fixture
+def mount_factory(request, base_dir):
+    made = []
+
+    def mount(datapath='cached', options=(), user=None, mountpoint=None,
+              wait=True):
+        if mountpoint is None:
+            mountpoint = os.path.join(base_dir, 'mnt%d' % len(made))
+        os.makedirs(mountpoint, exist_ok=True)
+        if user is not None:
+            os.chown(mountpoint, user, user)
+        m = util.Mount(mountpoint, datapath=datapath, options=options,
+                       user=user)
+        made.append(m)
+        return m.start(wait=wait)
+
+    yield mount
+
+    problems = []
+    failed = _test_failed(request)
+    for m in reversed(made):
+        problems += m.finish(test_failed=failed)
+    if problems:
+        pytest.fail('teardown: ' + '\n'.join(problems), pytrace=False)
+
+
+@pytest.fixture(params=list(util.DATAPATHS), ids=list(util.DATAPATHS))
+def datapath(request):
+    return request.param
+
+
+@pytest.fixture
+def mnt(mount_factory, datapath):
+    yield mount_factory(datapath)
+
+
+@pytest.fixture
+def pt_mnt(mount_factory):
+    yield mount_factory('passthrough')
+
+
+@pytest.fixture
+def dev_fuse_for_everyone():
+    """/dev/fuse mode 0666 for the test, its old mode restored after."""
+    if util.root_skip_reason():
+        pytest.skip(util.root_skip_reason())
+    old = stat.S_IMODE(os.stat('/dev/fuse').st_mode)
+    os.chmod('/dev/fuse', 0o666)
+    try:
+        yield
+    finally:
+        os.chmod('/dev/fuse', old)
