@@ -86,14 +86,43 @@ void dp_read(fuse_req_t req, struct section *sec, size_t size, off_t off)
 	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 }
 
+/*
+ * Consume what is left of a request's data after a short write.  With
+ * splice the data sits in the thread's pipe, which libfuse reuses for the
+ * next request: bytes left there would be read as that request.
+ */
+static void drain(struct fuse_bufvec *in, size_t left)
+{
+	char scratch[65536];
+
+	while (left > 0) {
+		struct fuse_bufvec sink = {
+			.count = 1,
+			.buf = { { .size = left < sizeof(scratch) ?
+					   left : sizeof(scratch),
+				   .mem = scratch } },
+		};
+		ssize_t n = fuse_buf_copy(&sink, in, FUSE_BUF_NO_SPLICE);
+
+		if (n <= 0)
+			break;
+		left -= (size_t)n;
+	}
+}
+
 void dp_write(fuse_req_t req, struct section *sec, struct fuse_bufvec *in,
 	      off_t off)
 {
-	struct fuse_bufvec out = file_buf(sec, fuse_buf_size(in), off);
-	ssize_t res;
+	size_t total = fuse_buf_size(in);
+	int64_t reserved;
+	size_t len = section_write_fit(sec, off, total, &reserved);
+	struct fuse_bufvec out = file_buf(sec, len, off);
+	ssize_t res = len ? fuse_buf_copy(&out, in, 0) : -ENOSPC;
 
-	/* A short count (ENOSPC part way) is reported as such: what fit stays. */
-	res = fuse_buf_copy(&out, in, 0);
+	section_settle(sec, reserved);
+	drain(in, total - (res > 0 ? (size_t)res : 0));
+	/* A short count (the cap part way) is reported as such: what fit
+	 * stays, and the writer learns ENOSPC when it retries the rest. */
 	if (res < 0)
 		fuse_reply_err(req, (int)-res);
 	else

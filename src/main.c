@@ -25,6 +25,7 @@
 #include "mount.h"
 #include "passthrough.h"
 #include "requests.h"
+#include "store.h"
 
 /* See requests.c for why names are kept long and attributes briefly. */
 #define ENTRY_TIMEOUT	86400.0
@@ -82,23 +83,6 @@ static void usage(const char *prog)
 	options_print_help();
 }
 
-/* Controls that later versions bring; refused rather than ignored. */
-static int check_supported(const struct sfs_options *o)
-{
-	const char *name = NULL;
-
-	if (o->size)
-		name = "size";
-	else if (o->lifetime != LIFETIME_NAME)
-		name = "lifetime=handle";
-	else if (o->commit != COMMIT_LAZY)
-		name = "commit=eager";
-	if (!name)
-		return 0;
-	fprintf(stderr, "sectionfs: option '%s' is not supported yet\n", name);
-	return -1;
-}
-
 /*
  * Serve until unmounted or told to stop.  libfuse's loops return 0, the
  * number of the signal that stopped them, or -errno; only the last is a
@@ -154,8 +138,6 @@ int main(int argc, char *argv[])
 			"       %s -h for the options\n", argv[0], argv[0]);
 		goto out_cmdline;
 	}
-	if (check_supported(&m.opts))
-		goto out_cmdline;
 	log_setup(0, cl.debug);
 	raise_fd_limit();
 
@@ -183,6 +165,8 @@ int main(int argc, char *argv[])
 	}
 	if (mount_device(cl.mountpoint, &m.ns.self_dev))
 		goto out_ns;
+	m.ns.commit_eager = m.opts.commit == COMMIT_EAGER;
+	m.ns.lifetime = m.opts.lifetime;
 
 	fuse_daemonize(cl.foreground);
 	if (!cl.foreground)
@@ -193,6 +177,7 @@ int main(int argc, char *argv[])
 		ret = 1;
 out_ns:
 	ns_destroy(&m.ns);
+	store_fini();
 out_unmount:
 	fuse_session_unmount(m.se);
 out_signals:

@@ -24,9 +24,11 @@
 #include <time.h>
 
 #include "namespace.h"
+#include "xattr.h"
 
 struct dentry {
 	struct dentry *hnext;		/* hash chain */
+	struct dentry *next_name;	/* the child's other names */
 	struct dentry *prev, *next;	/* parent's children, oldest first */
 	struct node *parent;
 	struct node *child;
@@ -45,7 +47,11 @@ struct node {
 	struct timespec atime, mtime;	/* directories and special files */
 	struct timespec ctime;		/* metadata changes made here */
 	struct section *sec;		/* regular files; immutable */
+	struct dentry *names;		/* every name of the node */
 	struct dentry *self;		/* directories: their only name */
+	unsigned int opens;		/* open handles (and so views) */
+	unsigned int writers;		/* of which opened for writing */
+	enum lifetime_mode lifetime;	/* sections: when they die */
 	struct dentry *first, *last;	/* directories: children */
 	struct node *orphan_prev, *orphan_next;
 };
@@ -190,6 +196,8 @@ static void dentry_attach(struct ns *ns, struct dentry *d, struct node *child)
 		p->first = d;
 	p->last = d;
 	hash_insert(ns, d);
+	d->next_name = child->names;
+	child->names = d;
 	if (is_dir(child)) {
 		child->self = d;
 		p->nlink++;
@@ -201,6 +209,7 @@ static void dentry_attach(struct ns *ns, struct dentry *d, struct node *child)
 static void dentry_detach(struct ns *ns, struct dentry *d)
 {
 	struct node *p = d->parent;
+	struct dentry **pp;
 
 	if (d->prev)
 		d->prev->next = d->next;
@@ -211,6 +220,9 @@ static void dentry_detach(struct ns *ns, struct dentry *d)
 	else
 		p->last = d->prev;
 	hash_remove(ns, d);
+	for (pp = &d->child->names; *pp != d; pp = &(*pp)->next_name)
+		;
+	*pp = d->next_name;
 	if (is_dir(d->child)) {
 		d->child->self = NULL;
 		p->nlink--;
@@ -489,14 +501,15 @@ static struct timespec attr_time(int to_set, int set_bit, int now_bit,
 }
 
 /* The part of setattr that can fail: size and times of the section file. */
-static int setattr_section(struct section *sec, const struct stat *attr,
-			   int to_set, const struct timespec times[2],
+static int setattr_section(struct ns *ns, struct section *sec,
+			   const struct stat *attr, int to_set,
+			   const struct timespec times[2],
 			   const struct caller *who)
 {
 	int err = 0;
 
 	if (to_set & FUSE_SET_ATTR_SIZE)
-		err = section_resize(sec, attr->st_size);
+		err = section_resize(sec, attr->st_size, ns->commit_eager);
 	if (!err && (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)))
 		err = section_set_times(sec, times, who);
 	return err;
@@ -534,7 +547,7 @@ int ns_setattr(struct ns *ns, fuse_ino_t ino, const struct stat *attr,
 
 	/* What can fail goes first, so a failure changes nothing. */
 	if (sec) {
-		err = setattr_section(sec, attr, to_set, times, who);
+		err = setattr_section(ns, sec, attr, to_set, times, who);
 		section_put(sec);
 		if (err)
 			return err;
@@ -618,6 +631,7 @@ static int insert_new(struct ns *ns, struct node *p, const char *name,
 		return -ENOMEM;
 	}
 	n->sec = sec;
+	n->lifetime = ns->lifetime;
 	n->nlink = S_ISDIR(mode) ? 2 : 1;
 	dentry_attach(ns, d, n);
 	*pin = entry_start(ns, n, e);
@@ -955,6 +969,11 @@ out:
 
 /* ---- open ---- */
 
+static int is_writer(int flags)
+{
+	return (flags & O_ACCMODE) != O_RDONLY;
+}
+
 int ns_open(struct ns *ns, fuse_ino_t ino, int flags, struct section **out)
 {
 	struct node *n = node_of(ns, ino);
@@ -965,17 +984,81 @@ int ns_open(struct ns *ns, fuse_ino_t ino, int flags, struct section **out)
 		err = -EISDIR;
 	else if (!n->sec)
 		err = -ENXIO;	/* special files are opened by the kernel */
-	else if (!n->sec->writable && (flags & O_ACCMODE) != O_RDONLY)
+	else if (!n->sec->writable && is_writer(flags))
 		err = -EACCES;	/* the creator could not write the file */
-	else {
+	else if (!ns->passthrough && is_writer(flags) &&
+		 (atomic_load(&n->sec->seals) & F_SEAL_WRITE))
+		err = -EPERM;
+	if (!err) {
 		section_get(n->sec);
 		*out = n->sec;
+		n->opens++;
+		n->writers += is_writer(flags);
 	}
 	pthread_mutex_unlock(&ns->lock);
 	return err;
 }
 
-int ns_section(struct ns *ns, fuse_ino_t ino, struct section **out)
+/* Under the lock: take every name of n, recording them for the kernel. */
+static struct section *expire_names(struct ns *ns, struct node *n,
+				    struct ns_expired *gone)
+{
+	size_t count = 0, i = 0;
+	struct dentry *d;
+
+	for (d = n->names; d; d = d->next_name)
+		count++;
+	gone->names = calloc(count, sizeof(*gone->names));
+	if (!gone->names)
+		return NULL;	/* keep the names rather than lose track */
+	while ((d = n->names)) {
+		gone->names[i].parent = ino_of(ns, d->parent);
+		gone->names[i].name = strdup(d->name);
+		if (gone->names[i].name)
+			i++;
+		dentry_detach(ns, d);
+		free(d);
+		n->nlink--;
+	}
+	gone->n = i;
+	return node_unnamed(ns, n);
+}
+
+int ns_release(struct ns *ns, fuse_ino_t ino, int flags,
+	       struct ns_expired *gone)
+{
+	struct node *n = node_of(ns, ino);
+	struct section *sec = NULL;
+	int expired = 0;
+
+	memset(gone, 0, sizeof(*gone));
+	gone->ino = ino;
+	pthread_mutex_lock(&ns->lock);
+	n->opens--;
+	n->writers -= is_writer(flags);
+	if (n->opens == 0 && n->lifetime == LIFETIME_HANDLE && n->nlink > 0) {
+		sec = expire_names(ns, n, gone);
+		expired = gone->names != NULL;
+	}
+	pthread_mutex_unlock(&ns->lock);
+	put_if(sec);
+	return expired;
+}
+
+void ns_expired_free(struct ns_expired *gone)
+{
+	size_t i;
+
+	for (i = 0; i < gone->n; i++)
+		free(gone->names[i].name);
+	free(gone->names);
+}
+
+/* ---- attributes of sections ---- */
+
+/* Pin the section behind ino with what reading its attributes needs. */
+static int xattr_view_of(struct ns *ns, fuse_ino_t ino, struct xattr_view *v,
+			 uid_t *owner)
 {
 	struct node *n = node_of(ns, ino);
 	int err = 0;
@@ -983,11 +1066,84 @@ int ns_section(struct ns *ns, fuse_ino_t ino, struct section **out)
 	pthread_mutex_lock(&ns->lock);
 	if (n->sec) {
 		section_get(n->sec);
-		*out = n->sec;
+		v->sec = n->sec;
+		v->lifetime = n->lifetime;
+		if (owner)
+			*owner = n->uid;
 	} else {
-		err = -ENODATA;
+		err = -ENODATA;		/* directories have none of ours */
 	}
 	pthread_mutex_unlock(&ns->lock);
+	return err;
+}
+
+ssize_t ns_getxattr(struct ns *ns, fuse_ino_t ino, const char *name,
+		    char *buf, size_t size)
+{
+	struct xattr_view v;
+	ssize_t res = xattr_view_of(ns, ino, &v, NULL);
+
+	if (res)
+		return res;
+	res = xattr_get(&v, name, buf, size);
+	section_put(v.sec);
+	return res;
+}
+
+ssize_t ns_listxattr(struct ns *ns, fuse_ino_t ino, char *buf, size_t size)
+{
+	struct xattr_view v;
+	ssize_t res = xattr_view_of(ns, ino, &v, NULL);
+
+	if (res)
+		return res == -ENODATA ? 0 : res;
+	res = xattr_list(&v, buf, size);
+	section_put(v.sec);
+	return res;
+}
+
+/* Seals only grow, and on the cached path not under a writer's feet. */
+static int add_seals(struct ns *ns, fuse_ino_t ino, struct section *sec,
+		     unsigned int want)
+{
+	unsigned int have = 0;
+	int err = section_seals(sec, &have);
+
+	if (err)
+		return err;
+	have &= F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_WRITE;
+	if ((have & want) != have)
+		return -EPERM;		/* removing a seal */
+	if (!ns->passthrough && (want & ~have & F_SEAL_WRITE)) {
+		pthread_mutex_lock(&ns->lock);
+		err = node_of(ns, ino)->writers ? -EBUSY : 0;
+		pthread_mutex_unlock(&ns->lock);
+	}
+	return err ? err : section_add_seals(sec, want & ~have);
+}
+
+int ns_setxattr(struct ns *ns, fuse_ino_t ino, const struct caller *who,
+		const char *name, const char *value, size_t size)
+{
+	struct xattr_change change;
+	struct xattr_view v;
+	uid_t owner;
+	int err = xattr_view_of(ns, ino, &v, &owner);
+
+	if (err)
+		return xattr_parse_set(name, value, size, &change) == -EOPNOTSUPP ?
+			-EOPNOTSUPP : -ENODATA;
+	err = xattr_parse_set(name, value, size, &change);
+	if (!err && who->uid != 0 && who->uid != owner)
+		err = -EPERM;
+	if (!err && change.what == XATTR_SET_SEALS)
+		err = add_seals(ns, ino, v.sec, change.seals);
+	if (!err && change.what == XATTR_SET_LIFETIME) {
+		pthread_mutex_lock(&ns->lock);
+		node_of(ns, ino)->lifetime = change.lifetime;
+		pthread_mutex_unlock(&ns->lock);
+	}
+	section_put(v.sec);
 	return err;
 }
 

@@ -21,6 +21,7 @@
 
 #include <fuse_lowlevel.h>
 
+#include "options.h"
 #include "section.h"
 
 struct node;
@@ -38,6 +39,20 @@ struct ns {
 	double entry_timeout;		/* immutable */
 	double attr_timeout;		/* immutable */
 	dev_t self_dev;			/* this mount's st_dev; immutable */
+	/* Set at INIT, before any request that reads them. */
+	int passthrough;		/* the mount's data path */
+	int commit_eager;		/* -o commit=eager */
+	enum lifetime_mode lifetime;	/* -o lifetime=: for new sections */
+};
+
+/* Names a section lost when its lifetime ended, for the kernel to drop. */
+struct ns_expired {
+	fuse_ino_t ino;			/* the section's node */
+	size_t n;
+	struct {
+		fuse_ino_t parent;
+		char *name;
+	} *names;
 };
 
 /* A directory listing taken at opendir (and again at rewind). */
@@ -91,12 +106,35 @@ int ns_link(struct ns *ns, fuse_ino_t ino, fuse_ino_t newparent,
 
 /*
  * The section behind ino, with a reference for an open handle.  A
- * read-only file-backed section cannot be opened for writing (EACCES).
+ * read-only file-backed section cannot be opened for writing (EACCES),
+ * nor, on the cached path, a write-sealed one (EPERM: the kernel's page
+ * cache would take writes the store then refuses).
  */
 int ns_open(struct ns *ns, fuse_ino_t ino, int flags, struct section **out);
 
-/* The section behind ino, referenced, or -ENODATA for other nodes. */
-int ns_section(struct ns *ns, fuse_ino_t ino, struct section **out);
+/*
+ * An open handle (opened with flags) was released.  When it was the
+ * section's last and its lifetime is "handle", the section loses all its
+ * names: they are returned in *gone (free with ns_expired_free) for the
+ * caller to tell the kernel.  Returns 1 when names were removed, else 0.
+ */
+int ns_release(struct ns *ns, fuse_ino_t ino, int flags,
+	       struct ns_expired *gone);
+void ns_expired_free(struct ns_expired *gone);
+
+/*
+ * The user.sectionfs.* attributes (xattr.h for values and errors).
+ * Setting lifetime or seals is for the section's owner (or root): EPERM
+ * for others.  On the cached path a write seal is refused (EBUSY) while
+ * the section is open for writing, as memfd refuses it while mapped
+ * writable: the daemon cannot see the kernel's mappings there.
+ */
+ssize_t ns_getxattr(struct ns *ns, fuse_ino_t ino, const char *name,
+		    char *buf, size_t size);
+ssize_t ns_listxattr(struct ns *ns, fuse_ino_t ino, char *buf, size_t size);
+int ns_setxattr(struct ns *ns, fuse_ino_t ino, const struct caller *who,
+		const char *name, const char *value, size_t size);
+
 
 int ns_opendir(struct ns *ns, fuse_ino_t ino, struct ns_dir **out);
 void ns_releasedir(struct ns_dir *dir);

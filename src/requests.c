@@ -23,6 +23,7 @@
 #include "mount.h"
 #include "passthrough.h"
 #include "requests.h"
+#include "store.h"
 #include "xattr.h"
 
 /*
@@ -105,10 +106,15 @@ static void sfs_init(void *userdata, struct fuse_conn_info *conn)
 	 * passthrough forbids and which the cached path does not need. */
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
 
-	if (!pt_negotiate(conn) && m->opts.passthrough == PT_ON) {
-		m->init_failed = 1;
-		fuse_session_exit(m->se);
-	}
+	m->ns.passthrough = pt_negotiate(conn);
+	if (!m->ns.passthrough && m->opts.passthrough == PT_ON)
+		goto fail;
+	if (store_init(m->opts.size, m->ns.passthrough))
+		goto fail;
+	return;
+fail:
+	m->init_failed = 1;
+	fuse_session_exit(m->se);
 }
 
 static void sfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -236,7 +242,18 @@ static int open_truncate(struct section *sec, int flags)
 {
 	if (!(flags & O_TRUNC) || (flags & O_ACCMODE) == O_RDONLY)
 		return 0;
-	return section_resize(sec, 0);
+	return section_resize(sec, 0, 0);
+}
+
+/* A handle the kernel never got: undo the open as a release would. */
+static void abandon_handle(fuse_req_t req, fuse_ino_t ino,
+			   struct section *sec, int flags)
+{
+	struct ns_expired gone;
+
+	section_put(sec);
+	ns_release(ns_of(req), ino, flags, &gone);
+	ns_expired_free(&gone);
 }
 
 static void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -250,14 +267,14 @@ static void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	err = open_truncate(sec, fi->flags);
 	if (err) {
-		section_put(sec);
+		abandon_handle(req, ino, sec, fi->flags);
 		fuse_reply_err(req, -err);
 		return;
 	}
 	fi->fh = (uintptr_t)sec;
 	/* A failed reply means no RELEASE will come for this handle. */
 	if (dp_reply_open(req, sec, fi))
-		section_put(sec);
+		abandon_handle(req, ino, sec, fi->flags);
 }
 
 static void sfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
@@ -276,7 +293,7 @@ static void sfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	}
 	fi->fh = (uintptr_t)sec;
 	if (dp_reply_create(req, sec, &e, fi))
-		section_put(sec);
+		abandon_handle(req, e.ino, sec, fi->flags);
 }
 
 static void sfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -292,11 +309,34 @@ static void sfs_write_buf(fuse_req_t req, fuse_ino_t ino,
 	dp_write(req, section_of(fi), in, off);
 }
 
+/*
+ * Tell the kernel a section's names are gone, so that the next lookup
+ * fails at once instead of when its cached entry times out.  RELEASE is
+ * asynchronous: the kernel holds no lock that this could wait on.
+ */
+static void notify_expired(struct fuse_session *se, struct ns_expired *gone)
+{
+	size_t i;
+
+	for (i = 0; i < gone->n; i++)
+		fuse_lowlevel_notify_delete(se, gone->names[i].parent, gone->ino,
+					    gone->names[i].name,
+					    strlen(gone->names[i].name));
+}
+
 static void sfs_release(fuse_req_t req, fuse_ino_t ino,
 			struct fuse_file_info *fi)
 {
+	struct sfs_mount *m = mount_of(req);	/* req is gone after the reply */
+	struct ns_expired gone;
+	int expired;
+
 	section_put(section_of(fi));
+	expired = ns_release(&m->ns, ino, fi->flags, &gone);
 	fuse_reply_err(req, 0);
+	if (expired)
+		notify_expired(m->se, &gone);
+	ns_expired_free(&gone);
 }
 
 static void sfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
@@ -338,30 +378,20 @@ static void reply_xattr(fuse_req_t req, ssize_t res, const char *buf,
 static void sfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			 size_t size)
 {
-	struct section *sec;
 	char *buf = size ? malloc(size) : NULL;
-	ssize_t res = size && !buf ? -ENOMEM : ns_section(ns_of(req), ino, &sec);
+	ssize_t res = size && !buf ? -ENOMEM :
+		ns_getxattr(ns_of(req), ino, name, buf, size);
 
-	if (res == 0) {
-		res = xattr_get(sec, name, buf, size);
-		section_put(sec);
-	}
 	reply_xattr(req, res, buf, size);
 	free(buf);
 }
 
 static void sfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
-	struct section *sec;
 	char *buf = size ? malloc(size) : NULL;
-	ssize_t res = size && !buf ? -ENOMEM : ns_section(ns_of(req), ino, &sec);
+	ssize_t res = size && !buf ? -ENOMEM :
+		ns_listxattr(ns_of(req), ino, buf, size);
 
-	if (res == 0) {
-		res = xattr_list(sec, buf, size);
-		section_put(sec);
-	} else if (res == -ENODATA) {
-		res = 0;		/* directories have no attributes */
-	}
 	reply_xattr(req, res, buf, size);
 	free(buf);
 }
@@ -369,14 +399,10 @@ static void sfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 static void sfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			 const char *value, size_t size, int flags)
 {
-	struct section *sec = NULL;
-	int err;
+	struct caller who = caller_of(req);
 
-	ns_section(ns_of(req), ino, &sec);	/* NULL for a directory */
-	err = xattr_set(sec, name, value, size, flags);
-	if (sec)
-		section_put(sec);
-	fuse_reply_err(req, -err);
+	fuse_reply_err(req, -ns_setxattr(ns_of(req), ino, &who, name, value,
+					 size));
 }
 
 static void sfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
@@ -474,27 +500,39 @@ static void sfs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
 }
 
 /*
- * Without a size cap, sections are bounded by memory and swap: report
- * those, so df shows what can still be had.
+ * df shows the cap and what is left of it; without a cap sections are
+ * bounded by memory and swap, so those are shown.
  */
+static int space(uint64_t *total, uint64_t *avail)
+{
+	struct sysinfo si;
+
+	if (store_space(total, avail) == 0)
+		return 0;
+	if (sysinfo(&si))
+		return -errno;
+	*total = ((uint64_t)si.totalram + si.totalswap) * si.mem_unit;
+	*avail = ((uint64_t)si.freeram + si.bufferram + si.freeswap) *
+		 si.mem_unit;
+	return 0;
+}
+
 static void sfs_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	struct statvfs st = { .f_bsize = 4096, .f_frsize = 4096,
 			      .f_namemax = NAME_MAX };
-	struct sysinfo si;
 	uint64_t nodes, total, avail;
+	int err = space(&total, &avail);
 
-	if (sysinfo(&si)) {
-		fuse_reply_err(req, errno);
+	if (err) {
+		fuse_reply_err(req, -err);
 		return;
 	}
 	ns_counts(ns_of(req), &nodes);
-	total = ((uint64_t)si.totalram + si.totalswap) * si.mem_unit;
-	avail = ((uint64_t)si.freeram + si.bufferram + si.freeswap) * si.mem_unit;
 	st.f_blocks = total / st.f_frsize;
 	st.f_bfree = st.f_bavail = avail / st.f_frsize;
-	/* tmpfs's default: one inode per page of memory. */
-	st.f_files = st.f_blocks;
+	/* One inode per page, as tmpfs (at least a million with a small cap). */
+	st.f_files = st.f_blocks > (1 << 20) ? st.f_blocks : (1 << 20);
 	st.f_ffree = st.f_favail = st.f_files > nodes ? st.f_files - nodes : 0;
 	fuse_reply_statfs(req, &st);
 }

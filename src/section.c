@@ -11,7 +11,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "passthrough.h"
@@ -43,6 +45,7 @@ int section_create_pagefile(const char *path, struct section **out)
 		close(fd);
 		return -ENOMEM;
 	}
+	sec->counted = store_counts();
 	*out = sec;
 	return 0;
 }
@@ -76,6 +79,8 @@ void section_get(struct section *sec)
 
 static void section_destroy(struct section *sec)
 {
+	if (sec->counted)
+		store_charge(-atomic_load(&sec->charged));
 	pt_backing_close(sec->backing_id);
 	close(sec->fd);
 	free(sec->backing_path);
@@ -93,18 +98,203 @@ int section_stat(struct section *sec, struct stat *st)
 	return fstat(sec->fd, st) ? -errno : 0;
 }
 
-int section_resize(struct section *sec, off_t size)
+/* ---- counting against a cap ---- */
+
+#define PAGE_BYTES 4096
+
+static off_t page_down(off_t off) { return off & ~(off_t)(PAGE_BYTES - 1); }
+static off_t page_up(off_t off) { return page_down(off + PAGE_BYTES - 1); }
+
+/* Bytes of [off, end) the store has not allocated, in whole pages. */
+static int64_t hole_bytes(int fd, off_t off, off_t end)
 {
+	off_t pos = page_down(off), data;
+	int64_t holes = 0;
+
+	end = page_up(end);
+	while (pos < end) {
+		data = lseek(fd, pos, SEEK_DATA);
+		if (data < 0 && errno != ENXIO)
+			return -errno;
+		if (data < 0 || data > end)
+			data = end;		/* no data after pos */
+		holes += data - pos;
+		if (data >= end)
+			break;
+		pos = lseek(fd, data, SEEK_HOLE);
+		if (pos < 0)
+			return -errno;
+	}
+	return holes;
+}
+
+/* What the kernel says the store holds for the section. */
+static int64_t allocated(struct section *sec)
+{
+	struct stat st;
+
+	return fstat(sec->fd, &st) ? -1 : (int64_t)st.st_blocks * 512;
+}
+
+void section_settle(struct section *sec, int64_t reserved)
+{
+	int64_t now, before;
+
+	if (!sec->counted)
+		return;
+	now = allocated(sec);
+	if (now >= 0) {
+		before = atomic_exchange(&sec->charged, now);
+		store_charge(now - before);
+	}
+	store_charge(-reserved);
+}
+
+/* Reserve the memory [off, off + len) still needs; -ENOSPC if it won't fit. */
+static int reserve_range(struct section *sec, off_t off, off_t len,
+			 int64_t *reserved)
+{
+	int64_t need = sec->counted ? hole_bytes(sec->fd, off, off + len) : 0;
+	int err;
+
+	*reserved = 0;
+	if (need <= 0)
+		return need < 0 ? (int)need : 0;
+	err = store_reserve(need);
+	if (!err)
+		*reserved = need;
+	return err;
+}
+
+size_t section_write_fit(struct section *sec, off_t off, size_t len,
+			 int64_t *reserved)
+{
+	size_t fit = len;
+
+	/* Halve (on page boundaries) until the rest fits: a short write is
+	 * retried by its caller, which so fills the cap to the page. */
+	while (reserve_range(sec, off, (off_t)fit, reserved)) {
+		size_t half = (size_t)(page_down(off + (off_t)fit / 2) - off);
+
+		if (half == 0 || half >= fit)
+			return 0;
+		fit = half;
+	}
+	return fit;
+}
+
+/* ---- size and space ---- */
+
+int section_resize(struct section *sec, off_t size, int eager)
+{
+	struct stat st;
+	int64_t reserved = 0;
+	int err = 0;
+
 	if (!sec->writable)
 		return -EACCES;
-	return ftruncate(sec->fd, size) ? -errno : 0;
+	if (eager && sec->kind == SECTION_PAGEFILE && !fstat(sec->fd, &st) &&
+	    size > st.st_size) {
+		/* Allocate first: on failure shmem undoes it, nothing changed. */
+		err = reserve_range(sec, st.st_size, size - st.st_size, &reserved);
+		if (!err && fallocate(sec->fd, 0, st.st_size, size - st.st_size))
+			err = -errno;
+	}
+	if (!err && ftruncate(sec->fd, size))
+		err = -errno;
+	section_settle(sec, reserved);
+	return err;
 }
 
 int section_fallocate(struct section *sec, int mode, off_t off, off_t len)
 {
+	int64_t reserved = 0;
+	int err = 0;
+
 	if (!sec->writable)
 		return -EACCES;
-	return fallocate(sec->fd, mode, off, len) ? -errno : 0;
+	if (!(mode & FALLOC_FL_PUNCH_HOLE))
+		err = reserve_range(sec, off, len, &reserved);
+	if (!err && fallocate(sec->fd, mode, off, len))
+		err = -errno;
+	section_settle(sec, reserved);
+	return err;
+}
+
+/* ---- seals and residency ---- */
+
+int section_seals(struct section *sec, unsigned int *seals)
+{
+	int res;
+
+	if (sec->kind != SECTION_PAGEFILE || !store_can_seal())
+		return -EOPNOTSUPP;
+	res = fcntl(sec->fd, F_GET_SEALS);
+	if (res < 0)
+		return -errno;
+	*seals = (unsigned int)res;
+	return 0;
+}
+
+int section_add_seals(struct section *sec, unsigned int seals)
+{
+	if (sec->kind != SECTION_PAGEFILE || !store_can_seal())
+		return -EOPNOTSUPP;
+	if (fcntl(sec->fd, F_ADD_SEALS, seals))
+		return -errno;
+	atomic_fetch_or(&sec->seals, seals);
+	return 0;
+}
+
+/* cachestat(2), Linux 6.5: resident pages of a file without mapping it. */
+struct cachestat_range { uint64_t off, len; };
+struct cachestat {
+	uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted,
+		 nr_recently_evicted;
+};
+#ifndef SYS_cachestat
+#define SYS_cachestat 451
+#endif
+
+/* Older kernels: map the file and ask mincore(2) page by page. */
+static int resident_mincore(int fd, off_t size, uint64_t *bytes)
+{
+	size_t pages = (size_t)(page_up(size) / PAGE_BYTES), i;
+	unsigned char *vec;
+	void *map;
+	int err = 0;
+
+	*bytes = 0;
+	if (!size)
+		return 0;
+	map = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
+	if (map == MAP_FAILED)
+		return -errno;
+	vec = malloc(pages);
+	if (!vec)
+		err = -ENOMEM;
+	else if (mincore(map, (size_t)size, vec))
+		err = -errno;
+	for (i = 0; !err && i < pages; i++)
+		*bytes += (vec[i] & 1) ? PAGE_BYTES : 0;
+	free(vec);
+	munmap(map, (size_t)size);
+	return err;
+}
+
+int section_resident(struct section *sec, uint64_t *bytes)
+{
+	struct cachestat_range range = { 0, 0 };	/* 0: to the end */
+	struct cachestat cs;
+	struct stat st;
+
+	if (syscall(SYS_cachestat, sec->fd, &range, &cs, 0) == 0) {
+		*bytes = cs.nr_cache * PAGE_BYTES;
+		return 0;
+	}
+	if (fstat(sec->fd, &st))
+		return -errno;
+	return resident_mincore(sec->fd, st.st_size, bytes);
 }
 
 struct times_args {

@@ -14,6 +14,8 @@
 #define SECTIONFS_SECTION_H
 
 #include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -25,9 +27,14 @@ struct section {
 	int fd;				/* store or backing fd; immutable */
 	enum section_kind kind;		/* immutable */
 	int writable;			/* fd is O_RDWR; immutable */
+	int counted;			/* bytes counted against the cap by the
+					   daemon (store_counts()); immutable */
 	char *backing_path;		/* file-backed: the file; immutable */
 	atomic_uint refs;
 	atomic_int backing_id;		/* passthrough id; 0 until first open */
+	atomic_int_fast64_t charged;	/* counted: bytes charged to the cap */
+	atomic_uint seals;		/* F_SEAL_* added so far; only the
+					   daemon can seal, so this is exact */
 };
 
 /*
@@ -51,9 +58,14 @@ void section_put(struct section *sec);
 /* fstat of the section's file: size, blocks and times are the truth. */
 int section_stat(struct section *sec, struct stat *st);
 
-/* ftruncate: grow (zero filled) or shrink the section.  -errno on error;
- * EACCES for a read-only file-backed section (as is section_fallocate). */
-int section_resize(struct section *sec, off_t size);
+/*
+ * ftruncate: grow (zero filled) or shrink the section.  With eager, growth
+ * of a page-file-backed section allocates its memory first, so that it
+ * fails with ENOSPC (the section unchanged) rather than a later fault.
+ * -errno on error; EACCES for a read-only file-backed section (as is
+ * section_fallocate).
+ */
+int section_resize(struct section *sec, off_t size, int eager);
 
 /* fallocate on the section's file with the caller's mode. */
 int section_fallocate(struct section *sec, int mode, off_t off, off_t len);
@@ -65,6 +77,24 @@ int section_fallocate(struct section *sec, int mode, off_t off, off_t len);
  */
 int section_set_times(struct section *sec, const struct timespec times[2],
 		      const struct caller *who);
+
+/*
+ * Writes to a counted section: how many of len bytes at off fit under the
+ * cap (0: none, ENOSPC), with the memory they need reserved in *reserved;
+ * after the write, section_settle() charges what the kernel really
+ * allocated and returns the reservation.  Uncounted sections: all of len.
+ */
+size_t section_write_fit(struct section *sec, off_t off, size_t len,
+			 int64_t *reserved);
+void section_settle(struct section *sec, int64_t reserved);
+
+/* Seals, as F_*_SEALS masks.  section_add_seals: EOPNOTSUPP where the
+ * section's file cannot be sealed (file-backed, tmpfs store). */
+int section_seals(struct section *sec, unsigned int *seals);
+int section_add_seals(struct section *sec, unsigned int seals);
+
+/* Bytes of the section now in memory (not swapped out, not evicted). */
+int section_resident(struct section *sec, uint64_t *bytes);
 
 /* Flush to stable storage; a no-op for page-file-backed sections. */
 int section_sync(struct section *sec, int datasync);

@@ -1,23 +1,97 @@
 /*
- * store.c - memfd stores for page-file-backed sections.
+ * store.c - memfd and private-tmpfs stores for page-file-backed sections.
  *
- * Owns how a store file comes to be and what it is called; it does not
- * know what a section is or how its bytes are reached.
+ * Owns the choice of backend, how a store file comes to be and what it is
+ * called, and the count of bytes the daemon holds against a cap.  It does
+ * not know what a section is or how its bytes are reached.
  */
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
+#include "log.h"
+#include "privilege.h"
 #include "store.h"
 
 /* memfd names are limited to NAME_MAX minus the "memfd:" prefix. */
 #define STORE_NAME_MAX	249
 #define STORE_PREFIX	"sectionfs:"
 
-int store_create(const char *name)
+enum backend { BACKEND_MEMFD, BACKEND_COUNTED, BACKEND_TMPFS };
+
+static struct {
+	enum backend backend;	/* set once by store_init */
+	uint64_t cap;		/* bytes; 0 = none */
+	atomic_int_fast64_t used; /* counted backend: bytes charged */
+	int mnt_fd;		/* tmpfs backend: the detached mount */
+} store = { .mnt_fd = -1 };
+
+/* A private tmpfs of cap bytes, in no mount table, owned by this fd. */
+static int tmpfs_mount(uint64_t cap)
+{
+	char size[32];
+	int fs, mnt = -1;
+
+	fs = fsopen("tmpfs", FSOPEN_CLOEXEC);
+	if (fs < 0)
+		return -errno;
+	snprintf(size, sizeof(size), "%" PRIu64, cap);
+	if (fsconfig(fs, FSCONFIG_SET_STRING, "size", size, 0) ||
+	    fsconfig(fs, FSCONFIG_SET_STRING, "mode", "0700", 0) ||
+	    fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0))
+		goto out;
+	mnt = fsmount(fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC |
+		      MOUNT_ATTR_NOSUID);
+out:
+	if (mnt < 0)
+		mnt = -errno;
+	close(fs);
+	return mnt;
+}
+
+int store_init(uint64_t cap, bool passthrough)
+{
+	store.cap = cap;
+	if (!cap) {
+		store.backend = BACKEND_MEMFD;
+		return 0;
+	}
+	if (!passthrough) {
+		store.backend = BACKEND_COUNTED;
+		return 0;
+	}
+	/* Passthrough writes never reach the daemon: the kernel must count. */
+	if (!privilege_sys_admin()) {
+		log_err("size= with passthrough needs CAP_SYS_ADMIN for a private tmpfs");
+		return -EPERM;
+	}
+	store.mnt_fd = tmpfs_mount(cap);
+	if (store.mnt_fd < 0) {
+		log_err("cannot create a private tmpfs for size=: %s",
+			strerror(-store.mnt_fd));
+		return store.mnt_fd;
+	}
+	store.backend = BACKEND_TMPFS;
+	return 0;
+}
+
+void store_fini(void)
+{
+	if (store.mnt_fd >= 0)
+		close(store.mnt_fd);
+	store.mnt_fd = -1;
+}
+
+static int memfd_create_named(const char *name)
 {
 	char label[STORE_NAME_MAX + 1];
 	size_t room = STORE_NAME_MAX - strlen(STORE_PREFIX);
@@ -28,7 +102,66 @@ int store_create(const char *name)
 	if (len > room)
 		name += len - room;
 	snprintf(label, sizeof(label), STORE_PREFIX "%s", name);
-
 	fd = memfd_create(label, MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	return fd < 0 ? -errno : fd;
+}
+
+int store_create(const char *name)
+{
+	int fd;
+
+	if (store.backend != BACKEND_TMPFS)
+		return memfd_create_named(name);
+	fd = openat(store.mnt_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	return fd < 0 ? -errno : fd;
+}
+
+bool store_can_seal(void)
+{
+	return store.backend != BACKEND_TMPFS;
+}
+
+bool store_counts(void)
+{
+	return store.backend == BACKEND_COUNTED;
+}
+
+int store_space(uint64_t *cap, uint64_t *avail)
+{
+	struct statvfs st;
+	int64_t used;
+
+	switch (store.backend) {
+	case BACKEND_MEMFD:
+		return -ENOSYS;
+	case BACKEND_COUNTED:
+		used = atomic_load(&store.used);
+		*cap = store.cap;
+		*avail = used < (int64_t)store.cap ? store.cap - used : 0;
+		return 0;
+	case BACKEND_TMPFS:
+		if (fstatvfs(store.mnt_fd, &st))
+			return -errno;
+		*cap = (uint64_t)st.f_blocks * st.f_frsize;
+		*avail = (uint64_t)st.f_bavail * st.f_frsize;
+		return 0;
+	}
+	return -ENOSYS;
+}
+
+int store_reserve(int64_t bytes)
+{
+	int64_t used = atomic_load(&store.used);
+
+	do {
+		if (used + bytes > (int64_t)store.cap)
+			return -ENOSPC;
+	} while (!atomic_compare_exchange_weak(&store.used, &used,
+					       used + bytes));
+	return 0;
+}
+
+void store_charge(int64_t bytes)
+{
+	atomic_fetch_add(&store.used, bytes);
 }

@@ -2,19 +2,54 @@
  * store.h - where page-file-backed sections keep their bytes.
  *
  * A store hands out anonymous, swap-backed files that are never written
- * to disk: memfds (created MFD_CLOEXEC|MFD_ALLOW_SEALING, so the kernel
- * can enforce seals).  Nothing else in the daemon creates one.
+ * to disk.  One of three backends is chosen once per mount, at INIT, when
+ * the data path is known:
+ *
+ *   memfd    no cap: memfds (MFD_CLOEXEC|MFD_ALLOW_SEALING), named after
+ *            the section's path; bounded by memory and swap.
+ *   counted  a cap on the cached path: memfds as above, and the daemon,
+ *            which sees every write, counts allocated pages against the
+ *            cap (store_reserve / store_charge).
+ *   tmpfs    a cap with passthrough, where writes never reach the daemon:
+ *            O_TMPFILE files on a private, detached tmpfs of that size,
+ *            whose kernel enforces the cap (ENOSPC, SIGBUS).  Such files
+ *            cannot be sealed and are not named.
  */
 #ifndef SECTIONFS_STORE_H
 #define SECTIONFS_STORE_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
 /*
- * Create an empty store file whose name (seen in /proc/PID/maps and
- * /proc/PID/fd) is derived from name, the section's path; long names are
- * shortened to what the kernel accepts, keeping their end.
- * Returns a new fd owned by the caller, or -errno (EMFILE, ENFILE,
- * ENOMEM...).
+ * Choose the backend: cap 0 means none; passthrough says which data path
+ * the mount uses.  Returns 0, or -errno after logging why.
+ */
+int store_init(uint64_t cap, bool passthrough);
+void store_fini(void);
+
+/*
+ * Create an empty store file named after name, the section's path (long
+ * names keep their end).  Returns an fd owned by the caller, or -errno
+ * (EMFILE, ENFILE, ENOMEM, ENOSPC...).
  */
 int store_create(const char *name);
+
+/* Store files accept memfd seals (the memfd backends). */
+bool store_can_seal(void);
+
+/* The daemon counts this store's bytes against a cap (counted backend). */
+bool store_counts(void);
+
+/* Cap and free bytes; -ENOSYS when there is no cap. */
+int store_space(uint64_t *cap, uint64_t *avail);
+
+/*
+ * Counted backend: take bytes from the free space, all or nothing
+ * (-ENOSPC); store_charge adds or returns bytes unconditionally (to
+ * settle what was reserved against what the kernel really allocated).
+ */
+int store_reserve(int64_t bytes);
+void store_charge(int64_t bytes);
 
 #endif /* SECTIONFS_STORE_H */

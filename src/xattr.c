@@ -1,41 +1,79 @@
 /*
- * xattr.c - read and write the user.sectionfs.* attributes.
+ * xattr.c - read, list and parse the user.sectionfs.* attributes.
  *
- * Owns the table of attribute names, how each value is formatted, and
- * which are writable.  Sections supply the facts; this file only turns
- * them into strings and back.
+ * Owns the table of attribute names, how each value is formatted and
+ * parsed, and which are writable.  Sections and the namespace supply the
+ * facts; who may change what is the namespace's to decide.
  */
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "sectionfs.h"
 #include "xattr.h"
 
-struct xattr_def {
-	const char *name;
-	/* The value for sec, or NULL when sec has no such attribute. */
-	const char *(*value)(struct section *sec);
+#define VALUE_MAX 64	/* the longest value of ours, with room to spare */
+
+static const struct {
+	const char *word;
+	unsigned int seal;
+} seal_words[] = {
+	{ SECTIONFS_SEAL_GROW, F_SEAL_GROW },
+	{ SECTIONFS_SEAL_SHRINK, F_SEAL_SHRINK },
+	{ SECTIONFS_SEAL_WRITE, F_SEAL_WRITE },
 };
 
-static const char *kind_value(struct section *sec)
+#define N_SEALS (sizeof(seal_words) / sizeof(seal_words[0]))
+#define ALL_SEALS (F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_WRITE)
+
+int xattr_parse_seals(const char *value, size_t size, unsigned int *mask)
 {
-	return sec->kind == SECTION_FILE ? SECTIONFS_KIND_FILE :
-					   SECTIONFS_KIND_PAGEFILE;
+	unsigned int m = 0;
+	size_t pos = 0, i;
+
+	while (pos < size) {
+		size_t len = 0;
+
+		while (pos + len < size && value[pos + len] != ',')
+			len++;
+		for (i = 0; i < N_SEALS; i++)
+			if (len == strlen(seal_words[i].word) &&
+			    !memcmp(value + pos, seal_words[i].word, len))
+				break;
+		if (i == N_SEALS)
+			return -EINVAL;		/* unknown or empty word */
+		m |= seal_words[i].seal;
+		pos += len + 1;
+		if (pos == size && value[size - 1] == ',')
+			return -EINVAL;		/* trailing comma */
+	}
+	*mask = m;
+	return 0;
 }
 
-static const char *backing_value(struct section *sec)
+int xattr_format_seals(unsigned int mask, char *buf, size_t size)
 {
-	return sec->backing_path;
+	size_t len = 0, i;
+
+	if (size)
+		buf[0] = '\0';
+	for (i = 0; i < N_SEALS; i++) {
+		int n;
+
+		if (!(mask & seal_words[i].seal))
+			continue;
+		n = snprintf(buf + len, size - len, "%s%s", len ? "," : "",
+			     seal_words[i].word);
+		if (n < 0 || (size_t)n >= size - len)
+			return -ERANGE;
+		len += (size_t)n;
+	}
+	return (int)len;
 }
-
-static const struct xattr_def xattrs[] = {
-	{ SECTIONFS_XATTR_KIND, kind_value },
-	{ SECTIONFS_XATTR_BACKING, backing_value },
-};
-
-#define N_XATTRS (sizeof(xattrs) / sizeof(xattrs[0]))
 
 static int is_ours(const char *name)
 {
@@ -43,15 +81,73 @@ static int is_ours(const char *name)
 			strlen(SECTIONFS_XATTR_PREFIX));
 }
 
-static const struct xattr_def *find(const char *name)
-{
-	size_t i;
+/* ---- reading ---- */
 
-	for (i = 0; i < N_XATTRS; i++)
-		if (!strcmp(xattrs[i].name, name))
-			return &xattrs[i];
-	return NULL;
+/* Each getter writes the value into buf[VALUE_MAX] or a pointer to it. */
+typedef int (*getter)(const struct xattr_view *v, char *buf,
+		      const char **value);
+
+static int get_kind(const struct xattr_view *v, char *buf, const char **value)
+{
+	*value = v->sec->kind == SECTION_FILE ? SECTIONFS_KIND_FILE :
+						SECTIONFS_KIND_PAGEFILE;
+	return 0;
 }
+
+static int get_backing(const struct xattr_view *v, char *buf,
+		       const char **value)
+{
+	*value = v->sec->backing_path;
+	return *value ? 0 : -ENODATA;
+}
+
+static int get_lifetime(const struct xattr_view *v, char *buf,
+			const char **value)
+{
+	*value = v->lifetime == LIFETIME_HANDLE ? SECTIONFS_LIFETIME_HANDLE :
+						  SECTIONFS_LIFETIME_NAME;
+	return 0;
+}
+
+static int get_seals(const struct xattr_view *v, char *buf, const char **value)
+{
+	unsigned int seals = 0;
+	int err;
+
+	if (v->sec->kind != SECTION_PAGEFILE)
+		return -ENODATA;
+	err = section_seals(v->sec, &seals);
+	if (err && err != -EOPNOTSUPP)
+		return err;
+	/* A store that cannot seal has none: "" */
+	err = xattr_format_seals(seals & ALL_SEALS, buf, VALUE_MAX);
+	*value = buf;
+	return err < 0 ? err : 0;
+}
+
+static int get_resident(const struct xattr_view *v, char *buf,
+			const char **value)
+{
+	uint64_t bytes;
+	int err = section_resident(v->sec, &bytes);
+
+	snprintf(buf, VALUE_MAX, "%" PRIu64, bytes);
+	*value = buf;
+	return err;
+}
+
+static const struct {
+	const char *name;
+	getter get;
+} xattrs[] = {
+	{ SECTIONFS_XATTR_KIND, get_kind },
+	{ SECTIONFS_XATTR_BACKING, get_backing },
+	{ SECTIONFS_XATTR_LIFETIME, get_lifetime },
+	{ SECTIONFS_XATTR_SEALS, get_seals },
+	{ SECTIONFS_XATTR_RESIDENT, get_resident },
+};
+
+#define N_XATTRS (sizeof(xattrs) / sizeof(xattrs[0]))
 
 /* Copy len bytes out, or just say how many with size 0. */
 static ssize_t copy_out(char *buf, size_t size, const char *src, size_t len)
@@ -64,26 +160,46 @@ static ssize_t copy_out(char *buf, size_t size, const char *src, size_t len)
 	return (ssize_t)len;
 }
 
-ssize_t xattr_get(struct section *sec, const char *name, char *buf,
+ssize_t xattr_get(const struct xattr_view *v, const char *name, char *buf,
 		  size_t size)
 {
-	const struct xattr_def *x = find(name);
-	const char *value = x ? x->value(sec) : NULL;
+	char scratch[VALUE_MAX];
+	const char *value;
+	size_t i;
+	int err;
 
-	if (!value)
-		return -ENODATA;
-	return copy_out(buf, size, value, strlen(value));
+	for (i = 0; i < N_XATTRS; i++) {
+		if (strcmp(xattrs[i].name, name))
+			continue;
+		err = xattrs[i].get(v, scratch, &value);
+		if (err)
+			return err;
+		return copy_out(buf, size, value, strlen(value));
+	}
+	return -ENODATA;
 }
 
-ssize_t xattr_list(struct section *sec, char *buf, size_t size)
+/* A section has an attribute when reading it does not say ENODATA.
+ * (Listing does not compute resident: it always exists.) */
+static int has(const struct xattr_view *v, size_t i)
 {
-	char names[256];
+	char scratch[VALUE_MAX];
+	const char *value;
+
+	if (xattrs[i].get == get_resident)
+		return 1;
+	return xattrs[i].get(v, scratch, &value) != -ENODATA;
+}
+
+ssize_t xattr_list(const struct xattr_view *v, char *buf, size_t size)
+{
+	char names[256];	/* every name of ours fits with room */
 	size_t len = 0, i;
 
 	for (i = 0; i < N_XATTRS; i++) {
 		size_t n = strlen(xattrs[i].name) + 1;
 
-		if (!xattrs[i].value(sec))
+		if (!has(v, i))
 			continue;
 		memcpy(names + len, xattrs[i].name, n);
 		len += n;
@@ -91,14 +207,39 @@ ssize_t xattr_list(struct section *sec, char *buf, size_t size)
 	return copy_out(buf, size, names, len);
 }
 
-int xattr_set(struct section *sec, const char *name, const char *value,
-	      size_t size, int flags)
+/* ---- writing ---- */
+
+static int parse_lifetime_value(const char *value, size_t size,
+				enum lifetime_mode *out)
 {
+	char word[16];
+
+	if (size >= sizeof(word) || memchr(value, '\0', size))
+		return -EINVAL;
+	memcpy(word, value, size);
+	word[size] = '\0';
+	return parse_lifetime(word, out);
+}
+
+int xattr_parse_set(const char *name, const char *value, size_t size,
+		    struct xattr_change *out)
+{
+	size_t i;
+
 	if (!is_ours(name))
 		return -EOPNOTSUPP;	/* no other attributes are kept */
-	if (!sec || !find(name))
-		return -ENODATA;
-	return -EPERM;
+	if (!strcmp(name, SECTIONFS_XATTR_LIFETIME)) {
+		out->what = XATTR_SET_LIFETIME;
+		return parse_lifetime_value(value, size, &out->lifetime);
+	}
+	if (!strcmp(name, SECTIONFS_XATTR_SEALS)) {
+		out->what = XATTR_SET_SEALS;
+		return xattr_parse_seals(value, size, &out->seals);
+	}
+	for (i = 0; i < N_XATTRS; i++)
+		if (!strcmp(xattrs[i].name, name))
+			return -EPERM;	/* read-only */
+	return -ENODATA;
 }
 
 int xattr_remove(const char *name)
