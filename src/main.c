@@ -141,8 +141,13 @@ int main(int argc, char *argv[])
 	log_setup(0, cl.debug);
 	raise_fd_limit();
 
-	/* Permissions are always the kernel's to check. */
-	if (fuse_opt_add_arg(&args, "-odefault_permissions"))
+	/*
+	 * Permissions are always the kernel's to check.  Set-ID programs
+	 * have no place in shared memory, and with passthrough the daemon
+	 * could not clear set-ID bits on writes it never sees: nosuid
+	 * always, after the user's options so that it wins.
+	 */
+	if (fuse_opt_add_arg(&args, "-odefault_permissions,nosuid"))
 		goto out_cmdline;
 	m.se = fuse_session_new(&args, &sfs_ops, sizeof(sfs_ops), &m);
 	if (!m.se)
