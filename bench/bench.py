@@ -8,9 +8,8 @@ median of a few rounds kept), measures what a 1 GiB section costs the
 machine in /proc/meminfo, prints one table and saves it.  Every mount it
 made is unmounted on the way out, whatever happened.  It needs
 root (tmpfs mount, passthrough) and fio; it uses only the standard library.
-It must not judge the daemon beyond printing the numbers and the goals of
-the goals README states beside them: a benchmark informs, the test suite
-decides.
+It must not judge the daemon beyond printing the numbers and the goals
+README states beside them: a benchmark informs, the test suite decides.
 """
 
 import argparse
