@@ -96,6 +96,11 @@ static int is_dir(const struct node *n)
 	return S_ISDIR(n->mode);
 }
 
+static int is_writer(int open_flags)
+{
+	return (open_flags & O_ACCMODE) != O_RDONLY;
+}
+
 /* ---- the name hash ---- */
 
 static uint32_t name_hash(const struct node *parent, const char *name)
@@ -656,7 +661,8 @@ static int create_section(struct ns *ns, struct node *p, const char *name,
 
 int ns_mknod(struct ns *ns, fuse_ino_t parent, const char *name, mode_t mode,
 	     dev_t rdev, const struct caller *who,
-	     struct fuse_entry_param *e, struct section **opened)
+	     struct fuse_entry_param *e, struct section **opened,
+	     int open_flags)
 {
 	struct section *sec = NULL, *pin = NULL;
 	struct node *p;
@@ -682,10 +688,14 @@ int ns_mknod(struct ns *ns, fuse_ino_t parent, const char *name, mode_t mode,
 	pthread_mutex_lock(&ns->lock);
 	err = insert_new(ns, p, name, mode, who, sec, e, &pin);
 	if (!err) {
-		node_of(ns, e->ino)->rdev = rdev;
+		struct node *n = node_of(ns, e->ino);
+
+		n->rdev = rdev;
 		if (opened) {
 			section_get(sec);
 			*opened = sec;
+			n->opens++;
+			n->writers += is_writer(open_flags);
 		}
 	}
 	pthread_mutex_unlock(&ns->lock);
@@ -968,11 +978,6 @@ out:
 }
 
 /* ---- open ---- */
-
-static int is_writer(int flags)
-{
-	return (flags & O_ACCMODE) != O_RDONLY;
-}
 
 int ns_open(struct ns *ns, fuse_ino_t ino, int flags, struct section **out)
 {

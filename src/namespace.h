@@ -80,11 +80,13 @@ int ns_setattr(struct ns *ns, fuse_ino_t ino, const struct stat *attr,
 /*
  * Create a node.  A regular file becomes a page-file-backed section; with
  * opened non-NULL the new section is also returned with a reference for
- * an open handle.  Other file types become plain nodes.
+ * an open handle (opened with open_flags, counted as ns_open counts, and
+ * released by ns_release).  Other file types become plain nodes.
  */
 int ns_mknod(struct ns *ns, fuse_ino_t parent, const char *name, mode_t mode,
 	     dev_t rdev, const struct caller *who,
-	     struct fuse_entry_param *e, struct section **opened);
+	     struct fuse_entry_param *e, struct section **opened,
+	     int open_flags);
 /*
  * symlink(target, parent/name): create a file-backed section over target,
  * opened as who.  The section is a regular file, but the kernel insists

@@ -176,7 +176,8 @@ static void sfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 {
 	struct caller who = caller_of(req);
 	struct fuse_entry_param e;
-	int err = ns_mknod(ns_of(req), parent, name, mode, rdev, &who, &e, NULL);
+	int err = ns_mknod(ns_of(req), parent, name, mode, rdev, &who, &e,
+			   NULL, 0);
 
 	reply_entry_or_err(req, err, &e);
 }
@@ -286,7 +287,7 @@ static void sfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	int err;
 
 	err = ns_mknod(ns_of(req), parent, name, S_IFREG | (mode & 07777), 0,
-		       &who, &e, &sec);
+		       &who, &e, &sec, fi->flags);
 	if (err) {
 		fuse_reply_err(req, -err);
 		return;
