@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "options.h"
+#include "values.h"
 
 #define OPT(t, p) { t, offsetof(struct sfs_options, p), 1 }
 
@@ -60,39 +61,6 @@ static int pass_mountpoint(struct fuse_args *args, struct sfs_options *o)
 	if (o->n_nonopt == 0)
 		return 0;
 	return fuse_opt_add_arg(args, o->nonopt[o->n_nonopt - 1]);
-}
-
-int parse_size(const char *s, uint64_t total_mem, uint64_t *out)
-{
-	char *end;
-	unsigned long long n;
-	uint64_t mult = 1;
-
-	if (!s || !isdigit((unsigned char)s[0]))
-		return -EINVAL;
-	errno = 0;
-	n = strtoull(s, &end, 10);
-	if (errno)
-		return -EINVAL;
-	switch (tolower((unsigned char)*end)) {
-	case '\0':
-		break;
-	case 'k': mult = 1ULL << 10; end++; break;
-	case 'm': mult = 1ULL << 20; end++; break;
-	case 'g': mult = 1ULL << 30; end++; break;
-	case 't': mult = 1ULL << 40; end++; break;
-	case '%':
-		if (end[1] != '\0' || n > 100)
-			return -EINVAL;
-		*out = total_mem / 100 * n;
-		return 0;
-	default:
-		return -EINVAL;
-	}
-	if (*end != '\0' || (n && mult > UINT64_MAX / n))
-		return -EINVAL;
-	*out = n * mult;
-	return 0;
 }
 
 int parse_passthrough(const char *s, enum pt_mode *out)

@@ -61,10 +61,9 @@ void options_free(struct sfs_options *opts);
 void options_print_help(void);
 
 /*
- * Value parsers, exposed for the unit tests.  Each returns 0 and stores
+ * Value parsers, exposed for the unit tests (sizes are values.h's).  Each returns 0 and stores
  * the value, or -EINVAL and leaves *out untouched.
  */
-int parse_size(const char *s, uint64_t total_mem, uint64_t *out);
 int parse_passthrough(const char *s, enum pt_mode *out);
 int parse_lifetime(const char *s, enum lifetime_mode *out);
 int parse_commit(const char *s, enum commit_mode *out);

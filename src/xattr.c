@@ -14,66 +14,12 @@
 #include <string.h>
 
 #include "sectionfs.h"
+#include "values.h"
 #include "xattr.h"
 
 #define VALUE_MAX 64	/* the longest value of ours, with room to spare */
 
-static const struct {
-	const char *word;
-	unsigned int seal;
-} seal_words[] = {
-	{ SECTIONFS_SEAL_GROW, F_SEAL_GROW },
-	{ SECTIONFS_SEAL_SHRINK, F_SEAL_SHRINK },
-	{ SECTIONFS_SEAL_WRITE, F_SEAL_WRITE },
-};
-
-#define N_SEALS (sizeof(seal_words) / sizeof(seal_words[0]))
 #define ALL_SEALS (F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_WRITE)
-
-int xattr_parse_seals(const char *value, size_t size, unsigned int *mask)
-{
-	unsigned int m = 0;
-	size_t pos = 0, i;
-
-	while (pos < size) {
-		size_t len = 0;
-
-		while (pos + len < size && value[pos + len] != ',')
-			len++;
-		for (i = 0; i < N_SEALS; i++)
-			if (len == strlen(seal_words[i].word) &&
-			    !memcmp(value + pos, seal_words[i].word, len))
-				break;
-		if (i == N_SEALS)
-			return -EINVAL;		/* unknown or empty word */
-		m |= seal_words[i].seal;
-		pos += len + 1;
-		if (pos == size && value[size - 1] == ',')
-			return -EINVAL;		/* trailing comma */
-	}
-	*mask = m;
-	return 0;
-}
-
-int xattr_format_seals(unsigned int mask, char *buf, size_t size)
-{
-	size_t len = 0, i;
-
-	if (size)
-		buf[0] = '\0';
-	for (i = 0; i < N_SEALS; i++) {
-		int n;
-
-		if (!(mask & seal_words[i].seal))
-			continue;
-		n = snprintf(buf + len, size - len, "%s%s", len ? "," : "",
-			     seal_words[i].word);
-		if (n < 0 || (size_t)n >= size - len)
-			return -ERANGE;
-		len += (size_t)n;
-	}
-	return (int)len;
-}
 
 static int is_ours(const char *name)
 {
@@ -120,7 +66,7 @@ static int get_seals(const struct xattr_view *v, char *buf, const char **value)
 	if (err && err != -EOPNOTSUPP)
 		return err;
 	/* A store that cannot seal has none: "" */
-	err = xattr_format_seals(seals & ALL_SEALS, buf, VALUE_MAX);
+	err = format_seals(seals & ALL_SEALS, buf, VALUE_MAX);
 	*value = buf;
 	return err < 0 ? err : 0;
 }
@@ -234,7 +180,7 @@ int xattr_parse_set(const char *name, const char *value, size_t size,
 	}
 	if (!strcmp(name, SECTIONFS_XATTR_SEALS)) {
 		out->what = XATTR_SET_SEALS;
-		return xattr_parse_seals(value, size, &out->seals);
+		return parse_seals(value, size, &out->seals);
 	}
 	for (i = 0; i < N_XATTRS; i++)
 		if (!strcmp(xattrs[i].name, name))

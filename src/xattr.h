@@ -44,10 +44,4 @@ int xattr_parse_set(const char *name, const char *value, size_t size,
 /* Remove name: nothing can be removed (read-only, or seals only grow). */
 int xattr_remove(const char *name);
 
-/* "grow,shrink,write" <-> F_SEAL_GROW|F_SEAL_SHRINK|F_SEAL_WRITE.  The
- * list may be empty, in any order, with repeats; -EINVAL otherwise. */
-int xattr_parse_seals(const char *value, size_t size, unsigned int *mask);
-/* Canonical list of the seals in mask; returns its length or -ERANGE. */
-int xattr_format_seals(unsigned int mask, char *buf, size_t size);
-
 #endif /* SECTIONFS_XATTR_H */

@@ -2,16 +2,18 @@
  * unit_options.c - unit tests of the option and value parsers.
  *
  * Runs without a mount: each case feeds a string to a parser in
- * src/options.c and checks the value or the refusal.  Exit status is the
+ * src/options.c or src/values.c and checks the value or the refusal.  Exit status is the
  * number of failed checks (0 = pass), as automake's harness expects.
  */
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "options.h"
+#include "values.h"
 
 static int failures;
 
@@ -47,6 +49,29 @@ static void test_size(void)
 	CHECK(parse_size("99999999999999999999", 0, &v) == -EINVAL);
 	CHECK(parse_size("17179869184g", 0, &v) == -EINVAL);	/* 2^64 */
 	CHECK(v == 7);
+}
+
+static void test_seals(void)
+{
+	unsigned int m = 77;
+	char buf[64];
+
+	CHECK(parse_seals("", 0, &m) == 0 && m == 0);
+	CHECK(parse_seals("grow", 4, &m) == 0 && m == F_SEAL_GROW);
+	CHECK(parse_seals("write,grow,grow", 15, &m) == 0 &&
+	      m == (F_SEAL_WRITE | F_SEAL_GROW));
+	CHECK(parse_seals("growXXX", 4, &m) == 0 && m == F_SEAL_GROW);
+	m = 77;
+	CHECK(parse_seals("grow,", 5, &m) == -EINVAL && m == 77);
+	CHECK(parse_seals(",grow", 5, &m) == -EINVAL);
+	CHECK(parse_seals("grow,,shrink", 12, &m) == -EINVAL);
+	CHECK(parse_seals("seal", 4, &m) == -EINVAL);
+	CHECK(parse_seals("Grow", 4, &m) == -EINVAL);
+	CHECK(parse_seals("gro\0w", 5, &m) == -EINVAL);
+	CHECK(format_seals(F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK, buf,
+			   sizeof(buf)) == 17 && !strcmp(buf, "grow,shrink,write"));
+	CHECK(format_seals(0, buf, sizeof(buf)) == 0 && !strcmp(buf, ""));
+	CHECK(format_seals(F_SEAL_GROW, buf, 4) == -ERANGE);
 }
 
 static void test_words(void)
@@ -162,6 +187,7 @@ static void test_parse_error(void)
 int main(void)
 {
 	test_size();
+	test_seals();
 	test_words();
 	test_umask();
 	test_id();
