@@ -29,32 +29,51 @@
 struct dentry {
 	struct dentry *hnext;		/* hash chain */
 	struct dentry *next_name;	/* the child's other names */
-	struct dentry *prev, *next;	/* parent's children, oldest first */
+	struct dentry *prev, *next;	/* parent's children, newest first */
 	struct node *parent;
 	struct node *child;
 	uint32_t hash;
 	char name[];
 };
 
+/* What only a section's node has. */
+struct node_file {
+	struct section *sec;		/* immutable */
+	unsigned int opens;		/* open handles (and so views) */
+	unsigned int writers;		/* of which opened for writing */
+	enum lifetime_mode lifetime;	/* when the section dies */
+};
+
+/* What directories and special files have instead: sections read their
+ * data times from their file. */
+struct node_other {
+	struct timespec atime, mtime;
+	struct dentry *first;		/* directories: children, newest first */
+	uint32_t rdev;			/* device nodes (FUSE's rdev is 32 bits) */
+};
+
+/*
+ * One node per directory, section or special file: 120 bytes, so that
+ * with its dentry and section a section costs the daemon under 300.
+ */
 struct node {
 	uint64_t ino;			/* st_ino; immutable */
 	uint64_t nlookup;		/* kernel references */
-	mode_t mode;
+	mode_t mode;			/* the type bits are immutable */
 	uid_t uid;
 	gid_t gid;
-	nlink_t nlink;
-	dev_t rdev;			/* device nodes */
-	struct timespec atime, mtime;	/* directories and special files */
+	uint32_t nlink;
 	struct timespec ctime;		/* metadata changes made here */
-	struct section *sec;		/* regular files; immutable */
-	struct dentry *names;		/* every name of the node */
-	struct dentry *self;		/* directories: their only name */
-	unsigned int opens;		/* open handles (and so views) */
-	unsigned int writers;		/* of which opened for writing */
-	enum lifetime_mode lifetime;	/* sections: when they die */
-	struct dentry *first, *last;	/* directories: children */
+	struct dentry *names;		/* every name; a directory has one */
 	struct node *orphan_prev, *orphan_next;
+	union {
+		struct node_file file;	/* S_ISREG */
+		struct node_other other; /* everything else */
+	} u;
 };
+
+/* malloc rounds 120 bytes to a 128-byte chunk; 121 would cost 144. */
+_Static_assert(sizeof(struct node) <= 120, "struct node outgrew its chunk");
 
 /* The readdir listing: names copied at opendir, so removals cannot
  * invalidate a reader's position. */
@@ -94,6 +113,18 @@ static fuse_ino_t ino_of(struct ns *ns, struct node *n)
 static int is_dir(const struct node *n)
 {
 	return S_ISDIR(n->mode);
+}
+
+/* The section of a regular file's node; NULL for every other node. */
+static struct section *node_sec(const struct node *n)
+{
+	return S_ISREG(n->mode) ? n->u.file.sec : NULL;
+}
+
+/* A directory's one name; NULL for the root and removed directories. */
+static struct dentry *dir_name(const struct node *n)
+{
+	return n->names;
 }
 
 static int is_writer(int open_flags)
@@ -193,21 +224,17 @@ static void dentry_attach(struct ns *ns, struct dentry *d, struct node *child)
 	struct node *p = d->parent;
 
 	d->child = child;
-	d->next = NULL;
-	d->prev = p->last;
-	if (p->last)
-		p->last->next = d;
-	else
-		p->first = d;
-	p->last = d;
+	d->prev = NULL;
+	d->next = p->u.other.first;
+	if (d->next)
+		d->next->prev = d;
+	p->u.other.first = d;
 	hash_insert(ns, d);
 	d->next_name = child->names;
 	child->names = d;
-	if (is_dir(child)) {
-		child->self = d;
+	if (is_dir(child))
 		p->nlink++;
-	}
-	p->mtime = p->ctime = now();
+	p->u.other.mtime = p->ctime = now();
 }
 
 /* Unlink a dentry from its parent and the hash; the caller frees it. */
@@ -219,20 +246,16 @@ static void dentry_detach(struct ns *ns, struct dentry *d)
 	if (d->prev)
 		d->prev->next = d->next;
 	else
-		p->first = d->next;
+		p->u.other.first = d->next;
 	if (d->next)
 		d->next->prev = d->prev;
-	else
-		p->last = d->prev;
 	hash_remove(ns, d);
 	for (pp = &d->child->names; *pp != d; pp = &(*pp)->next_name)
 		;
 	*pp = d->next_name;
-	if (is_dir(d->child)) {
-		d->child->self = NULL;
+	if (is_dir(d->child))
 		p->nlink--;
-	}
-	p->mtime = p->ctime = now();
+	p->u.other.mtime = p->ctime = now();
 }
 
 /* ---- nodes ---- */
@@ -247,7 +270,9 @@ static struct node *node_new(struct ns *ns, mode_t mode, uid_t uid, gid_t gid)
 	n->mode = mode;
 	n->uid = uid;
 	n->gid = gid;
-	n->atime = n->mtime = n->ctime = now();
+	n->ctime = now();
+	if (!S_ISREG(mode))
+		n->u.other.atime = n->u.other.mtime = n->ctime;
 	ns->nnodes++;
 	return n;
 }
@@ -277,7 +302,7 @@ static void orphan_remove(struct ns *ns, struct node *n)
  */
 static struct section *node_free(struct ns *ns, struct node *n)
 {
-	struct section *sec = n->sec;
+	struct section *sec = node_sec(n);
 
 	ns->nnodes--;
 	free(n);
@@ -320,19 +345,21 @@ static struct section *attr_start(struct ns *ns, struct node *n,
 	st->st_nlink = n->nlink;
 	st->st_uid = n->uid;
 	st->st_gid = n->gid;
-	st->st_rdev = n->rdev;
 	st->st_blksize = 4096;
-	st->st_atim = n->atime;
-	st->st_mtim = n->mtime;
 	st->st_ctim = n->ctime;
+	if (node_sec(n)) {
+		section_get(n->u.file.sec);
+		return n->u.file.sec;	/* the rest comes from its file */
+	}
+	st->st_rdev = n->u.other.rdev;
+	st->st_atim = n->u.other.atime;
+	st->st_mtim = n->u.other.mtime;
 	if (is_dir(n)) {
-		for (d = n->first; d; d = d->next)
+		for (d = n->u.other.first; d; d = d->next)
 			entries++;
 		st->st_size = entries * DIRENT_BOGO_SIZE;
 	}
-	if (n->sec)
-		section_get(n->sec);
-	return n->sec;
+	return NULL;
 }
 
 static int ts_after(struct timespec a, struct timespec b)
@@ -418,13 +445,13 @@ static void free_tree(struct node *n)
 {
 	struct dentry *d, *next;
 
-	for (d = n->first; d; d = next) {
+	for (d = is_dir(n) ? n->u.other.first : NULL; d; d = next) {
 		next = d->next;
 		if (--d->child->nlink == 0 || is_dir(d->child))
 			free_tree(d->child);
 		free(d);
 	}
-	put_if(n->sec);
+	put_if(node_sec(n));
 	free(n);
 }
 
@@ -434,7 +461,7 @@ void ns_destroy(struct ns *ns)
 
 	for (n = ns->orphans; n; n = next) {
 		next = n->orphan_next;
-		put_if(n->sec);
+		put_if(node_sec(n));
 		free(n);
 	}
 	free_tree(ns->root);
@@ -541,7 +568,7 @@ int ns_setattr(struct ns *ns, fuse_ino_t ino, const struct stat *attr,
 	int err = 0;
 
 	pthread_mutex_lock(&ns->lock);
-	sec = n->sec;
+	sec = node_sec(n);
 	if (sec)
 		section_get(sec);
 	else if (to_set & FUSE_SET_ATTR_SIZE)
@@ -566,8 +593,8 @@ int ns_setattr(struct ns *ns, fuse_ino_t ino, const struct stat *attr,
 	if (to_set & FUSE_SET_ATTR_GID)
 		n->gid = attr->st_gid;
 	if (!sec) {
-		set_node_time(&n->atime, times[0]);
-		set_node_time(&n->mtime, times[1]);
+		set_node_time(&n->u.other.atime, times[0]);
+		set_node_time(&n->u.other.mtime, times[1]);
 	}
 	n->ctime = now();
 	sec = attr_start(ns, n, out);
@@ -593,10 +620,10 @@ static void path_of(struct ns *ns, struct node *dir, const char *name,
 		pos -= len;
 		memcpy(buf + pos, part, len);
 		buf[--pos] = '/';
-		if (dir == ns->root || !dir->self)
+		if (dir == ns->root || !dir_name(dir))
 			break;
-		part = dir->self->name;
-		dir = dir->self->parent;
+		part = dir_name(dir)->name;
+		dir = dir_name(dir)->parent;
 	}
 	memmove(buf, buf + pos, size - pos);
 }
@@ -635,8 +662,10 @@ static int insert_new(struct ns *ns, struct node *p, const char *name,
 		free(d);
 		return -ENOMEM;
 	}
-	n->sec = sec;
-	n->lifetime = ns->lifetime;
+	if (S_ISREG(mode)) {
+		n->u.file.sec = sec;
+		n->u.file.lifetime = ns->lifetime;
+	}
 	n->nlink = S_ISDIR(mode) ? 2 : 1;
 	dentry_attach(ns, d, n);
 	*pin = entry_start(ns, n, e);
@@ -690,12 +719,13 @@ int ns_mknod(struct ns *ns, fuse_ino_t parent, const char *name, mode_t mode,
 	if (!err) {
 		struct node *n = node_of(ns, e->ino);
 
-		n->rdev = rdev;
+		if (!S_ISREG(mode))
+			n->u.other.rdev = (uint32_t)rdev;
 		if (opened) {
 			section_get(sec);
 			*opened = sec;
-			n->opens++;
-			n->writers += is_writer(open_flags);
+			n->u.file.opens++;
+			n->u.file.writers += is_writer(open_flags);
 		}
 	}
 	pthread_mutex_unlock(&ns->lock);
@@ -804,7 +834,7 @@ static int remove_entry(struct ns *ns, fuse_ino_t parent, const char *name,
 		err = -ENOTDIR;
 	else if (!want_dir && is_dir(n))
 		err = -EISDIR;
-	else if (want_dir && n->first)
+	else if (want_dir && n->u.other.first)
 		err = -ENOTEMPTY;
 	if (err)
 		goto out;
@@ -833,7 +863,7 @@ int ns_rmdir(struct ns *ns, fuse_ino_t parent, const char *name)
 /* Is n the directory anc or inside it? */
 static int is_within(struct node *n, struct node *anc)
 {
-	for (; n; n = n->self ? n->self->parent : NULL)
+	for (; n; n = dir_name(n) ? dir_name(n)->parent : NULL)
 		if (n == anc)
 			return 1;
 	return 0;
@@ -858,7 +888,7 @@ static int rename_check(struct dentry *d, struct dentry *dst,
 		return -ENOTDIR;
 	if (!is_dir(src) && is_dir(dst->child))
 		return -EISDIR;
-	if (is_dir(dst->child) && dst->child->first)
+	if (is_dir(dst->child) && dst->child->u.other.first)
 		return -ENOTEMPTY;
 	return 0;
 }
@@ -987,18 +1017,18 @@ int ns_open(struct ns *ns, fuse_ino_t ino, int flags, struct section **out)
 	pthread_mutex_lock(&ns->lock);
 	if (is_dir(n))
 		err = -EISDIR;
-	else if (!n->sec)
+	else if (!node_sec(n))
 		err = -ENXIO;	/* special files are opened by the kernel */
-	else if (!n->sec->writable && is_writer(flags))
+	else if (!n->u.file.sec->writable && is_writer(flags))
 		err = -EACCES;	/* the creator could not write the file */
 	else if (!ns->passthrough && is_writer(flags) &&
-		 (atomic_load(&n->sec->seals) & F_SEAL_WRITE))
+		 (atomic_load(&n->u.file.sec->seals) & F_SEAL_WRITE))
 		err = -EPERM;
 	if (!err) {
-		section_get(n->sec);
-		*out = n->sec;
-		n->opens++;
-		n->writers += is_writer(flags);
+		section_get(n->u.file.sec);
+		*out = n->u.file.sec;
+		n->u.file.opens++;
+		n->u.file.writers += is_writer(flags);
 	}
 	pthread_mutex_unlock(&ns->lock);
 	return err;
@@ -1039,9 +1069,10 @@ int ns_release(struct ns *ns, fuse_ino_t ino, int flags,
 	memset(gone, 0, sizeof(*gone));
 	gone->ino = ino;
 	pthread_mutex_lock(&ns->lock);
-	n->opens--;
-	n->writers -= is_writer(flags);
-	if (n->opens == 0 && n->lifetime == LIFETIME_HANDLE && n->nlink > 0) {
+	n->u.file.opens--;
+	n->u.file.writers -= is_writer(flags);
+	if (n->u.file.opens == 0 && n->u.file.lifetime == LIFETIME_HANDLE &&
+	    n->nlink > 0) {
 		sec = expire_names(ns, n, gone);
 		expired = gone->names != NULL;
 	}
@@ -1069,10 +1100,10 @@ static int xattr_view_of(struct ns *ns, fuse_ino_t ino, struct xattr_view *v,
 	int err = 0;
 
 	pthread_mutex_lock(&ns->lock);
-	if (n->sec) {
-		section_get(n->sec);
-		v->sec = n->sec;
-		v->lifetime = n->lifetime;
+	if (node_sec(n)) {
+		section_get(n->u.file.sec);
+		v->sec = n->u.file.sec;
+		v->lifetime = n->u.file.lifetime;
 		if (owner)
 			*owner = n->uid;
 	} else {
@@ -1121,7 +1152,7 @@ static int add_seals(struct ns *ns, fuse_ino_t ino, struct section *sec,
 		return -EPERM;		/* removing a seal */
 	if (!ns->passthrough && (want & ~have & F_SEAL_WRITE)) {
 		pthread_mutex_lock(&ns->lock);
-		err = node_of(ns, ino)->writers ? -EBUSY : 0;
+		err = node_of(ns, ino)->u.file.writers ? -EBUSY : 0;
 		pthread_mutex_unlock(&ns->lock);
 	}
 	return err ? err : section_add_seals(sec, want & ~have);
@@ -1145,7 +1176,7 @@ int ns_setxattr(struct ns *ns, fuse_ino_t ino, const struct caller *who,
 		err = add_seals(ns, ino, v.sec, change.seals);
 	if (!err && change.what == XATTR_SET_LIFETIME) {
 		pthread_mutex_lock(&ns->lock);
-		node_of(ns, ino)->lifetime = change.lifetime;
+		node_of(ns, ino)->u.file.lifetime = change.lifetime;
 		pthread_mutex_unlock(&ns->lock);
 	}
 	section_put(v.sec);
@@ -1182,12 +1213,12 @@ static int dir_add(struct ns_dir *dir, const char *name, const struct node *n)
 static int dir_snapshot(struct ns *ns, struct ns_dir *dir)
 {
 	struct node *n = dir->dir;
-	struct node *up = n->self ? n->self->parent : n;
+	struct node *up = dir_name(n) ? dir_name(n)->parent : n;
 	size_t count = 2;
 	struct dentry *d;
 	int err;
 
-	for (d = n->first; d; d = d->next)
+	for (d = n->u.other.first; d; d = d->next)
 		count++;
 	dir->ents = calloc(count, sizeof(*dir->ents));
 	if (!dir->ents)
@@ -1195,7 +1226,7 @@ static int dir_snapshot(struct ns *ns, struct ns_dir *dir)
 	err = dir_add(dir, ".", n);
 	if (!err)
 		err = dir_add(dir, "..", up);
-	for (d = n->first; d && !err; d = d->next)
+	for (d = n->u.other.first; d && !err; d = d->next)
 		err = dir_add(dir, d->name, d->child);
 	if (err)
 		dir_free_entries(dir);

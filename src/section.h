@@ -24,18 +24,19 @@
 enum section_kind { SECTION_PAGEFILE, SECTION_FILE };
 
 struct section {
-	int fd;				/* store or backing fd; immutable */
-	enum section_kind kind;		/* immutable */
-	int writable;			/* fd is O_RDWR; immutable */
-	int counted;			/* bytes counted against the cap by the
-					   daemon (store_counts()); immutable */
-	char *backing_path;		/* file-backed: the file; immutable */
+	int fd;				/* store or backing fd */
+	unsigned int kind : 1;		/* enum section_kind */
+	unsigned int writable : 1;	/* fd is O_RDWR */
+	unsigned int counted : 1;	/* bytes counted against the cap by
+					   the daemon (store_counts()) */
 	atomic_uint refs;
 	atomic_int backing_id;		/* passthrough id; 0 until first open */
-	atomic_int_fast64_t charged;	/* counted: bytes charged to the cap */
 	atomic_uint seals;		/* F_SEAL_* added so far; only the
 					   daemon can seal, so this is exact */
+	char *backing_path;		/* file-backed: the file */
+	atomic_int_fast64_t charged;	/* counted: bytes charged to the cap */
 };
+/* All but the atomics are immutable once the section is made. */
 
 /*
  * Create a page-file-backed section with an empty store named after path.
