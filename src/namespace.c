@@ -554,6 +554,20 @@ static void set_node_time(struct timespec *field, struct timespec value)
 	*field = value.tv_nsec == UTIME_NOW ? now() : value;
 }
 
+/*
+ * chown clears set-user-ID, and set-group-ID where the group may execute,
+ * of anything but a directory, as Linux does; under HANDLE_KILLPRIV_V2
+ * the kernel leaves that to the filesystem.
+ */
+static void drop_setid(struct node *n)
+{
+	if (is_dir(n))
+		return;
+	n->mode &= ~S_ISUID;
+	if (n->mode & S_IXGRP)
+		n->mode &= ~S_ISGID;
+}
+
 int ns_setattr(struct ns *ns, fuse_ino_t ino, const struct stat *attr,
 	       int to_set, const struct caller *who, struct stat *out)
 {
@@ -592,6 +606,8 @@ int ns_setattr(struct ns *ns, fuse_ino_t ino, const struct stat *attr,
 		n->uid = attr->st_uid;
 	if (to_set & FUSE_SET_ATTR_GID)
 		n->gid = attr->st_gid;
+	if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))
+		drop_setid(n);
 	if (!sec) {
 		set_node_time(&n->u.other.atime, times[0]);
 		set_node_time(&n->u.other.mtime, times[1]);

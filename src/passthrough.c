@@ -3,8 +3,10 @@
  * at OPEN/CREATE.
  *
  * This file owns everything sectionfs says to the kernel about
- * passthrough: the privilege check, the FUSE_PASSTHROUGH handshake, the
- * backing-file ioctls on the session fd, and the patched open replies.
+ * passthrough: the FUSE_PASSTHROUGH handshake, the backing-file ioctls on
+ * the session fd, and the patched open replies; and, since it edits the
+ * INIT reply anyway, the one other INIT flag libfuse 3.14 cannot ask for,
+ * HANDLE_KILLPRIV_V2, on every mount.
  * With libfuse 3.14, which has no passthrough API, it wraps the session
  * fd's read and writev through fuse_session_custom_io() and edits the
  * INIT and OPEN/CREATE replies on their way to the kernel; where configure
@@ -26,11 +28,11 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include <linux/capability.h>
 #include <linux/fuse.h>
 
 #include "log.h"
 #include "passthrough.h"
+#include "privilege.h"
 
 /*
  * Kernel ABI newer than the installed <linux/fuse.h> (7.38).  All of it
@@ -66,56 +68,6 @@ struct pt_state {
 static struct pt_state pt = { .mode = PT_OFF, .dev_fd = -1 };
 
 /* -------------------------------------------------------------------- */
-/* Privilege                                                            */
-/* -------------------------------------------------------------------- */
-
-/*
- * The kernel registers a backing file only for a caller that is
- * capable(CAP_SYS_ADMIN), and refuses with EPERM otherwise.
- */
-static bool pt_has_sys_admin(void)
-{
-	struct __user_cap_header_struct hdr = {
-		.version = _LINUX_CAPABILITY_VERSION_3,
-		.pid = 0,
-	};
-	struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
-
-	/* glibc has no capget() wrapper; libcap would be a dependency. */
-	if (syscall(SYS_capget, &hdr, data) < 0)
-		return false;
-	return data[CAP_TO_INDEX(CAP_SYS_ADMIN)].effective &
-	       CAP_TO_MASK(CAP_SYS_ADMIN);
-}
-
-/*
- * CapEff counts in the daemon's own user namespace, but the kernel checks
- * the capability against the initial one.  The initial namespace maps
- * every uid onto itself in a single line; a child namespace almost never
- * does, and where it does we merely fail later at BACKING_OPEN.
- */
-static bool pt_in_initial_userns(void)
-{
-	unsigned long inside, outside, count;
-	char line[128];
-	bool initial = false;
-	int lines = 0;
-	FILE *f;
-
-	f = fopen("/proc/self/uid_map", "re");
-	if (!f)
-		return true;	/* no /proc: let the kernel be the judge */
-	while (fgets(line, sizeof(line), f)) {
-		lines++;
-		if (sscanf(line, "%lu %lu %lu", &inside, &outside, &count) == 3 &&
-		    inside == 0 && outside == 0 && count == 4294967295UL)
-			initial = true;
-	}
-	fclose(f);
-	return initial && lines == 1;
-}
-
-/* -------------------------------------------------------------------- */
 /* Backend: libfuse's own passthrough API (>= 3.17)                     */
 /* -------------------------------------------------------------------- */
 #ifdef HAVE_FUSE_PASSTHROUGH_OPEN
@@ -133,6 +85,13 @@ static int pt_backend_setup(struct fuse_session *se)
 static bool pt_backend_offered(struct fuse_conn_info *conn)
 {
 	return conn->capable & FUSE_CAP_PASSTHROUGH;
+}
+
+/* Every mount: libfuse >= 3.15 can ask for HANDLE_KILLPRIV_V2 itself. */
+static void pt_backend_init(struct fuse_conn_info *conn)
+{
+	if (conn->capable & FUSE_CAP_HANDLE_KILLPRIV_V2)
+		conn->want |= FUSE_CAP_HANDLE_KILLPRIV_V2;
 }
 
 static void pt_backend_want(struct fuse_conn_info *conn)
@@ -283,9 +242,10 @@ static void pt_see_request(const void *buf, ssize_t len)
 }
 
 /*
- * Ask for passthrough in our INIT reply.  The payload must be the 7.40
- * layout or larger; a shorter one means libfuse answered with an old
- * protocol, and the mount stays cached.
+ * Edit our INIT reply: ask for passthrough when this mount uses it, and
+ * for HANDLE_KILLPRIV_V2 when the kernel offers it.  The payload must be
+ * the 7.40 layout or larger; a shorter one means libfuse answered with an
+ * old protocol, and the mount stays cached.
  */
 static void pt_patch_init(struct iovec *iov, int count)
 {
@@ -301,23 +261,27 @@ static void pt_patch_init(struct iovec *iov, int count)
 		goto fail;
 
 	memcpy(&arg, p, sizeof(arg));
-	arg.flags |= FUSE_INIT_EXT;
-	/* The kernel silently drops passthrough under the writeback cache. */
-	arg.flags &= ~FUSE_WRITEBACK_CACHE;
-	arg.flags2 |= PT_FUSE_PASSTHROUGH_FLAGS2;
-	/* Backing files live on plain filesystems: one level of stacking. */
-	arg.max_stack_depth = 1;
 	/*
 	 * Without HANDLE_KILLPRIV_V2 the kernel asks the daemon for
-	 * security.capability before every passthrough write (FUSE clears
-	 * SB_NOSEC), a round trip that cost a quarter of the write speed.
-	 * With it, an inode without set-ID bits is checked once.  What the
-	 * flag hands to the daemon, clearing set-ID bits on writes it never
-	 * sees, needs no doing: sectionfs always mounts nosuid, and keeps no
-	 * security.capability.  libfuse 3.14 cannot ask for it itself.
+	 * security.capability before every write, passthrough or cached
+	 * (FUSE clears SB_NOSEC): a round trip per write.  With it, an inode
+	 * without set-ID bits is checked once.  What the flag hands to the
+	 * daemon is clearing set-ID bits on write, chown and truncate: on
+	 * chown the namespace does it; writes cannot run set-ID programs
+	 * here, since sectionfs always mounts nosuid; and no
+	 * security.capability is ever stored.  libfuse 3.14 cannot ask.
 	 */
 	if (atomic_load(&pt_killpriv_offered))
 		arg.flags |= PT_FUSE_HANDLE_KILLPRIV_V2;
+	if (atomic_load(&pt.active)) {
+		arg.flags |= FUSE_INIT_EXT;
+		/* The kernel silently drops passthrough under the writeback
+		 * cache. */
+		arg.flags &= ~FUSE_WRITEBACK_CACHE;
+		arg.flags2 |= PT_FUSE_PASSTHROUGH_FLAGS2;
+		/* Backing files live on plain filesystems: one level. */
+		arg.max_stack_depth = 1;
+	}
 	memcpy(p, &arg, sizeof(arg));
 	return;
 fail:
@@ -384,8 +348,7 @@ static ssize_t pt_io_writev(int fd, struct iovec *iov, int count,
 					 memory_order_relaxed) &&
 		   atomic_load(&pt_init_seen) &&
 		   out->unique == atomic_load(&pt_init_unique)) {
-		if (atomic_load(&pt.active))
-			pt_patch_init(iov, count);
+		pt_patch_init(iov, count);
 		atomic_store(&pt_init_replied, true);
 	}
 	return writev(fd, iov, count);
@@ -429,6 +392,11 @@ static bool pt_backend_offered(struct fuse_conn_info *conn)
 }
 
 /* Nothing to ask libfuse for: the writev hook edits the INIT reply. */
+static void pt_backend_init(struct fuse_conn_info *conn)
+{
+}
+
+/* Nothing to ask libfuse for: the writev hook edits the INIT reply. */
 static void pt_backend_want(struct fuse_conn_info *conn)
 {
 }
@@ -469,23 +437,22 @@ int pt_setup(struct fuse_session *se, enum pt_mode mode)
 {
 	pt.mode = mode;
 	pt.dev_fd = fuse_session_fd(se);
-	if (mode == PT_OFF)
-		return 0;
-
-	pt.privileged = pt_has_sys_admin() && pt_in_initial_userns();
-	if (!pt.privileged) {
-		if (mode == PT_AUTO) {
-			log_info("passthrough needs CAP_SYS_ADMIN; using the cached data path");
-			return 0;
+	pt.privileged = privilege_sys_admin();
+	if (mode != PT_OFF && !pt.privileged) {
+		if (mode == PT_ON) {
+			log_err("passthrough=on needs CAP_SYS_ADMIN in the initial user namespace (the kernel checks it when a backing file is registered)");
+			return -EPERM;
 		}
-		log_err("passthrough=on needs CAP_SYS_ADMIN in the initial user namespace (the kernel checks it when a backing file is registered)");
-		return -EPERM;
+		log_info("passthrough needs CAP_SYS_ADMIN; using the cached data path");
 	}
+	/* Hooked on every mount: INIT asks for HANDLE_KILLPRIV_V2 on both
+	 * data paths. */
 	return pt_backend_setup(se);
 }
 
 bool pt_negotiate(struct fuse_conn_info *conn)
 {
+	pt_backend_init(conn);
 	if (pt.mode == PT_OFF || !pt.privileged)
 		return false;
 	if (!pt_backend_offered(conn)) {

@@ -20,10 +20,9 @@
 enum pt_mode { PT_OFF, PT_AUTO, PT_ON };
 
 /*
- * Prepare passthrough for a mounted session (call after
- * fuse_session_mount(), before the session loop).  PT_OFF does nothing.
- * PT_AUTO/PT_ON check the privilege passthrough needs (CAP_SYS_ADMIN) and,
- * where it is held, hook the session so INIT can negotiate it.
+ * Prepare a mounted session (call after fuse_session_mount(), before the
+ * session loop): hook it so that INIT can ask for what libfuse cannot.
+ * PT_AUTO/PT_ON check the privilege passthrough needs (CAP_SYS_ADMIN).
  * Returns 0, or -EPERM when mode is PT_ON and the daemon lacks the
  * privilege (a message saying so has been logged).  PT_AUTO without the
  * privilege returns 0 after logging one line; the mount is then cached.
@@ -31,8 +30,9 @@ enum pt_mode { PT_OFF, PT_AUTO, PT_ON };
 int pt_setup(struct fuse_session *se, enum pt_mode mode);
 
 /*
- * Called from the init() operation.  Returns true when passthrough will be
- * used for this mount: it was asked for, the daemon is privileged, and the
+ * Called from the init() operation of every mount (it also asks for
+ * HANDLE_KILLPRIV_V2, see passthrough.c).  Returns true when passthrough
+ * will be used for this mount: it was asked for, the daemon is privileged, and the
  * kernel offered FUSE_PASSTHROUGH.  The caller must then not enable the
  * writeback cache (the kernel would silently refuse passthrough).  With
  * PT_ON and no kernel support, logs why and returns false; the caller
