@@ -111,11 +111,17 @@ static void drain(struct fuse_bufvec *in, size_t left)
 }
 
 void dp_write(fuse_req_t req, struct section *sec, struct fuse_bufvec *in,
-	      off_t off)
+	      off_t off, int writeback)
 {
 	size_t total = fuse_buf_size(in);
 	int64_t reserved;
 	size_t len = section_write_fit(sec, off, total, &reserved);
+
+	/* The kernel's writeback ignores a short count, and the pages it
+	 * did not fit would be dropped without a word: all or nothing, so
+	 * that msync and fsync report ENOSPC. */
+	if (writeback && len < total)
+		len = 0;
 	struct fuse_bufvec out = file_buf(sec, len, off);
 	ssize_t res = len ? fuse_buf_copy(&out, in, 0) : -ENOSPC;
 

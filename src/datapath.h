@@ -29,9 +29,13 @@ int dp_reply_open(fuse_req_t req, struct section *sec,
 int dp_reply_create(fuse_req_t req, struct section *sec,
 		    const struct fuse_entry_param *e, struct fuse_file_info *fi);
 
-/* Serve READ and WRITE on the cached path (replies to req). */
+/*
+ * Serve READ and WRITE on the cached path (replies to req).  A write that
+ * does not fit under the cap is cut short, keeping what fit; a writeback
+ * of the page cache (writeback set) is written whole or not at all.
+ */
 void dp_read(fuse_req_t req, struct section *sec, size_t size, off_t off);
 void dp_write(fuse_req_t req, struct section *sec, struct fuse_bufvec *in,
-	      off_t off);
+	      off_t off, int writeback);
 
 #endif /* SECTIONFS_DATAPATH_H */

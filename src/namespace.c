@@ -1037,9 +1037,9 @@ int ns_open(struct ns *ns, fuse_ino_t ino, int flags, struct section **out)
 		err = -ENXIO;	/* special files are opened by the kernel */
 	else if (!n->u.file.sec->writable && is_writer(flags))
 		err = -EACCES;	/* the creator could not write the file */
-	else if (!ns->passthrough && is_writer(flags) &&
+	else if (is_writer(flags) &&
 		 (atomic_load(&n->u.file.sec->seals) & F_SEAL_WRITE))
-		err = -EPERM;
+		err = -EPERM;	/* a writable view would slip past the seal */
 	if (!err) {
 		section_get(n->u.file.sec);
 		*out = n->u.file.sec;
@@ -1154,7 +1154,13 @@ ssize_t ns_listxattr(struct ns *ns, fuse_ino_t ino, char *buf, size_t size)
 	return res;
 }
 
-/* Seals only grow, and on the cached path not under a writer's feet. */
+/*
+ * Seals only grow, and a write seal not under a writer's feet: the daemon
+ * cannot see the kernel's views of a section (passthrough ones map the
+ * store through a file of the kernel's own, which memfd's rules do not
+ * reach), so while the section is open for writing it is EBUSY, and once
+ * sealed ns_open refuses writers.
+ */
 static int add_seals(struct ns *ns, fuse_ino_t ino, struct section *sec,
 		     unsigned int want)
 {
@@ -1166,7 +1172,7 @@ static int add_seals(struct ns *ns, fuse_ino_t ino, struct section *sec,
 	have &= F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_WRITE;
 	if ((have & want) != have)
 		return -EPERM;		/* removing a seal */
-	if (!ns->passthrough && (want & ~have & F_SEAL_WRITE)) {
+	if (want & ~have & F_SEAL_WRITE) {
 		pthread_mutex_lock(&ns->lock);
 		err = node_of(ns, ino)->u.file.writers ? -EBUSY : 0;
 		pthread_mutex_unlock(&ns->lock);

@@ -39,8 +39,7 @@ struct ns {
 	double entry_timeout;		/* immutable */
 	double attr_timeout;		/* immutable */
 	dev_t self_dev;			/* this mount's st_dev; immutable */
-	/* Set at INIT, before any request that reads them. */
-	int passthrough;		/* the mount's data path */
+	/* Set before the session loop starts. */
 	int commit_eager;		/* -o commit=eager */
 	enum lifetime_mode lifetime;	/* -o lifetime=: for new sections */
 };
@@ -109,8 +108,8 @@ int ns_link(struct ns *ns, fuse_ino_t ino, fuse_ino_t newparent,
 /*
  * The section behind ino, with a reference for an open handle.  A
  * read-only file-backed section cannot be opened for writing (EACCES),
- * nor, on the cached path, a write-sealed one (EPERM: the kernel's page
- * cache would take writes the store then refuses).
+ * nor a write-sealed one (EPERM: a writable view of it would take writes
+ * past the seal).
  */
 int ns_open(struct ns *ns, fuse_ino_t ino, int flags, struct section **out);
 
@@ -127,9 +126,9 @@ void ns_expired_free(struct ns_expired *gone);
 /*
  * The user.sectionfs.* attributes (xattr.h for values and errors).
  * Setting lifetime or seals is for the section's owner (or root): EPERM
- * for others.  On the cached path a write seal is refused (EBUSY) while
- * the section is open for writing, as memfd refuses it while mapped
- * writable: the daemon cannot see the kernel's mappings there.
+ * for others.  A write seal is refused (EBUSY) while the section is open
+ * for writing, as memfd refuses it while mapped writable: the daemon
+ * cannot see the kernel's views.
  */
 ssize_t ns_getxattr(struct ns *ns, fuse_ino_t ino, const char *name,
 		    char *buf, size_t size);

@@ -94,6 +94,7 @@ static void reply_attr_or_err(fuse_req_t req, int err, const struct stat *st)
 static void sfs_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct sfs_mount *m = userdata;
+	bool passthrough;
 
 	conn->time_gran = 1;
 	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
@@ -106,10 +107,10 @@ static void sfs_init(void *userdata, struct fuse_conn_info *conn)
 	 * passthrough forbids and which the cached path does not need. */
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
 
-	m->ns.passthrough = pt_negotiate(conn);
-	if (!m->ns.passthrough && m->opts.passthrough == PT_ON)
+	passthrough = pt_negotiate(conn);
+	if (!passthrough && m->opts.passthrough == PT_ON)
 		goto fail;
-	if (store_init(m->opts.size, m->ns.passthrough))
+	if (store_init(m->opts.size, passthrough))
 		goto fail;
 	return;
 fail:
@@ -307,7 +308,7 @@ static void sfs_write_buf(fuse_req_t req, fuse_ino_t ino,
 			  struct fuse_bufvec *in, off_t off,
 			  struct fuse_file_info *fi)
 {
-	dp_write(req, section_of(fi), in, off);
+	dp_write(req, section_of(fi), in, off, fi->writepage);
 }
 
 /*

@@ -150,16 +150,33 @@ void section_settle(struct section *sec, int64_t reserved)
 	store_charge(-reserved);
 }
 
-/* Reserve the memory [off, off + len) still needs; -ENOSPC if it won't fit. */
+/*
+ * Reserve the memory [off, off + len) still needs; -ENOSPC if it won't
+ * fit.  SEEK_DATA calls pages that were fallocated but never written
+ * holes, so the estimate is bounded by what the section could still
+ * allocate at all: every page up to its new end, less what it holds.
+ */
 static int reserve_range(struct section *sec, off_t off, off_t len,
 			 int64_t *reserved)
 {
-	int64_t need = sec->counted ? hole_bytes(sec->fd, off, off + len) : 0;
+	int64_t need = 0, room;
+	struct stat st;
 	int err;
 
 	*reserved = 0;
-	if (need <= 0)
-		return need < 0 ? (int)need : 0;
+	if (!sec->counted)
+		return 0;
+	if (fstat(sec->fd, &st))
+		return -errno;
+	need = hole_bytes(sec->fd, off, off + len);
+	if (need < 0)
+		return (int)need;
+	room = page_up(off + len > st.st_size ? off + len : st.st_size) -
+	       (int64_t)st.st_blocks * 512;
+	if (need > room)
+		need = room > 0 ? room : 0;
+	if (need == 0)
+		return 0;
 	err = store_reserve(need);
 	if (!err)
 		*reserved = need;
