@@ -37,6 +37,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "view_mode.h"
+
 /*
  * In a --enable-sanitizers build this helper is built with ASan, which
  * would catch the child's SIGSEGV/SIGBUS itself and abort; the fault is
@@ -57,6 +59,7 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
+	const struct view_mode *mode;
 	int oflags, prot, flags, fd, status, do_write;
 	uint64_t off, len;
 	long page = sysconf(_SC_PAGESIZE);
@@ -67,21 +70,12 @@ int main(int argc, char **argv)
 
 	if (argc < 5 || argc > 6)
 		usage();
-	if (strcmp(argv[2], "shared") == 0) {
-		oflags = O_RDWR;
-		prot = PROT_READ | PROT_WRITE;
-		flags = MAP_SHARED;
-	} else if (strcmp(argv[2], "private") == 0) {
-		oflags = O_RDONLY;
-		prot = PROT_READ | PROT_WRITE;
-		flags = MAP_PRIVATE;
-	} else if (strcmp(argv[2], "readonly") == 0) {
-		oflags = O_RDONLY;
-		prot = PROT_READ;
-		flags = MAP_SHARED;
-	} else {
+	mode = view_mode(argv[2]);
+	if (!mode)
 		usage();
-	}
+	oflags = mode->oflags;
+	prot = mode->prot;
+	flags = mode->flags;
 	if (strcmp(argv[3], "read") == 0)
 		do_write = 0;
 	else if (strcmp(argv[3], "write") == 0)

@@ -45,6 +45,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "view_mode.h"
+
 /*
  * The test pattern: the byte at absolute file offset i for seed s is
  *     (s * 151 + i * 7 + (i >> 12) * 13 + 1) mod 256,
@@ -214,27 +216,19 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
+	const struct view_mode *mode;
 	int oflags, prot, flags, fd, first_cmd = 3;
 	uint64_t len;
 	struct stat st;
 
 	if (argc < 3)
 		usage();
-	if (strcmp(argv[2], "shared") == 0) {
-		oflags = O_RDWR;
-		prot = PROT_READ | PROT_WRITE;
-		flags = MAP_SHARED;
-	} else if (strcmp(argv[2], "private") == 0) {
-		oflags = O_RDONLY;
-		prot = PROT_READ | PROT_WRITE;
-		flags = MAP_PRIVATE;
-	} else if (strcmp(argv[2], "readonly") == 0) {
-		oflags = O_RDONLY;
-		prot = PROT_READ;
-		flags = MAP_SHARED;
-	} else {
+	mode = view_mode(argv[2]);
+	if (!mode)
 		usage();
-	}
+	oflags = mode->oflags;
+	prot = mode->prot;
+	flags = mode->flags;
 
 	fd = open(argv[1], oflags | O_CLOEXEC);
 	if (fd < 0) {
