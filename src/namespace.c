@@ -418,6 +418,19 @@ static int dir_for_entry(struct ns *ns, fuse_ino_t parent, const char *name,
 	return 0;
 }
 
+/* Under the lock: the dentry name names in directory parent, or ENOENT. */
+static int find_entry(struct ns *ns, fuse_ino_t parent, const char *name,
+		      struct dentry **out)
+{
+	struct node *p;
+	int err = dir_for_entry(ns, parent, name, &p);
+
+	if (err)
+		return err;
+	*out = dentry_find(ns, p, name);
+	return *out ? 0 : -ENOENT;
+}
+
 /* ---- setup and teardown ---- */
 
 int ns_init(struct ns *ns, mode_t root_mode, uid_t uid, gid_t gid,
@@ -476,18 +489,12 @@ int ns_lookup(struct ns *ns, fuse_ino_t parent, const char *name,
 {
 	struct section *sec = NULL;
 	struct dentry *d;
-	struct node *p;
 	int err;
 
 	pthread_mutex_lock(&ns->lock);
-	err = dir_for_entry(ns, parent, name, &p);
-	if (!err) {
-		d = dentry_find(ns, p, name);
-		if (d)
-			sec = entry_start(ns, d->child, e);
-		else
-			err = -ENOENT;
-	}
+	err = find_entry(ns, parent, name, &d);
+	if (!err)
+		sec = entry_start(ns, d->child, e);
 	pthread_mutex_unlock(&ns->lock);
 	return err ? err : attr_finish(sec, &e->attr);
 }
@@ -833,18 +840,13 @@ static int remove_entry(struct ns *ns, fuse_ino_t parent, const char *name,
 {
 	struct section *sec = NULL;
 	struct dentry *d;
-	struct node *p, *n;
+	struct node *n;
 	int err;
 
 	pthread_mutex_lock(&ns->lock);
-	err = dir_for_entry(ns, parent, name, &p);
+	err = find_entry(ns, parent, name, &d);
 	if (err)
 		goto out;
-	d = dentry_find(ns, p, name);
-	if (!d) {
-		err = -ENOENT;
-		goto out;
-	}
 	n = d->child;
 	if (want_dir && !is_dir(n))
 		err = -ENOTDIR;
@@ -932,16 +934,12 @@ int ns_rename(struct ns *ns, fuse_ino_t parent, const char *name,
 	    (flags & RENAME_NOREPLACE && flags & RENAME_EXCHANGE))
 		return -EINVAL;
 	pthread_mutex_lock(&ns->lock);
-	err = dir_for_entry(ns, parent, name, &p);
+	err = find_entry(ns, parent, name, &d);
 	if (!err)
 		err = dir_for_entry(ns, newparent, newname, &newp);
 	if (err)
 		goto out;
-	d = dentry_find(ns, p, name);
-	if (!d) {
-		err = -ENOENT;
-		goto out;
-	}
+	p = d->parent;
 	dst = dentry_find(ns, newp, newname);
 	if (dst && dst->child == d->child)
 		goto out;		/* two names of one node: nothing to do */
