@@ -49,6 +49,7 @@ struct node_file {
 struct node_other {
 	struct timespec atime, mtime;
 	struct dentry *first;		/* directories: children, newest first */
+	uint32_t nchildren;		/* directories: how many */
 	uint32_t rdev;			/* device nodes (FUSE's rdev is 32 bits) */
 };
 
@@ -87,6 +88,7 @@ struct ns_dir {
 	struct node *dir;
 	size_t n;
 	struct ns_dirent *ents;
+	int fresh;			/* taken and not yet read from */
 };
 
 /* tmpfs reports a directory's size as 20 bytes per entry; so do we. */
@@ -229,6 +231,7 @@ static void dentry_attach(struct ns *ns, struct dentry *d, struct node *child)
 	if (d->next)
 		d->next->prev = d;
 	p->u.other.first = d;
+	p->u.other.nchildren++;
 	hash_insert(ns, d);
 	d->next_name = child->names;
 	child->names = d;
@@ -249,6 +252,7 @@ static void dentry_detach(struct ns *ns, struct dentry *d)
 		p->u.other.first = d->next;
 	if (d->next)
 		d->next->prev = d->prev;
+	p->u.other.nchildren--;
 	hash_remove(ns, d);
 	for (pp = &d->child->names; *pp != d; pp = &(*pp)->next_name)
 		;
@@ -336,9 +340,6 @@ static void put_if(struct section *sec)
 static struct section *attr_start(struct ns *ns, struct node *n,
 				  struct stat *st)
 {
-	size_t entries = 2;
-	struct dentry *d;
-
 	memset(st, 0, sizeof(*st));
 	st->st_ino = n->ino;
 	st->st_mode = n->mode;
@@ -354,11 +355,8 @@ static struct section *attr_start(struct ns *ns, struct node *n,
 	st->st_rdev = n->u.other.rdev;
 	st->st_atim = n->u.other.atime;
 	st->st_mtim = n->u.other.mtime;
-	if (is_dir(n)) {
-		for (d = n->u.other.first; d; d = d->next)
-			entries++;
-		st->st_size = entries * DIRENT_BOGO_SIZE;
-	}
+	if (is_dir(n))
+		st->st_size = (2 + (off_t)n->u.other.nchildren) * DIRENT_BOGO_SIZE;
 	return NULL;
 }
 
@@ -1234,13 +1232,10 @@ static int dir_snapshot(struct ns *ns, struct ns_dir *dir)
 {
 	struct node *n = dir->dir;
 	struct node *up = dir_name(n) ? dir_name(n)->parent : n;
-	size_t count = 2;
 	struct dentry *d;
 	int err;
 
-	for (d = n->u.other.first; d; d = d->next)
-		count++;
-	dir->ents = calloc(count, sizeof(*dir->ents));
+	dir->ents = calloc(2 + (size_t)n->u.other.nchildren, sizeof(*dir->ents));
 	if (!dir->ents)
 		return -ENOMEM;
 	err = dir_add(dir, ".", n);
@@ -1250,6 +1245,7 @@ static int dir_snapshot(struct ns *ns, struct ns_dir *dir)
 		err = dir_add(dir, d->name, d->child);
 	if (err)
 		dir_free_entries(dir);
+	dir->fresh = !err;
 	return err;
 }
 
@@ -1276,6 +1272,8 @@ int ns_readdir_rewind(struct ns *ns, fuse_ino_t ino, struct ns_dir *dir)
 {
 	int err;
 
+	if (dir->fresh)
+		return 0;	/* opendir has just taken it */
 	dir_free_entries(dir);
 	pthread_mutex_lock(&ns->lock);
 	err = dir_snapshot(ns, dir);
@@ -1297,6 +1295,7 @@ int ns_readdir_entry(struct ns *ns, struct ns_dir *dir, size_t index, int plus,
 	struct dentry *d;
 	int found;
 
+	dir->fresh = 0;
 	if (index >= dir->n)
 		return -ENOENT;
 	ent = &dir->ents[index];

@@ -144,7 +144,8 @@ void ns_releasedir(struct ns_dir *dir);
  * entry's name and attributes (with plus, also a counted lookup in *e, as
  * readdirplus needs), -ENOENT past the end, or -ESTALE for an entry that
  * has gone since the listing was taken (the caller skips it).
- * ns_readdir_rewind retakes the listing when a reader starts over.
+ * ns_readdir_rewind retakes the listing when a reader starts over (not
+ * when opendir has just taken it).
  */
 int ns_readdir_entry(struct ns *ns, struct ns_dir *dir, size_t index, int plus,
 		     const char **name, struct fuse_entry_param *e);
