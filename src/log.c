@@ -30,9 +30,17 @@ static void log_vmsg(enum log_level level, const char *fmt, va_list ap)
 {
 	if (level == LOG_LVL_DEBUG && !log_debug_on)
 		return;
+	/*
+	 * A daemon-to-be logs to both: the terminal still sees why a mount
+	 * failed, and syslog gets the whole story.  Once daemonized, stderr
+	 * is /dev/null.
+	 */
 	if (log_to_syslog) {
-		vsyslog(syslog_priority[level], fmt, ap);
-		return;
+		va_list copy;
+
+		va_copy(copy, ap);
+		vsyslog(syslog_priority[level], fmt, copy);
+		va_end(copy);
 	}
 	/* One fprintf per message keeps lines whole across threads. */
 	char line[1024];

@@ -2,7 +2,8 @@
  * log.h - the daemon's one log function.
  *
  * Messages carry a "sectionfs: " prefix and go to stderr while the daemon
- * runs in the foreground, to syslog (tag "sectionfs") once it daemonizes.
+ * runs in the foreground; a daemon that will detach also sends them to
+ * syslog (tag "sectionfs"), and once detached its stderr is /dev/null.
  * Debug messages are printed only under -d.  libfuse's own messages are
  * routed through the same function.
  */
@@ -11,7 +12,8 @@
 
 enum log_level { LOG_LVL_ERR, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 
-/* Route messages: to_syslog false means stderr; debug enables DEBUG. */
+/* Route messages: always stderr, and syslog too when to_syslog; debug
+ * enables DEBUG. */
 void log_setup(int to_syslog, int debug);
 
 void log_msg(enum log_level level, const char *fmt, ...)

@@ -138,7 +138,8 @@ int main(int argc, char *argv[])
 			"       %s -h for the options\n", argv[0], argv[0]);
 		goto out_cmdline;
 	}
-	log_setup(0, cl.debug);
+	/* Not in the foreground: syslog from here on, see log.c. */
+	log_setup(!cl.foreground, cl.debug);
 	raise_fd_limit();
 
 	/*
@@ -174,8 +175,6 @@ int main(int argc, char *argv[])
 	m.ns.lifetime = m.opts.lifetime;
 
 	fuse_daemonize(cl.foreground);
-	if (!cl.foreground)
-		log_setup(1, cl.debug);
 
 	ret = serve(m.se, &cl) < 0 ? 1 : 0;
 	if (m.init_failed)
