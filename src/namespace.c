@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "namespace.h"
 #include "xattr.h"
@@ -452,6 +453,24 @@ int ns_init(struct ns *ns, mode_t root_mode, uid_t uid, gid_t gid,
 	return 0;
 }
 
+/*
+ * At unmount: drop the node's reference on its section and those of
+ * handles the kernel never released (a daemon stopped by a signal while
+ * files were open), then the node.
+ */
+static void node_drop(struct node *n)
+{
+	struct section *sec = node_sec(n);
+	unsigned int i;
+
+	if (sec) {
+		for (i = 0; i < n->u.file.opens; i++)
+			section_put(sec);
+		section_put(sec);
+	}
+	free(n);
+}
+
 static void free_tree(struct node *n)
 {
 	struct dentry *d, *next;
@@ -462,8 +481,7 @@ static void free_tree(struct node *n)
 			free_tree(d->child);
 		free(d);
 	}
-	put_if(node_sec(n));
-	free(n);
+	node_drop(n);
 }
 
 void ns_destroy(struct ns *ns)
@@ -472,8 +490,7 @@ void ns_destroy(struct ns *ns)
 
 	for (n = ns->orphans; n; n = next) {
 		next = n->orphan_next;
-		put_if(node_sec(n));
-		free(n);
+		node_drop(n);
 	}
 	free_tree(ns->root);
 	free(ns->buckets);
@@ -1151,11 +1168,32 @@ ssize_t ns_listxattr(struct ns *ns, fuse_ino_t ino, char *buf, size_t size)
 }
 
 /*
- * Seals only grow, and a write seal not under a writer's feet: the daemon
- * cannot see the kernel's views of a section (passthrough ones map the
- * store through a file of the kernel's own, which memfd's rules do not
- * reach), so while the section is open for writing it is EBUSY, and once
- * sealed ns_open refuses writers.
+ * On the cached path the daemon cannot see the kernel's views, so a write
+ * seal waits for the section's writers to close.  RELEASE reaches the
+ * daemon asynchronously to close(2): a writer that closed a moment ago
+ * may still be counted, so wait briefly for it before saying EBUSY.
+ */
+static int wait_for_writers(struct ns *ns, fuse_ino_t ino)
+{
+	struct node *n = node_of(ns, ino);
+	int tries = 20, busy;
+
+	for (;;) {
+		pthread_mutex_lock(&ns->lock);
+		busy = n->u.file.writers > 0;
+		pthread_mutex_unlock(&ns->lock);
+		if (!busy || --tries == 0)
+			break;
+		usleep(10000);
+	}
+	return busy ? -EBUSY : 0;
+}
+
+/*
+ * Seals only grow.  A write seal with passthrough is memfd's to refuse
+ * while the store is mapped writable (views map it directly); on the
+ * cached path sectionfs refuses it while the section is open for
+ * writing.  Once sealed, ns_open keeps writers out on both paths.
  */
 static int add_seals(struct ns *ns, fuse_ino_t ino, struct section *sec,
 		     unsigned int want)
@@ -1168,11 +1206,8 @@ static int add_seals(struct ns *ns, fuse_ino_t ino, struct section *sec,
 	have &= F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_WRITE;
 	if ((have & want) != have)
 		return -EPERM;		/* removing a seal */
-	if (want & ~have & F_SEAL_WRITE) {
-		pthread_mutex_lock(&ns->lock);
-		err = node_of(ns, ino)->u.file.writers ? -EBUSY : 0;
-		pthread_mutex_unlock(&ns->lock);
-	}
+	if (!ns->passthrough && (want & ~have & F_SEAL_WRITE))
+		err = wait_for_writers(ns, ino);
 	return err ? err : section_add_seals(sec, want & ~have);
 }
 

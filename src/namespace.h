@@ -39,7 +39,9 @@ struct ns {
 	double entry_timeout;		/* immutable */
 	double attr_timeout;		/* immutable */
 	dev_t self_dev;			/* this mount's st_dev; immutable */
-	/* Set before the session loop starts. */
+	/* Set before the session loop starts, or (passthrough) at INIT,
+	 * before any request that reads it. */
+	int passthrough;		/* the mount's data path */
 	int commit_eager;		/* -o commit=eager */
 	enum lifetime_mode lifetime;	/* -o lifetime=: for new sections */
 };
@@ -126,9 +128,9 @@ void ns_expired_free(struct ns_expired *gone);
 /*
  * The user.sectionfs.* attributes (xattr.h for values and errors).
  * Setting lifetime or seals is for the section's owner (or root): EPERM
- * for others.  A write seal is refused (EBUSY) while the section is open
- * for writing, as memfd refuses it while mapped writable: the daemon
- * cannot see the kernel's views.
+ * for others.  A write seal is refused (EBUSY) as memfd refuses it while
+ * the store is mapped writable (passthrough), or while the section is
+ * open for writing (cached path, where the daemon cannot see views).
  */
 ssize_t ns_getxattr(struct ns *ns, fuse_ino_t ino, const char *name,
 		    char *buf, size_t size);

@@ -108,6 +108,7 @@ static void sfs_init(void *userdata, struct fuse_conn_info *conn)
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
 
 	passthrough = pt_negotiate(conn);
+	m->ns.passthrough = passthrough;
 	if (!passthrough && m->opts.passthrough == PT_ON)
 		goto fail;
 	if (store_init(m->opts.size, passthrough))
