@@ -246,8 +246,14 @@ class Mount:
         import pytest
         rfd, wfd = os.pipe()
         try:
-            self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
-                                         stdout=wfd, stderr=wfd, cwd='/')
+            # A suite started in the background has SIGINT ignored, and
+            # libfuse leaves an ignored signal alone: give the daemon the
+            # default, as an interactive start would.
+            self.proc = subprocess.Popen(
+                self.argv(), stdin=subprocess.DEVNULL, stdout=wfd,
+                stderr=wfd, cwd='/',
+                preexec_fn=lambda: signal.signal(signal.SIGINT,
+                                                 signal.SIG_DFL))
         finally:
             os.close(wfd)
         self.pid = self.proc.pid
