@@ -14,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -252,6 +254,33 @@ struct open_args {
 	int fd;
 };
 
+/* "f/" and "f/." name a directory: a file there is ENOTDIR, as open says. */
+static int names_directory(const char *path)
+{
+	size_t len = strlen(path);
+
+	return (len > 1 && path[len - 1] == '/') ||
+	       (len > 2 && !strcmp(path + len - 2, "/."));
+}
+
+/*
+ * Only files of real filesystems can back a section.  procfs and sysfs
+ * files are the kernel's answers about whoever opens them, here the
+ * daemon: /proc/self/maps would show the daemon's memory to anyone.
+ */
+static int real_file(int fd, const struct stat *st)
+{
+	struct statfs sfs;
+
+	if (!S_ISREG(st->st_mode))
+		return -EINVAL;
+	if (fstatfs(fd, &sfs))
+		return -errno;
+	if (sfs.f_type == PROC_SUPER_MAGIC || sfs.f_type == SYSFS_MAGIC)
+		return -EINVAL;
+	return 0;
+}
+
 static int open_as_caller(void *arg)
 {
 	struct open_args *a = arg;
@@ -263,9 +292,11 @@ static int open_as_caller(void *arg)
 		return err;
 	if (fstat(pathfd, &st))
 		err = -errno;
-	else if (!S_ISREG(st.st_mode))
-		err = -EINVAL;
+	else if (names_directory(a->target) && !S_ISDIR(st.st_mode))
+		err = -ENOTDIR;
 	else
+		err = real_file(pathfd, &st);
+	if (!err)
 		err = reopen(pathfd, a->writable);
 	close(pathfd);
 	if (err < 0)

@@ -63,9 +63,10 @@ static int caller_with_groups(fuse_req_t req, struct caller *who)
 		if (!groups)
 			return -ENOMEM;
 		who->groups = groups;
+		errno = 0;
 		got = fuse_req_getgroups(req, n, groups);
-		if (got < 0)
-			return got;
+		if (got < 0)	/* it reads /proc: say so when fds ran out */
+			return errno == EMFILE || errno == ENFILE ? -errno : got;
 		if (got <= n)
 			break;
 		n = got;

@@ -11,11 +11,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "passthrough.h"
 #include "section.h"
 #include "store.h"
@@ -33,13 +35,22 @@ static struct section *section_new(int fd, enum section_kind kind)
 	return sec;
 }
 
+/* Every section holds an fd: when they run out, say so once per failure. */
+static int fd_trouble(int err, const char *what, const char *name)
+{
+	if (err == -EMFILE || err == -ENFILE)
+		log_warn("cannot create %s %s: out of file descriptors (%s)",
+			 what, name, strerror(-err));
+	return err;
+}
+
 int section_create_pagefile(const char *path, struct section **out)
 {
 	struct section *sec;
 	int fd = store_create(path);
 
 	if (fd < 0)
-		return fd;
+		return fd_trouble(fd, "section", path);
 	sec = section_new(fd, SECTION_PAGEFILE);
 	if (!sec) {
 		close(fd);
@@ -59,7 +70,7 @@ int section_create_file(const char *target, dev_t self_dev,
 	int fd = backing_open(target, self_dev, who, &writable, &path);
 
 	if (fd < 0)
-		return fd;
+		return fd_trouble(fd, "a section over", target);
 	sec = section_new(fd, SECTION_FILE);
 	if (!sec) {
 		close(fd);
