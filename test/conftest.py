@@ -10,7 +10,7 @@ mount_factory  mount(datapath=..., options=..., user=..., mountpoint=...)
                for tests that need their own options, several mounts, or a
                daemon run as another user; every mount it made is torn down
                and judged like mnt's.
-pt_mnt         one passthrough mount, for the tests of issue 3 that only
+pt_mnt         one passthrough mount, for the tests that only
                mean something on the kernel passthrough path.
 base_dir       a fresh directory under /tmp, mode 0755 so that another user
                can reach mount points in it (pytest's tmp_path is 0700).

@@ -1,4 +1,4 @@
-"""sectionfs as an administrator meets it (issue 8): mounted by mount(8)
+"""sectionfs as an administrator meets it: mounted by mount(8)
 and an fstab line through mount.fuse3, by the contrib systemd unit, logging
 to syslog when detached, and documented option for option in its man pages.
 

@@ -2,8 +2,7 @@
 fallocate, fsync, statfs, and the open patterns a user throws at a file.
 
 Every test runs once per data path (the mnt fixture's "cached" and
-"passthrough" parameters).  Issue 2, and issue 3's "no EIO for any open
-pattern".
+"passthrough" parameters), and no open pattern may meet EIO.
 """
 
 import errno
@@ -288,11 +287,11 @@ def test_write_updates_mtime_and_ctime(mnt):
     assert after.st_ctime_ns > before.st_ctime_ns
 
 
-@pytest.mark.issue3
+@pytest.mark.kernel_passthrough
 def test_open_patterns_never_fail(mnt):
     """Every open pattern works on a section, whatever opened it before:
     O_RDONLY, O_RDWR, O_WRONLY|O_APPEND, O_TRUNC, O_DIRECT, another process
-    holding it open, and an open while a view of it exists (issue 3: the
+    holding it open, and an open while a view of it exists (the
     kernel's one-io-mode-per-inode rule must never surface as EIO)."""
     path = mnt / 'op'
     data = pattern(0, 16 * PAGE, 5)

@@ -1,8 +1,8 @@
-"""Section controls (issue 5): the size cap, lifetime, commit policy, seals,
+"""Section controls: the size cap, lifetime, commit policy, seals,
 residency and the attribute list, on both data paths.
 
 The contract is DESIGN.md section 1 (options and the user.sectionfs.*
-table); the exact semantics are in the notes of issue 5 (controls.md):
+table); README and sectionfs(8) state the exact semantics:
 
 - size=N[k|m|g|t|%]: statfs shows the cap; used grows with what is written
   and comes back once an unlinked section is destroyed; a write past the cap

@@ -1,7 +1,7 @@
 """The daemon as a program: its command line (-h, -V, bad -o options,
 umask/uid/gid), mounts that start empty, and what it holds: only memfds
 named after their sections, never a disk file, none left once a section is
-gone.  Issue 2.
+gone.
 """
 
 import os

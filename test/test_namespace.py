@@ -1,7 +1,7 @@
 """The namespace works as on tmpfs: create, open, mkdir, rmdir, readdir,
 rename (plain, replacing, RENAME_NOREPLACE, RENAME_EXCHANGE), link, chmod,
 chown, utimensat, st_nlink and timestamps of directories, the errno of each
-mistake, and the mode bits held against another user.  Issue 2.
+mistake, and the mode bits held against another user.
 
 Every test runs on both data paths (the namespace does not depend on the
 data path, but a mount is a mount).

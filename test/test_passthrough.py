@@ -1,6 +1,6 @@
-"""Issue 3: the kernel passthrough data path.
+"""The kernel passthrough data path.
 
-Marked "issue3".  These hold the daemon to what passthrough promises and
+Marked "kernel_passthrough".  These hold the daemon to what passthrough promises and
 only mean something on that path, so most mount with passthrough=on (the
 pt_mnt fixture) and fail, not skip, where passthrough cannot be had:
   - a view of a section is the store's own pages (pagemap PFNs);
@@ -20,7 +20,7 @@ import pytest
 import util
 from util import PAGE, NOBODY, View, pattern, write_file
 
-pytestmark = pytest.mark.issue3
+pytestmark = pytest.mark.kernel_passthrough
 
 
 def expect_errno(code, fn, *args):

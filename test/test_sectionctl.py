@@ -1,10 +1,10 @@
-"""sectionctl, the command-line tool (issue 5): its commands' output and
+"""sectionctl, the command-line tool: its commands' output and
 exit codes, checked against what ordinary calls (os.stat, os.getxattr,
 os.listdir) say about the same sections.
 
 Every test with a mount runs once per data path (the mnt fixture).  The
 tests under "Controls" need the daemon's lifetime, seals and resident
-attributes (issue 5); the others need only kind and backing.  Exit codes:
+attributes; the others need only kind and backing.  Exit codes:
 0 success, 1 a failed operation, 2 bad usage (man/sectionctl.1).
 """
 
@@ -605,7 +605,7 @@ def test_info_directory_and_relative_path(mnt):
 
 
 # --------------------------------------------------------------------------
-# Controls: lifetime, seals, resident (need the daemon's issue 5 attributes)
+# Controls: lifetime, seals, resident (the daemon's control attributes)
 
 @pytest.mark.parametrize('value', ['name', 'handle'])
 def test_create_lifetime(mnt, value):

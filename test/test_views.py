@@ -3,7 +3,7 @@
 MAP_SHARED views of one section see each other's writes and write()s;
 MAP_PRIVATE writes stay private; PROT_READ views read and refuse writes;
 views outlive the name; views past the end fault like tmpfs.  Every test
-runs on both data paths.  Issue 2 (and issue 3's "same physical pages").
+runs on both data paths, and views are the same physical pages.
 """
 
 import mmap
@@ -216,10 +216,10 @@ def test_truncate_seen_by_views(mnt):
         pattern(3 * PAGE, PAGE, 4)
 
 
-@pytest.mark.issue3
+@pytest.mark.kernel_passthrough
 @pytest.mark.root
 def test_two_views_are_the_same_pages(mnt):
-    """Issue 3: two processes mapping one section share physical pages
+    """Two processes mapping one section share physical pages
     (PFNs from /proc/self/pagemap, readable as root)."""
     path = mnt / 'pfn'
     make_section(path, 4, seed=1)
