@@ -1,0 +1,233 @@
+"""Real programs as clients: SQLite in WAL mode and fio --verify.
+
+SQLite's WAL mode is the demanding one: its -shm index is a MAP_SHARED view
+that every connection writes under fcntl() byte-range locks, so two
+processes writing at once lose rows or corrupt the database unless shared
+views, locks and writes all agree.  Each test runs on both data paths.
+"""
+
+import hashlib
+import json
+import os
+import select
+import shutil
+import sqlite3
+import subprocess
+
+import pytest
+
+import util
+from test_stress import deadline  # noqa: F401 (autouse: bounds each test)
+
+ROWS = 1500         # rows per writer
+WRITERS = 2
+
+#: One writer: ROWS transactions, each inserting rows whose payload is a
+#: function of (writer, seq), so the checker knows every byte.
+_WRITER = r'''
+import hashlib, sqlite3, sys, time
+db, wid, rows, mmap_size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), \
+    int(sys.argv[4])
+def payload(w, s):
+    return hashlib.sha256(b'%d-%d' % (w, s)).digest() * (1 + s % 40)
+# No busy timeout: SQLite's own backs off up to 100 ms, which lets one
+# writer run alone; retrying at once makes the writers interleave.
+con = sqlite3.connect(db, timeout=0, isolation_level=None)
+deadline = time.monotonic() + 240
+def retry(fn):
+    while True:
+        try:
+            return fn()
+        except sqlite3.OperationalError as e:
+            if 'locked' not in str(e) and 'busy' not in str(e):
+                raise
+            if time.monotonic() > deadline:
+                sys.exit('still busy after 240 s: %s' % e)
+            time.sleep(0.0002)
+retry(lambda: con.execute('PRAGMA synchronous=FULL'))
+retry(lambda: con.execute('PRAGMA mmap_size=%d' % mmap_size))
+assert retry(lambda: con.execute('PRAGMA journal_mode').fetchone()[0]) == 'wal'
+# Both writers connected, then started together by the test.
+print('ready', flush=True)
+sys.stdin.readline()
+seq = 0
+while seq < rows:
+    n = 1 + seq % 3                 # 1..3 rows per transaction
+    end = min(seq + n, rows)
+    retry(lambda: con.execute('BEGIN IMMEDIATE'))
+    for s in range(seq, end):
+        con.execute('INSERT INTO t(writer, seq, payload) VALUES (?, ?, ?)',
+                    (wid, s, payload(wid, s)))
+    con.execute('UPDATE counters SET n = n + ? WHERE writer = ?',
+                (end - seq, wid))
+    retry(lambda: con.execute('COMMIT'))
+    seq = end
+    # Between transactions, read the other writers' latest rows (a read
+    # transaction that takes a WAL read mark in the shared -shm view).
+    got = retry(lambda: con.execute(
+        'SELECT writer, seq, payload FROM t WHERE writer != ? '
+        'ORDER BY rowid DESC LIMIT 3', (wid,)).fetchall())
+    for w, s, p in got:
+        if p != payload(w, s):
+            sys.exit('row (%d, %d) of the other writer is wrong' % (w, s))
+    if seq % 50 == 0:
+        retry(lambda: con.execute('PRAGMA wal_checkpoint(PASSIVE)').fetchall())
+    if seq % 97 == 0:
+        # A snapshot is consistent: the counter agrees with the rows.
+        def snapshot():
+            con.execute('BEGIN')
+            try:
+                return (con.execute('SELECT count(*) FROM t WHERE writer = ?',
+                                    (wid,)).fetchone()[0],
+                        con.execute('SELECT n FROM counters WHERE writer = ?',
+                                    (wid,)).fetchone()[0])
+            finally:
+                con.execute('COMMIT')
+        rows_now, n_now = retry(snapshot)
+        if rows_now != n_now:
+            sys.exit('snapshot: %d rows but counter %d' % (rows_now, n_now))
+con.close()
+print('ok')
+'''
+
+
+def payload(w, s):
+    return hashlib.sha256(b'%d-%d' % (w, s)).digest() * (1 + s % 40)
+
+
+def create_db(path):
+    con = sqlite3.connect(path, isolation_level=None)
+    assert con.execute('PRAGMA journal_mode=WAL').fetchone()[0] == 'wal'
+    con.execute('CREATE TABLE t (writer INTEGER, seq INTEGER, '
+                'payload BLOB, PRIMARY KEY (writer, seq))')
+    con.execute('CREATE TABLE counters (writer INTEGER PRIMARY KEY, n INTEGER)')
+    for w in range(WRITERS):
+        con.execute('INSERT INTO counters VALUES (?, 0)', (w,))
+    con.close()
+
+
+def check_db(path):
+    """integrity_check is clean and every row of every writer is there."""
+    con = sqlite3.connect(path, isolation_level=None)
+    try:
+        assert con.execute('PRAGMA integrity_check').fetchall() == [('ok',)]
+        for w in range(WRITERS):
+            got = con.execute('SELECT seq, payload FROM t WHERE writer = ? '
+                              'ORDER BY seq', (w,)).fetchall()
+            assert [s for s, _ in got] == list(range(ROWS)), \
+                'writer %d: %d rows of %d' % (w, len(got), ROWS)
+            bad = [s for s, p in got if p != payload(w, s)]
+            assert not bad, 'writer %d: wrong payload in rows %s' % (w, bad[:10])
+            assert con.execute('SELECT n FROM counters WHERE writer = ?',
+                               (w,)).fetchone()[0] == ROWS
+    finally:
+        con.close()
+
+
+def run_writers(db):
+    """WRITERS processes at once; one reads the database through mmap."""
+    procs = [subprocess.Popen([util.PYTHON, '-I', '-c', _WRITER, db, str(w),
+                               str(ROWS), str((64 << 20) if w == 1 else 0)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd='/')
+             for w in range(WRITERS)]
+    for p in procs:
+        ready, _, _ = select.select([p.stdout], [], [], 120)
+        line = p.stdout.readline() if ready else '(nothing within 120 s)'
+        if line.strip() != 'ready':
+            for q in procs:
+                q.kill()
+                q.wait()
+            pytest.fail('writer did not start: %r %s' % (line, p.stderr.read()
+                                                          if ready else ''))
+    for p in procs:
+        p.stdin.write('go\n')
+        p.stdin.flush()
+    problems = []
+    for p in procs:
+        try:
+            out, err = p.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+            err += '(killed by the test: still running after 300 s)'
+        if p.returncode != 0 or out.split()[-1:] != ['ok']:
+            problems.append('writer %s exited %s: %s'
+                            % (p.args[4], p.returncode, err.strip()[-2000:]))
+    assert not problems, '\n'.join(problems)
+
+
+def test_sqlite_wal_two_writers(mnt):
+    db = mnt / 'test.db'
+    create_db(db)
+    run_writers(db)
+    # While -wal and -shm are still there, and after a full checkpoint.
+    check_db(db)
+    con = sqlite3.connect(db, isolation_level=None)
+    busy, _, _ = con.execute('PRAGMA wal_checkpoint(TRUNCATE)').fetchone()
+    con.close()
+    assert busy == 0
+    check_db(db)
+    # The sqlite3 program agrees.
+    if shutil.which('sqlite3'):
+        res = subprocess.run(['sqlite3', db, 'PRAGMA integrity_check;',
+                              'SELECT count(*) FROM t;'],
+                             capture_output=True, text=True, timeout=120)
+        assert res.stdout.split() == ['ok', str(WRITERS * ROWS)], res
+    # The last close removed the WAL files: only the database is left.
+    assert os.listdir(mnt.path) == ['test.db']
+
+
+def test_sqlite_wal_file_backed_database(mnt, base_dir):
+    """The database is a file-backed section: after unmount the real file
+    holds every row (its -wal and -shm are page-file sections)."""
+    real = os.path.join(base_dir, 'real.db')
+    util.write_file(real, b'')
+    os.symlink(real, mnt / 'test.db')
+    db = mnt / 'test.db'
+    create_db(db)
+    run_writers(db)
+    check_db(db)
+    # Closing the last connection checkpoints into the database file.
+    assert sorted(os.listdir(mnt.path)) == ['test.db']
+    res = mnt.umount()
+    assert res.returncode == 0, res.stderr
+    assert mnt.wait_exit() == 0
+    check_db(real)
+
+
+# --------------------------------------------------------------------------
+# fio
+
+FIO_SIZE = '32m'
+
+
+def fio(directory, engine, rw, extra=()):
+    argv = ['fio', '--name=%s-%s' % (engine, rw), '--directory=%s' % directory,
+            '--ioengine=%s' % engine, '--rw=%s' % rw, '--bs=4k',
+            '--size=%s' % FIO_SIZE, '--numjobs=2', '--verify=crc32c',
+            '--do_verify=1', '--verify_fatal=1', '--verify_dump=1',
+            '--verify_state_save=0', '--output-format=json'] + list(extra)
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=600,
+                         cwd='/')
+    assert res.returncode == 0, 'fio %s %s exited %d:\n%s\n%s' % (
+        engine, rw, res.returncode, res.stderr[-3000:], res.stdout[-2000:])
+    report = json.loads(res.stdout[res.stdout.index('{'):])
+    for job in report['jobs']:
+        assert job['error'] == 0, job
+        # Something was written, and read back by the verify phase.
+        assert job['write']['io_bytes'] > 0, job['jobname']
+        assert job['read']['io_bytes'] > 0, job['jobname']
+    return report
+
+
+@pytest.mark.parametrize('engine', ['psync', 'mmap'])
+@pytest.mark.parametrize('rw', ['randwrite', 'write'])
+def test_fio_verify(mnt, engine, rw):
+    if shutil.which('fio') is None:
+        pytest.skip('fio not found (Debian package fio)')
+    fio(mnt.path, engine, rw)
+    # Verified again with the verify backlog: reads interleaved with writes.
+    fio(mnt.path, engine, rw, ['--verify_backlog=256', '--overwrite=1'])
+    for name in os.listdir(mnt.path):
+        os.unlink(mnt / name)
