@@ -10,6 +10,7 @@ mount_factory  mount(datapath=..., options=..., user=..., mountpoint=...)
                for tests that need their own options, several mounts, or a
                daemon run as another user; every mount it made is torn down
                and judged like mnt's.
+shared_mnt     a mount with allow_other and a sticky world-writable 'pub'.
 pt_mnt         one passthrough mount, for the tests that only
                mean something on the kernel passthrough path.
 base_dir       a fresh directory under /tmp, mode 0755 so that another user
@@ -106,6 +107,16 @@ def datapath(request):
 @pytest.fixture
 def mnt(mount_factory, datapath):
     yield mount_factory(datapath)
+
+
+@pytest.fixture
+def shared_mnt(mount_factory, datapath):
+    """A mount other users may use (allow_other), once per data path, with
+    a world-writable sticky directory 'pub'."""
+    m = mount_factory(datapath, options=['allow_other'])
+    os.mkdir(m / 'pub')
+    os.chmod(m / 'pub', 0o1777)
+    return m
 
 
 @pytest.fixture

@@ -336,15 +336,6 @@ def test_target_through_outside_symlink_is_followed(mnt, backing, base_dir):
 # --------------------------------------------------------------------------
 # The caller's rights are the limit (a security boundary)
 
-@pytest.fixture
-def shared_mnt(mount_factory, datapath):
-    """A mount other users may use, with a world-writable sticky dir."""
-    m = mount_factory(datapath, options=['allow_other'])
-    os.mkdir(m / 'pub')
-    os.chmod(m / 'pub', 0o1777)
-    return m
-
-
 @pytest.mark.root
 @pytest.mark.other_user
 def test_unreadable_target_is_eacces(shared_mnt, backing):

@@ -477,15 +477,6 @@ def test_symlink_bad_targets(mnt, base_dir):
     still_serving(mnt)
 
 
-@pytest.fixture
-def shared_mnt(mount_factory, datapath):
-    """allow_other, and a world-writable sticky directory 'pub'."""
-    m = mount_factory(datapath, options=['allow_other'])
-    os.mkdir(m / 'pub')
-    os.chmod(m / 'pub', 0o1777)
-    return m
-
-
 _AS_USER = r'''
 import errno, json, mmap, os, sys
 def run(op, args):
