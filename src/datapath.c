@@ -20,13 +20,36 @@ int dp_passthrough(void)
 }
 
 /*
- * Cached path flags.  keep_cache: the daemon is the only writer of a
- * page-file-backed section, so the kernel's pages stay valid from one
- * open to the next and need not be dropped at every open.
+ * How the cached path keeps the kernel's page cache true to the section.
+ *
+ * A page-file-backed section changes only through the kernel (read,
+ * write, views, truncate, fallocate all pass through it), so its pages
+ * stay valid: kept from one open to the next (keep_cache), and not
+ * dropped when its mtime moves.  That is why auto_inval_data goes: the
+ * kernel stamps its own mtime on a write-through write, the store stamps
+ * another, and at the next stat the kernel, seeing them differ, threw
+ * away every page it had just written.
+ *
+ * A file-backed section can change under us, in the backing file.  Its
+ * reads and writes go straight to the daemon (direct_io), so they see the
+ * backing file at once; a view of it still uses the page cache, which
+ * the kernel refreshes at each mmap and whenever the size changes.
+ * Shared views of a direct_io file need DIRECT_IO_ALLOW_MMAP (Linux 6.6);
+ * without it both kinds keep the page cache and auto_inval_data, and a
+ * backing file's changes are seen within the attribute timeout.
  */
+void dp_negotiate_cached(struct fuse_conn_info *conn)
+{
+	if (pt_allow_direct_io_mmap(conn))
+		conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+}
+
 static void cached_flags(struct section *sec, struct fuse_file_info *fi)
 {
-	fi->keep_cache = sec->kind == SECTION_PAGEFILE;
+	if (sec->kind == SECTION_PAGEFILE)
+		fi->keep_cache = 1;
+	else
+		fi->direct_io = pt_direct_io_mmap();
 }
 
 /* Passthrough: the reply names the section's one backing id. */

@@ -19,6 +19,12 @@
 int dp_passthrough(void);
 
 /*
+ * From init() of a mount that will not use passthrough: settle how the
+ * kernel's page cache is kept coherent with sections (datapath.c).
+ */
+void dp_negotiate_cached(struct fuse_conn_info *conn);
+
+/*
  * Reply to OPEN / CREATE for sec (fi->fh already set).  Returns 0, or the
  * -errno of a failed reply (-ENOENT: the opener was interrupted and the
  * handle will never be released).  On a setup error the request has been

@@ -5,8 +5,9 @@
  * This file owns everything sectionfs says to the kernel about
  * passthrough: the FUSE_PASSTHROUGH handshake, the backing-file ioctls on
  * the session fd, and the patched open replies; and, since it edits the
- * INIT reply anyway, the one other INIT flag libfuse 3.14 cannot ask for,
- * HANDLE_KILLPRIV_V2, on every mount.
+ * INIT reply anyway, the two other INIT flags libfuse 3.14 cannot ask
+ * for: HANDLE_KILLPRIV_V2 on every mount, and DIRECT_IO_ALLOW_MMAP on a
+ * cached one.
  * With libfuse 3.14, which has no passthrough API, it wraps the session
  * fd's read and writev through fuse_session_custom_io() and edits the
  * INIT and OPEN/CREATE replies on their way to the kernel; where configure
@@ -41,6 +42,7 @@
 #define PT_FUSE_PASSTHROUGH_FLAGS2	(1u << (37 - 32))	/* FUSE_PASSTHROUGH */
 #define PT_FOPEN_PASSTHROUGH		(1u << 7)
 #define PT_FUSE_HANDLE_KILLPRIV_V2	(1u << 28)	/* 7.33 */
+#define PT_FUSE_DIRECT_IO_ALLOW_MMAP_FLAGS2 (1u << (36 - 32))	/* 7.39 */
 
 struct pt_backing_map {			/* struct fuse_backing_map */
 	int32_t fd;
@@ -67,6 +69,9 @@ struct pt_state {
 /* One mount per process: set by pt_setup() before the loop starts. */
 static struct pt_state pt = { .mode = PT_OFF, .dev_fd = -1 };
 
+/* Shared mmap of direct_io files granted at INIT (cached mounts only). */
+static atomic_bool pt_dio_mmap;
+
 /* -------------------------------------------------------------------- */
 /* Backend: libfuse's own passthrough API (>= 3.17)                     */
 /* -------------------------------------------------------------------- */
@@ -92,6 +97,14 @@ static void pt_backend_init(struct fuse_conn_info *conn)
 {
 	if (conn->capable & FUSE_CAP_HANDLE_KILLPRIV_V2)
 		conn->want |= FUSE_CAP_HANDLE_KILLPRIV_V2;
+}
+
+static bool pt_backend_dio_mmap(struct fuse_conn_info *conn)
+{
+	if (!(conn->capable & FUSE_CAP_DIRECT_IO_ALLOW_MMAP))
+		return false;
+	conn->want |= FUSE_CAP_DIRECT_IO_ALLOW_MMAP;
+	return true;
 }
 
 static void pt_backend_want(struct fuse_conn_info *conn)
@@ -174,6 +187,7 @@ static atomic_bool pt_init_replied;	/* ... and so did our answer */
 static atomic_uint_fast64_t pt_init_unique;
 static atomic_bool pt_offered;		/* kernel offered FUSE_PASSTHROUGH */
 static atomic_bool pt_killpriv_offered;	/* ... and HANDLE_KILLPRIV_V2 */
+static atomic_bool pt_dio_mmap_offered;	/* ... and DIRECT_IO_ALLOW_MMAP */
 
 /*
  * Set by pt_reply_open()/pt_reply_create() around the libfuse call that
@@ -235,6 +249,8 @@ static void pt_see_request(const void *buf, ssize_t len)
 		     (init.flags2 & PT_FUSE_PASSTHROUGH_FLAGS2));
 	atomic_store(&pt_killpriv_offered,
 		     !!(init.flags & PT_FUSE_HANDLE_KILLPRIV_V2));
+	atomic_store(&pt_dio_mmap_offered, (init.flags & FUSE_INIT_EXT) &&
+		     (init.flags2 & PT_FUSE_DIRECT_IO_ALLOW_MMAP_FLAGS2));
 	atomic_store(&pt_init_unique, in.unique);
 	atomic_store(&pt_init_seen, true);
 	log_debug("kernel FUSE %u.%u %s passthrough", init.major, init.minor,
@@ -273,6 +289,10 @@ static void pt_patch_init(struct iovec *iov, int count)
 	 */
 	if (atomic_load(&pt_killpriv_offered))
 		arg.flags |= PT_FUSE_HANDLE_KILLPRIV_V2;
+	if (atomic_load(&pt_dio_mmap)) {
+		arg.flags |= FUSE_INIT_EXT;
+		arg.flags2 |= PT_FUSE_DIRECT_IO_ALLOW_MMAP_FLAGS2;
+	}
 	if (atomic_load(&pt.active)) {
 		arg.flags |= FUSE_INIT_EXT;
 		/* The kernel silently drops passthrough under the writeback
@@ -288,6 +308,7 @@ fail:
 	log_err("unexpected INIT reply (error %d, %zu bytes); passthrough off",
 		out->error, pt_iov_len(iov, count));
 	atomic_store(&pt.active, false);
+	atomic_store(&pt_dio_mmap, false);
 }
 
 /* Turn a plain OPEN/CREATE reply into a passthrough one. */
@@ -396,6 +417,12 @@ static void pt_backend_init(struct fuse_conn_info *conn)
 {
 }
 
+/* The writev hook asks for it in the INIT reply. */
+static bool pt_backend_dio_mmap(struct fuse_conn_info *conn)
+{
+	return atomic_load(&pt_dio_mmap_offered);
+}
+
 /* Nothing to ask libfuse for: the writev hook edits the INIT reply. */
 static void pt_backend_want(struct fuse_conn_info *conn)
 {
@@ -472,6 +499,19 @@ bool pt_negotiate(struct fuse_conn_info *conn)
 bool pt_active(void)
 {
 	return atomic_load(&pt.active);
+}
+
+bool pt_allow_direct_io_mmap(struct fuse_conn_info *conn)
+{
+	if (atomic_load(&pt.active) || !pt_backend_dio_mmap(conn))
+		return false;
+	atomic_store(&pt_dio_mmap, true);
+	return true;
+}
+
+bool pt_direct_io_mmap(void)
+{
+	return atomic_load(&pt_dio_mmap);
 }
 
 int pt_backing_open(int fd)

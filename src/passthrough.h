@@ -47,6 +47,17 @@ bool pt_negotiate(struct fuse_conn_info *conn);
 bool pt_active(void);
 
 /*
+ * Called from init() of a cached mount (after pt_negotiate() said no):
+ * ask the kernel to let files opened with direct_io be mapped shared
+ * (FUSE_DIRECT_IO_ALLOW_MMAP, Linux 6.6), which libfuse 3.14 cannot ask
+ * for.  Without it the kernel refuses MAP_SHARED of a direct_io file with
+ * ENODEV.  Returns whether the kernel offered it.  Ask
+ * pt_direct_io_mmap() at each open, for the same reason as pt_active().
+ */
+bool pt_allow_direct_io_mmap(struct fuse_conn_info *conn);
+bool pt_direct_io_mmap(void);
+
+/*
  * Register fd as a backing file with the kernel.  Returns a backing id
  * (> 0) or -errno.  The kernel does I/O on it with the daemon's
  * credentials of this call.  The fd stays owned by the caller; the kernel

@@ -112,6 +112,8 @@ static void sfs_init(void *userdata, struct fuse_conn_info *conn)
 	m->ns.passthrough = passthrough;
 	if (!passthrough && m->opts.passthrough == PT_ON)
 		goto fail;
+	if (!passthrough)
+		dp_negotiate_cached(conn);
 	if (store_init(m->opts.size, passthrough))
 		goto fail;
 	return;

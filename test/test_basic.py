@@ -108,6 +108,27 @@ def test_data_survives_page_cache_drop(mnt):
     assert read_file(mnt / 'd') == data
 
 
+def resident_bytes(path):
+    """Bytes of path in the page cache, as fincore(1) reports them."""
+    out = subprocess.run(['fincore', '--bytes', '--noheadings',
+                          '--output', 'RES', str(path)],
+                         capture_output=True, text=True, check=True)
+    return int(out.stdout)
+
+
+def test_written_pages_stay_cached_after_stat(mnt):
+    """A section's written pages stay in memory once its attributes are
+    fetched again (after the one-second attribute timeout): reading them
+    back costs no trip to the daemon.  The kernel used to drop them
+    whenever the section's mtime moved, that is after every write."""
+    data = os.urandom(MiB)
+    write_file(mnt / 'warm', data)
+    time.sleep(1.2)
+    os.stat(mnt / 'warm')
+    assert resident_bytes(mnt / 'warm') == MiB
+    assert read_file(mnt / 'warm') == data
+
+
 def test_ftruncate_grow_and_shrink_zero_fill(mnt):
     data = pattern(0, 3 * PAGE + 100, 1)
     fd = os.open(mnt / 't', os.O_RDWR | os.O_CREAT, 0o644)
