@@ -101,8 +101,11 @@ static void check_values(const char *s, uint64_t total)
 	check(ok == (!strcmp(s, "lazy") || !strcmp(s, "eager")),
 	      "parse_commit", s);
 
-	if (parse_umask(s, &um) == 0)
+	if (parse_umask(s, &um) == 0) {
 		check(um <= 0777, "parse_umask value above 0777", s);
+		check(strspn(s, "01234567") == strlen(s),
+		      "parse_umask took more than octal digits", s);
+	}
 	if (strspn(s, "01234567") == strlen(s) && *s && strlen(s) < 20)
 		check((parse_umask(s, &um) == 0) == (strtoul(s, NULL, 8) <= 0777),
 		      "parse_umask on plain octal", s);

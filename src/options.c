@@ -103,7 +103,8 @@ int parse_umask(const char *s, mode_t *out)
 	char *end;
 	unsigned long v;
 
-	if (!s || !*s || *s == '-')
+	/* strtoul would also take leading blanks and a sign. */
+	if (!s || *s < '0' || *s > '7')
 		return -EINVAL;
 	errno = 0;
 	v = strtoul(s, &end, 8);

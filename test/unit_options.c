@@ -119,6 +119,9 @@ static void test_umask(void)
 	CHECK(parse_umask("8", &m) == -EINVAL);
 	CHECK(parse_umask("", &m) == -EINVAL);
 	CHECK(parse_umask("-1", &m) == -EINVAL);
+	CHECK(parse_umask(" 22", &m) == -EINVAL);
+	CHECK(parse_umask("+22", &m) == -EINVAL);
+	CHECK(parse_umask("\t7", &m) == -EINVAL);
 }
 
 /* The whole -o path: what is ours is taken, the rest is left for libfuse. */
