@@ -497,14 +497,14 @@ def test_exdev_across_filesystems(mnt, tmp_path):
 
 
 @pytest.fixture
-def shared_mnt(mount_factory, datapath):
+def allow_other_mnt(mount_factory, datapath):
     """A mount other users may enter (allow_other), root 0755."""
     return mount_factory(datapath, options=['allow_other'])
 
 
 @pytest.mark.other_user
-def test_other_user_held_to_mode_bits(shared_mnt):
-    mnt = shared_mnt
+def test_other_user_held_to_mode_bits(allow_other_mnt):
+    mnt = allow_other_mnt
     assert stat.S_IMODE(os.stat(mnt.path).st_mode) == 0o755
     write_file(mnt / 'secret', b'secret')
     os.chmod(mnt / 'secret', 0o600)

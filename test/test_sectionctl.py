@@ -545,16 +545,16 @@ def test_ls_write_error(mnt):
 
 
 @pytest.fixture
-def shared_mnt(mount_factory, datapath):
+def allow_other_mnt(mount_factory, datapath):
     """A mount other users may enter (allow_other)."""
     return mount_factory(datapath, options=['allow_other'])
 
 
 @pytest.mark.other_user
-def test_ls_unreadable_attributes(shared_mnt):
+def test_ls_unreadable_attributes(allow_other_mnt):
     """An attribute the caller may not read shows "?", is reported once
     per row, and makes the exit status 1; the other rows are whole."""
-    mnt = shared_mnt
+    mnt = allow_other_mnt
     os.chmod(mnt.path, 0o755)
     ok('create', mnt / 'secret', preexec_fn=lambda: os.umask(0o077))
     ok('create', mnt / 'open', preexec_fn=lambda: os.umask(0o022))
