@@ -55,7 +55,7 @@ SECTIONFS = [t[0] for t in TARGETS if t[2]]
 
 # (key, label, fio arguments).  Each write row starts on a new file, so its
 # first pass allocates, as a program filling a new section does; each read
-# row reads a file written in full beforehand.  The mmap rows touch random
+# row reads a file written in full with write(2) just before (fill()).  The mmap rows touch random
 # 4 KiB pages of a MAP_SHARED view.
 WORKLOADS = [
     ("seqwrite", "seq write 1M psync",
@@ -280,15 +280,15 @@ def fio(path, fio_args, jobs, size, runtime):
 
 
 def fill(path, size):
-    """Make path a file of size bytes with every page written, unless it
-    already is one (a sequential write row leaves it so; a random one
-    leaves holes, which would read as shared zero pages)."""
-    try:
-        st = os.stat(path)
-        if st.st_size == size and st.st_blocks * 512 >= size:
-            return
-    except FileNotFoundError:
-        pass
+    """Make path a file of size bytes, every page written with write(2),
+    as a program fills a section before reading it.
+
+    Written afresh before each read row, whatever the row before left:
+    fio lays out the file of a write row with write(2) and then drops its
+    page cache (POSIX_FADV_DONTNEED), a no-op on tmpfs and through
+    passthrough but not on the cached path, where the next read row would
+    otherwise start cold or warm depending on which row ran before it.
+    """
     block = os.urandom(MiB)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -307,14 +307,14 @@ def throughput(paths, args, raw):
         for jobs in JOBS:
             row = "%s/%d" % (key, jobs)
             runs = {name: [] for name in paths}
+            if not writes:
+                for path in paths.values():
+                    fill(os.path.join(path, "bench.dat"), args.size)
             for rnd in range(args.rounds):
                 for name in turns(paths, rnd):
                     data = os.path.join(paths[name], "bench.dat")
-                    if writes:
-                        if os.path.exists(data):
-                            os.unlink(data)
-                    else:
-                        fill(data, args.size)
+                    if writes and os.path.exists(data):
+                        os.unlink(data)
                     runs[name].append(fio(data, fio_args, jobs, args.size,
                                           args.runtime))
             for name in paths:
