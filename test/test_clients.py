@@ -124,13 +124,14 @@ def check_db(path):
         con.close()
 
 
-def run_writers(db):
-    """WRITERS processes at once; one reads the database through mmap."""
-    procs = [subprocess.Popen([util.PYTHON, '-I', '-c', _WRITER, db, str(w),
-                               str(ROWS), str((64 << 20) if w == 1 else 0)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, cwd='/')
-             for w in range(WRITERS)]
+def run_together(argvs, what):
+    """Start one process per argv; once each has printed 'ready', tell
+    them all 'go' on stdin, and fail unless each exits 0 with its last
+    word 'ok'."""
+    procs = [subprocess.Popen(argv, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, cwd='/')
+             for argv in argvs]
     for p in procs:
         ready, _, _ = select.select([p.stdout], [], [], 120)
         line = p.stdout.readline() if ready else '(nothing within 120 s)'
@@ -138,13 +139,13 @@ def run_writers(db):
             for q in procs:
                 q.kill()
                 q.wait()
-            pytest.fail('writer did not start: %r %s' % (line, p.stderr.read()
-                                                          if ready else ''))
+            pytest.fail('%s did not start: %r %s' % (
+                what, line, p.stderr.read() if ready else ''))
     for p in procs:
         p.stdin.write('go\n')
         p.stdin.flush()
     problems = []
-    for p in procs:
+    for i, p in enumerate(procs):
         try:
             out, err = p.communicate(timeout=300)
         except subprocess.TimeoutExpired:
@@ -152,9 +153,16 @@ def run_writers(db):
             out, err = p.communicate()
             err += '(killed by the test: still running after 300 s)'
         if p.returncode != 0 or out.split()[-1:] != ['ok']:
-            problems.append('writer %s exited %s: %s'
-                            % (p.args[4], p.returncode, err.strip()[-2000:]))
+            problems.append('%s %d exited %s: %s' % (
+                what, i, p.returncode, err.strip()[-2000:]))
     assert not problems, '\n'.join(problems)
+
+
+def run_writers(db):
+    """WRITERS processes at once; one reads the database through mmap."""
+    run_together([[util.PYTHON, '-I', '-c', _WRITER, db, str(w), str(ROWS),
+                   str((64 << 20) if w == 1 else 0)]
+                  for w in range(WRITERS)], 'sqlite writer')
 
 
 def test_sqlite_wal_two_writers(mnt):
@@ -194,6 +202,88 @@ def test_sqlite_wal_file_backed_database(mnt, base_dir):
     assert res.returncode == 0, res.stderr
     assert mnt.wait_exit() == 0
     check_db(real)
+
+
+# --------------------------------------------------------------------------
+# LMDB: a memory-mapped database, its lock table a shared view
+
+LMDB_TXNS = 1000        # transactions per writer
+LMDB_PER_TXN = 3        # keys per transaction
+LMDB_WRITERS = 2
+
+#: A writer commits LMDB_TXNS transactions of its own keys and counter; a
+#: reader takes snapshots until every writer is done, checking in each
+#: that every counter agrees with the keys it counts.
+_LMDB = r'''
+import hashlib, lmdb, sys
+path, role, ident, writemap, txns, per, writers = sys.argv[1], \
+    sys.argv[2], int(sys.argv[3]), sys.argv[4] == '1', int(sys.argv[5]), \
+    int(sys.argv[6]), int(sys.argv[7])
+def value(w, i):
+    return hashlib.sha256(b'%d-%d' % (w, i)).digest() * (1 + i % 20)
+def count_keys(txn, w):
+    prefix, n = b'%d-' % w, 0
+    with txn.cursor() as c:
+        if c.set_range(prefix):
+            for k, v in c:
+                if not k.startswith(prefix):
+                    break
+                if v != value(w, int(k[len(prefix):])):
+                    sys.exit('key %r has the wrong value' % k)
+                n += 1
+    return n
+env = lmdb.open(path, map_size=64 << 20, writemap=writemap, max_readers=16)
+print('ready', flush=True)
+sys.stdin.readline()
+if role == 'writer':
+    for t in range(txns):
+        with env.begin(write=True) as txn:
+            for i in range(t * per, (t + 1) * per):
+                txn.put(b'%d-%06d' % (ident, i), value(ident, i))
+            txn.put(b'count-%d' % ident, b'%d' % ((t + 1) * per))
+else:
+    done = False
+    while not done:
+        with env.begin() as txn:
+            done = True
+            for w in range(writers):
+                n = int(txn.get(b'count-%d' % w) or 0)
+                if count_keys(txn, w) != n:
+                    sys.exit('writer %d: counter %d, keys %d' %
+                             (w, n, count_keys(txn, w)))
+                done = done and n == txns * per
+env.close()
+print('ok')
+'''
+
+
+@pytest.mark.parametrize('writemap', [False, True],
+                         ids=['pwrite', 'writemap'])
+def test_lmdb_writers_and_reader(mnt, writemap):
+    """Two writers and a reader at once on one environment: data.mdb read
+    (and with writemap, written) through shared views, lock.mdb's reader
+    table and writer mutex shared between the processes.  Every snapshot
+    is consistent, and afterwards every key holds its value."""
+    lmdb = pytest.importorskip('lmdb',
+                               reason='Debian package python3-lmdb')
+    path = str(mnt / 'env')
+    argv = [util.PYTHON, '-I', '-c', _LMDB, path]
+    tail = [str(int(writemap)), str(LMDB_TXNS), str(LMDB_PER_TXN),
+            str(LMDB_WRITERS)]
+    # The first open makes the environment, so the rest need not race.
+    lmdb.open(path, map_size=64 << 20).close()
+    run_together([argv + ['writer', str(w)] + tail
+                  for w in range(LMDB_WRITERS)] +
+                 [argv + ['reader', '0'] + tail], 'lmdb process')
+    env = lmdb.open(path, map_size=64 << 20, readonly=True)
+    with env.begin() as txn:
+        assert txn.stat()['entries'] == LMDB_WRITERS * (
+            LMDB_TXNS * LMDB_PER_TXN + 1)
+        for w in range(LMDB_WRITERS):
+            assert txn.get(b'count-%d' % w) == b'%d' % (
+                LMDB_TXNS * LMDB_PER_TXN)
+    env.close()
+    assert sorted(os.listdir(path)) == ['data.mdb', 'lock.mdb']
 
 
 # --------------------------------------------------------------------------
