@@ -65,8 +65,14 @@ static int caller_with_groups(fuse_req_t req, struct caller *who)
 		who->groups = groups;
 		errno = 0;
 		got = fuse_req_getgroups(req, n, groups);
-		if (got < 0)	/* it reads /proc: say so when fds ran out */
-			return errno == EMFILE || errno == ENFILE ? -errno : got;
+		if (got < 0 && (errno == EMFILE || errno == ENFILE)) {
+			/* It reads /proc: the first place fds run out. */
+			log_warn("cannot read a caller's groups: out of file descriptors (%s)",
+				 strerror(errno));
+			return -errno;
+		}
+		if (got < 0)
+			return got;
 		if (got <= n)
 			break;
 		n = got;
