@@ -257,11 +257,29 @@ static void pt_see_request(const void *buf, ssize_t len)
 		  atomic_load(&pt_offered) ? "offers" : "does not offer");
 }
 
+/* Put AUTO_INVAL_DATA back into an INIT reply too short to edit whole. */
+static void pt_restore_auto_inval(struct iovec *iov, int count)
+{
+	const size_t at = sizeof(struct fuse_out_header) +
+		offsetof(struct fuse_init_out, flags);
+	uint32_t flags;
+	void *p = pt_iov_at(iov, count, at, sizeof(flags));
+
+	if (!p)
+		return;
+	memcpy(&flags, p, sizeof(flags));
+	flags |= FUSE_AUTO_INVAL_DATA;
+	memcpy(p, &flags, sizeof(flags));
+}
+
 /*
- * Edit our INIT reply: ask for passthrough when this mount uses it, and
- * for HANDLE_KILLPRIV_V2 when the kernel offers it.  The payload must be
- * the 7.40 layout or larger; a shorter one means libfuse answered with an
- * old protocol, and the mount stays cached.
+ * Edit our INIT reply: ask for passthrough when this mount uses it, for
+ * DIRECT_IO_ALLOW_MMAP when a cached mount wants it, and for
+ * HANDLE_KILLPRIV_V2 when the kernel offers it.  The payload must be the
+ * 7.40 layout or larger; a shorter one means libfuse answered with an old
+ * protocol: the mount stays cached, and without DIRECT_IO_ALLOW_MMAP it
+ * gets back the AUTO_INVAL_DATA that the data path gave up for it
+ * (pt_allow_direct_io_mmap()).
  */
 static void pt_patch_init(struct iovec *iov, int count)
 {
@@ -305,10 +323,13 @@ static void pt_patch_init(struct iovec *iov, int count)
 	memcpy(p, &arg, sizeof(arg));
 	return;
 fail:
-	log_err("unexpected INIT reply (error %d, %zu bytes); passthrough off",
-		out->error, pt_iov_len(iov, count));
+	log_err("unexpected INIT reply (error %d, %zu bytes); %s",
+		out->error, pt_iov_len(iov, count),
+		atomic_load(&pt.active) ? "passthrough off" :
+		"file-backed sections keep the page cache");
 	atomic_store(&pt.active, false);
-	atomic_store(&pt_dio_mmap, false);
+	if (atomic_exchange(&pt_dio_mmap, false))
+		pt_restore_auto_inval(iov, count);
 }
 
 /* Turn a plain OPEN/CREATE reply into a passthrough one. */

@@ -51,8 +51,10 @@ bool pt_active(void);
  * ask the kernel to let files opened with direct_io be mapped shared
  * (FUSE_DIRECT_IO_ALLOW_MMAP, Linux 6.6), which libfuse 3.14 cannot ask
  * for.  Without it the kernel refuses MAP_SHARED of a direct_io file with
- * ENODEV.  Returns whether the kernel offered it.  Ask
- * pt_direct_io_mmap() at each open, for the same reason as pt_active().
+ * ENODEV.  Returns whether the kernel offered it; the caller may then
+ * give up FUSE_CAP_AUTO_INVAL_DATA, which is put back into the INIT reply
+ * should the reply turn out not to be editable.  Ask pt_direct_io_mmap()
+ * at each open, for the same reason as pt_active().
  */
 bool pt_allow_direct_io_mmap(struct fuse_conn_info *conn);
 bool pt_direct_io_mmap(void);
