@@ -25,18 +25,19 @@ int dp_passthrough(void)
  * A page-file-backed section changes only through the kernel (read,
  * write, views, truncate, fallocate all pass through it), so its pages
  * stay valid: kept from one open to the next (keep_cache), and not
- * dropped when its mtime moves.  That is why auto_inval_data goes: the
- * kernel stamps its own mtime on a write-through write, the store stamps
- * another, and at the next stat the kernel, seeing them differ, threw
- * away every page it had just written.
+ * dropped when its mtime moves.  auto_inval_data would drop them: every
+ * write-through write moves the store's mtime, and at the next stat the
+ * kernel finds an mtime other than the one it had cached and drops every
+ * page of the file, those it has just written included.
  *
  * A file-backed section can change under us, in the backing file.  Its
- * reads and writes go straight to the daemon (direct_io), so they see the
- * backing file at once; a view of it still uses the page cache, which
- * the kernel refreshes at each mmap and whenever the size changes.
- * Shared views of a direct_io file need DIRECT_IO_ALLOW_MMAP (Linux 6.6);
- * without it both kinds keep the page cache and auto_inval_data, and a
- * backing file's changes are seen within the attribute timeout.
+ * read(2) and write(2) go straight to the daemon (direct_io), so they see
+ * the backing file at once.  What still passes through the page cache
+ * (views, splice and sendfile) the kernel drops at each open and mmap of
+ * the section, and when its size changes.  Shared views of a direct_io
+ * file need DIRECT_IO_ALLOW_MMAP (Linux 6.6); without it file-backed
+ * sections use the page cache too and the mount keeps auto_inval_data,
+ * so that a backing file's changes are seen within the attribute timeout.
  */
 void dp_negotiate_cached(struct fuse_conn_info *conn)
 {
@@ -46,10 +47,8 @@ void dp_negotiate_cached(struct fuse_conn_info *conn)
 
 static void cached_flags(struct section *sec, struct fuse_file_info *fi)
 {
-	if (sec->kind == SECTION_PAGEFILE)
-		fi->keep_cache = 1;
-	else
-		fi->direct_io = pt_direct_io_mmap();
+	fi->keep_cache = sec->kind == SECTION_PAGEFILE;
+	fi->direct_io = dp_direct_io(sec);
 }
 
 /* Passthrough: the reply names the section's one backing id. */
@@ -133,8 +132,8 @@ static void drain(struct fuse_bufvec *in, size_t left)
 	}
 }
 
-void dp_write(fuse_req_t req, struct section *sec, struct fuse_bufvec *in,
-	      off_t off, int writeback)
+ssize_t dp_write(struct section *sec, struct fuse_bufvec *in, off_t off,
+		 int writeback)
 {
 	size_t total = fuse_buf_size(in);
 	int64_t reserved;
@@ -152,8 +151,11 @@ void dp_write(fuse_req_t req, struct section *sec, struct fuse_bufvec *in,
 	drain(in, total - (res > 0 ? (size_t)res : 0));
 	/* A short count (the cap part way) is reported as such: what fit
 	 * stays, and the writer learns ENOSPC when it retries the rest. */
-	if (res < 0)
-		fuse_reply_err(req, (int)-res);
-	else
-		fuse_reply_write(req, (size_t)res);
+	return res;
+}
+
+bool dp_direct_io(struct section *sec)
+{
+	return !pt_active() && sec->kind == SECTION_FILE &&
+	       pt_direct_io_mmap();
 }

@@ -11,6 +11,9 @@
 #ifndef SECTIONFS_DATAPATH_H
 #define SECTIONFS_DATAPATH_H
 
+#include <stdbool.h>
+#include <sys/types.h>
+
 #include <fuse_lowlevel.h>
 
 #include "section.h"
@@ -36,12 +39,26 @@ int dp_reply_create(fuse_req_t req, struct section *sec,
 		    const struct fuse_entry_param *e, struct fuse_file_info *fi);
 
 /*
- * Serve READ and WRITE on the cached path (replies to req).  A write that
- * does not fit under the cap is cut short, keeping what fit; a writeback
- * of the page cache (writeback set) is written whole or not at all.
+ * Serve READ on the cached path (replies to req).
  */
 void dp_read(fuse_req_t req, struct section *sec, size_t size, off_t off);
-void dp_write(fuse_req_t req, struct section *sec, struct fuse_bufvec *in,
-	      off_t off, int writeback);
+
+/*
+ * Write a WRITE request's data into sec at off; returns the bytes written
+ * or -errno (the caller replies).  A write that does not fit under the
+ * cap is cut short, keeping what fit; a writeback of the page cache
+ * (writeback set) is written whole or refused with -ENOSPC.
+ */
+ssize_t dp_write(struct section *sec, struct fuse_bufvec *in, off_t off,
+		 int writeback);
+
+/*
+ * Whether sec's opens bypass the kernel's page cache (a file-backed
+ * section on the cached path).  The kernel drops the cached pages of a
+ * direct write's range before it sends the WRITE; a view that faults
+ * them back in meanwhile reads the old bytes, so the caller must drop
+ * them again once the write is done.
+ */
+bool dp_direct_io(struct section *sec);
 
 #endif /* SECTIONFS_DATAPATH_H */

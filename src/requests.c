@@ -314,11 +314,32 @@ static void sfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	dp_read(req, section_of(fi), size, off);
 }
 
+/*
+ * Besides the write itself, drop what the kernel may now hold that the
+ * section does not.  A direct write's range, before the reply: a view
+ * may have faulted the old bytes in while the write was on its way.  A
+ * writeback the cap refused, after the reply: the kernel keeps those
+ * pages up to date and clean, with bytes the section never got.  Never
+ * a writeback's range before its reply: its pages stay under writeback
+ * until then, and the invalidation would wait for them forever.
+ */
 static void sfs_write_buf(fuse_req_t req, fuse_ino_t ino,
 			  struct fuse_bufvec *in, off_t off,
 			  struct fuse_file_info *fi)
 {
-	dp_write(req, section_of(fi), in, off, fi->writepage);
+	struct fuse_session *se = mount_of(req)->se;	/* req dies at reply */
+	struct section *sec = section_of(fi);
+	size_t total = fuse_buf_size(in);
+	ssize_t res = dp_write(sec, in, off, fi->writepage);
+
+	if (res > 0 && !fi->writepage && dp_direct_io(sec))
+		fuse_lowlevel_notify_inval_inode(se, ino, off, res);
+	if (res < 0)
+		fuse_reply_err(req, (int)-res);
+	else
+		fuse_reply_write(req, (size_t)res);
+	if (res < 0 && fi->writepage)
+		fuse_lowlevel_notify_inval_inode(se, ino, off, total);
 }
 
 /*

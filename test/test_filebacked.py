@@ -235,8 +235,10 @@ def test_cp_100mib_out_is_identical(mnt, backing, base_dir):
 def test_direct_writes_to_backing_become_visible(mnt, backing):
     """Reads go to the backing file on both paths (passthrough shares its
     pages; the cached path reads it with direct I/O), so a change made
-    outside the mount is read at once, a same-size one included.  Sizes
-    are attributes: the kernel may keep them for COHERENCE_BOUND."""
+    outside the mount is read at once, a same-size one included (before
+    Linux 6.6, within COHERENCE_BOUND on the cached path).  Sizes are
+    attributes: the kernel may keep them for COHERENCE_BOUND."""
+    at_once = not util.cached_dio_skip_reason(mnt)
     target = backing(data=b'AAAA')
     os.symlink(target, mnt / 's')
     fd = os.open(mnt / 's', os.O_RDONLY)
@@ -244,11 +246,14 @@ def test_direct_writes_to_backing_become_visible(mnt, backing):
         assert os.pread(fd, 100, 0) == b'AAAA'
         with open(target, 'r+b') as f:
             f.write(b'ZZZZ')
-        assert os.pread(fd, 100, 0) == b'ZZZZ'
+        if at_once:
+            assert os.pread(fd, 100, 0) == b'ZZZZ'
         with open(target, 'r+b') as f:
             f.write(b'BBBBCCCC')
-        assert os.pread(fd, 100, 0) == b'BBBBCCCC'
+        if at_once:
+            assert os.pread(fd, 100, 0) == b'BBBBCCCC'
         time.sleep(COHERENCE_BOUND + 0.2)
+        assert os.pread(fd, 100, 0) == b'BBBBCCCC'
         assert os.fstat(fd).st_size == 8
         assert os.stat(mnt / 's').st_size == 8
     finally:
@@ -259,6 +264,8 @@ def test_new_view_sees_backing_changes(mnt, backing):
     """A shared view made after the backing file changed shows the change;
     what a view writes is read back through the mount, and what is written
     through the mount shows in a view, at once."""
+    if util.cached_dio_skip_reason(mnt):
+        pytest.skip(util.cached_dio_skip_reason(mnt))
     target = backing(data=b'A' * PAGE)
     os.symlink(target, mnt / 's')
     fd = os.open(mnt / 's', os.O_RDWR)
@@ -278,6 +285,42 @@ def test_new_view_sees_backing_changes(mnt, backing):
         os.close(fd)
     with open(target, 'rb') as f:
         assert f.read(4) == b'DDDD'
+
+
+#: Reads one page of a file through a shared view, over and over, until
+#: killed: each read faults the page back in whenever it was dropped.
+_VIEW_READER = r'''
+import mmap, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+view = mmap.mmap(fd, mmap.PAGESIZE, prot=mmap.PROT_READ)
+print('ready', flush=True)
+while True:
+    view[:8]
+'''
+
+
+def test_view_shows_each_write_at_once(mnt, backing):
+    """While another process keeps faulting a page in through its own
+    view, each pwrite(2) to that page shows in this process's view as
+    soon as it returns.  (On the cached path the kernel drops the range
+    before it sends a direct write, and the daemon drops it again once the
+    write is done, in case a view faulted the old bytes in meanwhile: a
+    narrow race that this test seldom meets.)"""
+    target = backing(data=bytes(PAGE))
+    os.symlink(target, mnt / 's')
+    reader = subprocess.Popen([util.PYTHON, '-I', '-c', _VIEW_READER,
+                               mnt / 's'], stdout=subprocess.PIPE, cwd='/')
+    fd = os.open(mnt / 's', os.O_RDWR)
+    try:
+        assert reader.stdout.readline() == b'ready\n'
+        with mmap.mmap(fd, PAGE) as view:
+            for i in range(1, 3001):
+                os.pwrite(fd, i.to_bytes(8, 'little'), 0)
+                assert int.from_bytes(view[:8], 'little') == i
+    finally:
+        os.close(fd)
+        reader.kill()
+        reader.wait()
 
 
 # --------------------------------------------------------------------------

@@ -98,6 +98,20 @@ def root_skip_reason():
     return None
 
 
+def cached_dio_skip_reason(mnt):
+    """Why a test of the cached path's direct I/O for file-backed
+    sections (and of its page cache kept across writes) cannot run: the
+    daemon uses them only where the kernel offers DIRECT_IO_ALLOW_MMAP,
+    from Linux 6.6 on."""
+    if mnt.datapath != 'cached':
+        return None
+    release = re.match(r'(\d+)\.(\d+)', os.uname().release)
+    if release and (int(release[1]), int(release[2])) < (6, 6):
+        return ('the cached path needs Linux 6.6 (DIRECT_IO_ALLOW_MMAP) '
+                'for this; the kernel is %s' % os.uname().release)
+    return None
+
+
 def setpriv_skip_reason():
     if root_skip_reason():
         return root_skip_reason()
