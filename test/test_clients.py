@@ -259,14 +259,23 @@ print('ok')
 
 @pytest.mark.parametrize('writemap', [False, True],
                          ids=['pwrite', 'writemap'])
-def test_lmdb_writers_and_reader(mnt, writemap):
+@pytest.mark.parametrize('kind', ['pagefile', 'file'])
+def test_lmdb_writers_and_reader(mnt, base_dir, writemap, kind):
     """Two writers and a reader at once on one environment: data.mdb read
     (and with writemap, written) through shared views, lock.mdb's reader
     table and writer mutex shared between the processes.  Every snapshot
-    is consistent, and afterwards every key holds its value."""
+    is consistent, and afterwards every key holds its value.  data.mdb is
+    a page-file-backed section, or a file-backed one (written with
+    pwrite(2) and read through views of the same pages: direct I/O and the
+    page cache on the cached path)."""
     lmdb = pytest.importorskip('lmdb',
                                reason='Debian package python3-lmdb')
     path = str(mnt / 'env')
+    if kind == 'file':
+        real = os.path.join(base_dir, 'data.mdb')
+        util.write_file(real, b'')
+        os.mkdir(path)
+        os.symlink(real, os.path.join(path, 'data.mdb'))
     argv = [util.PYTHON, '-I', '-c', _LMDB, path]
     tail = [str(int(writemap)), str(LMDB_TXNS), str(LMDB_PER_TXN),
             str(LMDB_WRITERS)]
@@ -284,6 +293,8 @@ def test_lmdb_writers_and_reader(mnt, writemap):
                 LMDB_TXNS * LMDB_PER_TXN)
     env.close()
     assert sorted(os.listdir(path)) == ['data.mdb', 'lock.mdb']
+    assert os.getxattr(os.path.join(path, 'data.mdb'),
+                       'user.sectionfs.kind') == kind.encode()
 
 
 # --------------------------------------------------------------------------
