@@ -55,8 +55,8 @@ SECTIONFS = [t[0] for t in TARGETS if t[2]]
 
 # (key, label, fio arguments).  Each write row starts on a new file, so its
 # first pass allocates, as a program filling a new section does; each read
-# row reads a file written in full with write(2) just before (fill()).  The mmap rows touch random
-# 4 KiB pages of a MAP_SHARED view.
+# row reads a file written in full with write(2) just before (fill()).
+# The mmap rows touch random 4 KiB pages of a MAP_SHARED view.
 WORKLOADS = [
     ("seqwrite", "seq write 1M psync",
      ["--rw=write", "--bs=1m", "--ioengine=psync"]),
@@ -896,7 +896,7 @@ def parse_args():
                    help="seconds per fio run (default 1.5)")
     p.add_argument("--rounds", type=int, default=None,
                    help="runs per row and target, one figure kept "
-                   "(default 3)")
+                   "(default 5)")
     p.add_argument("--estimator", choices=("median", "best"),
                    default="median",
                    help="the figure kept of a cell's rounds: the median "
@@ -911,7 +911,7 @@ def parse_args():
                    help="empty sections for the per-section memory "
                    "(default 100000)")
     args = p.parse_args()
-    full = {"size": GiB, "mem_size": GiB, "runtime": 1.5, "rounds": 3,
+    full = {"size": GiB, "mem_size": GiB, "runtime": 1.5, "rounds": 5,
             "files": 10000, "sections": 100000}
     quick = {"size": 256 * MiB, "mem_size": 256 * MiB, "runtime": 1,
              "rounds": 1, "files": 2000, "sections": 10000}
