@@ -176,7 +176,9 @@ int main(int argc, char *argv[])
 
 	fuse_daemonize(cl.foreground);
 
+	notify_start(&m.notify, m.se);	/* without it, notices go inline */
 	ret = serve(m.se, &cl) < 0 ? 1 : 0;
+	notify_stop(&m.notify);
 	if (m.init_failed)
 		ret = 1;
 out_ns:

@@ -11,12 +11,14 @@
 #include <fuse_lowlevel.h>
 
 #include "namespace.h"
+#include "notify.h"
 #include "options.h"
 
 struct sfs_mount {
 	struct sfs_options opts;	/* immutable after start */
 	struct ns ns;
 	struct fuse_session *se;	/* immutable after start */
+	struct notifier notify;		/* notices to the kernel */
 	int init_failed;		/* set by init(); read after the loop */
 };
 

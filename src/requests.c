@@ -315,46 +315,44 @@ static void sfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 }
 
 /*
- * Besides the write itself, drop what the kernel may now hold that the
- * section does not.  A direct write's range, before the reply: a view
- * may have faulted the old bytes in while the write was on its way.  A
- * writeback the cap refused, after the reply: the kernel keeps those
- * pages up to date and clean, with bytes the section never got.  Never
- * a writeback's range before its reply: its pages stay under writeback
- * until then, and the invalidation would wait for them forever.
+ * Besides the write itself, have the kernel drop what it may now hold
+ * that the section does not (notify.h: from the notice thread).  A direct
+ * write's range, before the reply as far as it can be: a view may have
+ * faulted the old bytes in while the write was on its way.  A writeback
+ * the cap refused, after the reply: the kernel keeps those pages up to
+ * date and clean, with bytes the section never got.  Never a writeback's
+ * range before its reply: its pages stay under writeback until then.
  */
 static void sfs_write_buf(fuse_req_t req, fuse_ino_t ino,
 			  struct fuse_bufvec *in, off_t off,
 			  struct fuse_file_info *fi)
 {
-	struct fuse_session *se = mount_of(req)->se;	/* req dies at reply */
+	struct notifier *notify = &mount_of(req)->notify;
 	struct section *sec = section_of(fi);
 	size_t total = fuse_buf_size(in);
 	ssize_t res = dp_write(sec, in, off, fi->writepage);
 
 	if (res > 0 && !fi->writepage && dp_direct_io(sec))
-		fuse_lowlevel_notify_inval_inode(se, ino, off, res);
+		notify_inval(notify, ino, off, res, true);
 	if (res < 0)
 		fuse_reply_err(req, (int)-res);
 	else
 		fuse_reply_write(req, (size_t)res);
 	if (res < 0 && fi->writepage)
-		fuse_lowlevel_notify_inval_inode(se, ino, off, total);
+		notify_inval(notify, ino, off, total, false);
 }
 
 /*
  * Tell the kernel a section's names are gone, so that the next lookup
- * fails at once instead of when its cached entry times out.  RELEASE is
- * asynchronous: the kernel holds no lock that this could wait on.
+ * fails at once instead of when its cached entry times out.
  */
-static void notify_expired(struct fuse_session *se, struct ns_expired *gone)
+static void notify_expired(struct notifier *notify, struct ns_expired *gone)
 {
 	size_t i;
 
 	for (i = 0; i < gone->n; i++)
-		fuse_lowlevel_notify_delete(se, gone->names[i].parent, gone->ino,
-					    gone->names[i].name,
-					    strlen(gone->names[i].name));
+		notify_delete(notify, gone->names[i].parent, gone->ino,
+			      gone->names[i].name);
 }
 
 static void sfs_release(fuse_req_t req, fuse_ino_t ino,
@@ -368,7 +366,7 @@ static void sfs_release(fuse_req_t req, fuse_ino_t ino,
 	expired = ns_release(&m->ns, ino, fi->flags, &gone);
 	fuse_reply_err(req, 0);
 	if (expired)
-		notify_expired(m->se, &gone);
+		notify_expired(&m->notify, &gone);
 	ns_expired_free(&gone);
 }
 

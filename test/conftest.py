@@ -74,7 +74,7 @@ def mount_factory(request, base_dir):
     made = []
 
     def mount(datapath='cached', options=(), user=None, mountpoint=None,
-              wait=True):
+              wait=True, flags=()):
         if mountpoint is None:
             mountpoint = os.path.join(base_dir, 'mnt%d' % len(made))
         if util.VALGRIND and datapath == 'passthrough' and \
@@ -85,7 +85,7 @@ def mount_factory(request, base_dir):
         if user is not None:
             os.chown(mountpoint, user, user)
         m = util.Mount(mountpoint, datapath=datapath, options=options,
-                       user=user)
+                       user=user, flags=flags)
         made.append(m)
         return m.start(wait=wait)
 

@@ -513,6 +513,51 @@ def test_handle_lifetime_gone_after_close(mount_factory, datapath, creator):
     assert util.wait_for(gone(path))
 
 
+#: Makes, writes and closes short-lived sections in one directory, over
+#: and over, for a while: each close destroys one (lifetime=handle), and
+#: the daemon tells the kernel its name is gone while the other workers'
+#: creates wait for the directory.
+_CHURN = r'''
+import os, sys, time
+top, me = sys.argv[1], sys.argv[2]
+end = time.monotonic() + 2
+n = 0
+while time.monotonic() < end:
+    fd = os.open(os.path.join(top, '%s-%d' % (me, n % 50)),
+                 os.O_CREAT | os.O_WRONLY, 0o644)
+    os.write(fd, b'x')
+    os.close(fd)
+    os.listdir(top)
+    n += 1
+print('ok', n)
+'''
+
+
+def test_handle_lifetime_single_threaded_churn(mount_factory, datapath):
+    """With -s the daemon answers one request at a time, so telling the
+    kernel that an expired section's name is gone must not wait on the
+    directory lock of a create that only that one thread could answer:
+    four processes churning sections in one directory all finish."""
+    mnt = mount_factory(datapath, options=['lifetime=handle'], flags=['-s'])
+    os.mkdir(mnt / 'd')
+    procs = [subprocess.Popen([util.PYTHON, '-I', '-c', _CHURN, mnt / 'd',
+                               'w%d' % i], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd='/')
+             for i in range(4)]
+    hung = []
+    for p in procs:
+        try:
+            out, err = p.communicate(timeout=util.PATIENCE)
+            assert p.returncode == 0 and out.startswith('ok'), err
+        except subprocess.TimeoutExpired:
+            hung.append(p)
+    for p in hung:
+        p.kill()
+    assert not hung, '%d of 4 workers still waiting on the daemon after ' \
+        '%d s' % (len(hung), util.PATIENCE)
+    assert util.wait_for(lambda: os.listdir(mnt / 'd') == [])
+
+
 def test_handle_lifetime_view_outlives_last_fd(mount_factory, datapath):
     """Cached path: a view held by another process keeps a handle-lifetime
     section alive after its last fd is closed; it goes once the view is

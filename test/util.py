@@ -224,10 +224,12 @@ class Mount:
     mnt / 'a/b' is the str path of a/b inside the mount.
     """
 
-    def __init__(self, mountpoint, datapath=None, options=(), user=None):
+    def __init__(self, mountpoint, datapath=None, options=(), user=None,
+                 flags=()):
         self.path = os.path.realpath(str(mountpoint))
         self.datapath = datapath
         self.options = list(options)
+        self.flags = list(flags)        # e.g. ['-s']
         if datapath is not None:
             self.options.insert(0, DATAPATHS[datapath])
         self.user = user
@@ -245,7 +247,7 @@ class Mount:
         return '<Mount %s %s pid=%s>' % (self.path, self.datapath, self.pid)
 
     def argv(self):
-        argv = [daemon_binary(), '-f']
+        argv = [daemon_binary(), '-f'] + self.flags
         if self.options:
             argv += ['-o', ','.join(self.options)]
         argv.append(self.path)
