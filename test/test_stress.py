@@ -80,14 +80,13 @@ class Mismatch(Exception):
 
 AT_SYMLINK_NOFOLLOW = 0x100
 AT_STATX_FORCE_SYNC = 0x2000
-AT_STATX_DONT_SYNC = 0x4000
 STATX_NLINK = 0x4
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
 def statx_nlink(path, sync_flag):
-    """st_nlink of path by statx(2): the kernel's cached value with
-    AT_STATX_DONT_SYNC, the daemon's with AT_STATX_FORCE_SYNC."""
+    """st_nlink of path by statx(2); with AT_STATX_FORCE_SYNC, the
+    daemon's."""
     buf = ctypes.create_string_buffer(256)
     if _libc.statx(util.AT_FDCWD, os.fsencode(path),
                    AT_SYMLINK_NOFOLLOW | sync_flag, STATX_NLINK, buf) != 0:
@@ -387,11 +386,12 @@ class Worker:
             # passthrough_ll over tmpfs too), and link(2) then fails
             # with ENOENT before the daemon is asked.  Tolerated once: the
             # daemon must say the file has its names, and a link made
-            # after the kernel re-reads the count must work.
-            cached = statx_nlink(self.path(rel), AT_STATX_DONT_SYNC)
+            # after the kernel re-reads the count must work.  The cached
+            # count itself is no evidence either way: the prowler's stats
+            # may have refreshed it since the failed link.
             synced = statx_nlink(self.path(rel), AT_STATX_FORCE_SYNC)
             want = len(self.names_of(self.names[rel]))
-            if cached != 0 or synced != want:
+            if synced != want:
                 raise
             os.link(self.path(rel), self.path(dst))
             self.count('link retried after a stale cached nlink')
