@@ -39,6 +39,7 @@ Run as a script, this file is the worker and the prowler:
 each prints one JSON line and exits 0, or 1 with an "error" in it.
 """
 
+import contextlib
 import ctypes
 import errno
 import gc
@@ -237,22 +238,27 @@ class Worker:
         self.content[self.next_id] = bytearray(data)
         self.names[rel] = self.next_id
 
-    def pick_fd(self, write=True):
-        """(fid, fd, owned): a held fd or a fresh one on a named section."""
+    @contextlib.contextmanager
+    def picked_fd(self):
+        """(fid, fd): a held fd, or one opened on a named section for the
+        with block and closed after it; (None, None) when there is none."""
         if self.held and self.rng.random() < 0.4:
-            fid, fd = self.rng.choice(self.held)
-            return fid, fd, False
+            yield self.rng.choice(self.held)
+            return
         rel = self.random_name()
         if rel is None:
-            return None, None, False
-        fd = os.open(self.path(rel), os.O_RDWR if write else os.O_RDONLY)
-        return self.names[rel], fd, True
+            yield None, None
+            return
+        fd = os.open(self.path(rel), os.O_RDWR)
+        try:
+            yield self.names[rel], fd
+        finally:
+            os.close(fd)
 
     def op_write(self):
-        fid, fd, owned = self.pick_fd()
-        if fid is None:
-            return self.op_create()
-        try:
+        with self.picked_fd() as (fid, fd):
+            if fid is None:
+                return self.op_create()
             c = self.content[fid]
             off = self.rng.randrange(len(c) + PAGE)
             data = self.random_bytes(self.rng.randrange(1, 3 * PAGE))
@@ -261,15 +267,11 @@ class Worker:
             if off > len(c):
                 c.extend(bytes(off - len(c)))
             c[off:off + len(data)] = data
-        finally:
-            if owned:
-                os.close(fd)
 
     def op_mmap_write(self):
-        fid, fd, owned = self.pick_fd()
-        if fid is None:
-            return self.op_create()
-        try:
+        with self.picked_fd() as (fid, fd):
+            if fid is None:
+                return self.op_create()
             c = self.content[fid]
             if not c:
                 return
@@ -287,9 +289,6 @@ class Worker:
             # And through read(): one page cache, one truth.
             self.check_bytes(fid, self.read_fd(fd, len(c)),
                              'pread after mmap write')
-        finally:
-            if owned:
-                os.close(fd)
 
     def op_truncate(self):
         rel = self.random_name()
@@ -314,10 +313,9 @@ class Worker:
             c.extend(bytes(size - len(c)))
 
     def op_fallocate(self):
-        fid, fd, owned = self.pick_fd()
-        if fid is None:
-            return self.op_create()
-        try:
+        with self.picked_fd() as (fid, fd):
+            if fid is None:
+                return self.op_create()
             c = self.content[fid]
             off = self.rng.randrange(len(c) + PAGE)
             length = self.rng.randrange(1, 4 * PAGE)
@@ -331,9 +329,6 @@ class Worker:
                     c[off:end] = bytes(end - off)
             elif not mode & util.FALLOC_FL_KEEP_SIZE and off + length > len(c):
                 c.extend(bytes(off + length - len(c)))
-        finally:
-            if owned:
-                os.close(fd)
 
     def op_rename(self):
         rel = self.random_name()
