@@ -15,6 +15,7 @@ pt_mnt         one passthrough mount, for the tests that only
                mean something on the kernel passthrough path.
 base_dir       a fresh directory under /tmp, mode 0755 so that another user
                can reach mount points in it (pytest's tmp_path is 0700).
+shm_dir        a fresh directory on a tmpfs (/dev/shm).
 
 Skips are decided by probing (util.*_skip_reason), never by versions.
 """
@@ -55,6 +56,17 @@ def pytest_collection_modifyitems(config, items):
                 and util.setpriv_skip_reason():
             item.add_marker(pytest.mark.skip(
                 reason=util.setpriv_skip_reason()))
+
+
+@pytest.fixture
+def shm_dir():
+    """A directory on a tmpfs (/dev/shm), the reference sectionfs is held
+    to and a filesystem other than it; removed after the test."""
+    if util.fstype_of('/dev/shm') != 'tmpfs':
+        pytest.skip('/dev/shm is not a tmpfs here')
+    path = tempfile.mkdtemp(prefix='sectionfs-test-', dir='/dev/shm')
+    yield path
+    shutil.rmtree(path)
 
 
 @pytest.fixture

@@ -25,7 +25,6 @@ import shutil
 import socket
 import stat
 import subprocess
-import tempfile
 
 import pytest
 
@@ -54,16 +53,6 @@ def still_serving(mnt):
     write_file(mnt / '.probe', b'alive')
     assert read_file(mnt / '.probe') == b'alive'
     os.unlink(mnt / '.probe')
-
-
-@pytest.fixture
-def tmpfs_dir():
-    """A directory on a tmpfs, the reference for how names behave."""
-    if util.fstype_of('/dev/shm') != 'tmpfs':
-        pytest.skip('/dev/shm is not a tmpfs here')
-    path = tempfile.mkdtemp(prefix='sectionfs-ref-', dir='/dev/shm')
-    yield path
-    shutil.rmtree(path)
 
 
 # --------------------------------------------------------------------------
@@ -181,8 +170,8 @@ def odd_name_ops(top, name):
 
 @pytest.mark.parametrize('name', ODD_NAMES, ids=[repr(n)[2:-1][:20]
                                                   for n in ODD_NAMES])
-def test_odd_name_as_on_tmpfs(mnt, tmpfs_dir, name):
-    want = odd_name_ops(tmpfs_dir, name)
+def test_odd_name_as_on_tmpfs(mnt, shm_dir, name):
+    want = odd_name_ops(shm_dir, name)
     got = odd_name_ops(mnt.path, name)
     assert got == want
     still_serving(mnt)

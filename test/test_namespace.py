@@ -9,10 +9,8 @@ data path, but a mount is a mount).
 
 import errno
 import os
-import shutil
 import stat
 import subprocess
-import tempfile
 import time
 
 import pytest
@@ -449,16 +447,6 @@ def test_errno_cases(mnt):
     # Nothing changed along the way.
     assert sorted(os.listdir(mnt.path)) == ['dir', 'emptydir', 'file']
     assert os.listdir(mnt / 'dir') == ['x']
-
-
-@pytest.fixture
-def shm_dir():
-    """A directory on a tmpfs (/dev/shm), removed after the test."""
-    if util.fstype_of('/dev/shm') != 'tmpfs':
-        pytest.skip('/dev/shm is not a tmpfs here')
-    path = tempfile.mkdtemp(prefix='sectionfs-test-', dir='/dev/shm')
-    yield path
-    shutil.rmtree(path)
 
 
 def test_exdev_to_and_from_tmpfs(mnt, shm_dir):
