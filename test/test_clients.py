@@ -303,23 +303,29 @@ def test_lmdb_writers_and_reader(mnt, base_dir, writemap, kind):
 FIO_SIZE = '32m'
 
 
+def run_fio(argv, what):
+    """Run fio (JSON output); fail unless it exits 0 with no job in
+    error.  Returns its jobs."""
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=600,
+                         cwd='/')
+    assert res.returncode == 0, 'fio %s exited %d:\n%s\n%s' % (
+        what, res.returncode, res.stderr[-3000:], res.stdout[-2000:])
+    report = json.loads(res.stdout[res.stdout.index('{'):])
+    for job in report['jobs']:
+        assert job['error'] == 0, job
+    return report['jobs']
+
+
 def fio(directory, engine, rw, extra=()):
     argv = ['fio', '--name=%s-%s' % (engine, rw), '--directory=%s' % directory,
             '--ioengine=%s' % engine, '--rw=%s' % rw, '--bs=4k',
             '--size=%s' % FIO_SIZE, '--numjobs=2', '--verify=crc32c',
             '--do_verify=1', '--verify_fatal=1', '--verify_dump=1',
             '--verify_state_save=0', '--output-format=json'] + list(extra)
-    res = subprocess.run(argv, capture_output=True, text=True, timeout=600,
-                         cwd='/')
-    assert res.returncode == 0, 'fio %s %s exited %d:\n%s\n%s' % (
-        engine, rw, res.returncode, res.stderr[-3000:], res.stdout[-2000:])
-    report = json.loads(res.stdout[res.stdout.index('{'):])
-    for job in report['jobs']:
-        assert job['error'] == 0, job
+    for job in run_fio(argv, '%s %s' % (engine, rw)):
         # Something was written, and read back by the verify phase.
         assert job['write']['io_bytes'] > 0, job['jobname']
         assert job['read']['io_bytes'] > 0, job['jobname']
-    return report
 
 
 @pytest.mark.parametrize('engine', ['psync', 'mmap'])
@@ -345,13 +351,7 @@ def fio_jobs(filename, engines, extra=()):
     for i, engine in enumerate(engines):
         argv += ['--name=half%d' % i, '--ioengine=%s' % engine,
                  '--offset=%d' % (i * half)]
-    res = subprocess.run(argv, capture_output=True, text=True, timeout=600,
-                         cwd='/')
-    assert res.returncode == 0, 'fio %s exited %d:\n%s\n%s' % (
-        engines, res.returncode, res.stderr[-3000:], res.stdout[-2000:])
-    report = json.loads(res.stdout[res.stdout.index('{'):])
-    for job in report['jobs']:
-        assert job['error'] == 0, job
+    for job in run_fio(argv, ' '.join(engines)):
         assert job['read']['io_bytes'] > 0, job['jobname']
 
 
