@@ -402,14 +402,8 @@ def settled_meminfo(timeout=15):
 def memory(directory, size):
     """Growth of Cached and Shmem per byte for a fresh file of size bytes."""
     path = os.path.join(directory, "section.dat")
-    block = os.urandom(MiB)
     before = settled_meminfo()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        for _ in range(size // MiB):
-            os.write(fd, block)
-    finally:
-        os.close(fd)
+    fill(path, size)
     after = settled_meminfo()
     os.unlink(path)
     return {k: (after[k] - before[k]) / size for k in ("Cached", "Shmem")}
