@@ -154,8 +154,8 @@ ssize_t dp_write(struct section *sec, struct fuse_bufvec *in, off_t off,
 	return res;
 }
 
+/* pt_direct_io_mmap() is only ever true on a cached mount. */
 bool dp_direct_io(struct section *sec)
 {
-	return !pt_active() && sec->kind == SECTION_FILE &&
-	       pt_direct_io_mmap();
+	return sec->kind == SECTION_FILE && pt_direct_io_mmap();
 }
