@@ -2,7 +2,7 @@
  * fuzz_options.c - libFuzzer harness for the daemon's -o option parsing.
  *
  * Feeds every input to src/options.c and src/values.c as linked into the
- * daemon: the value parsers (parse_size, parse_passthrough,
+ * daemon: the value parsers (parse_size, parse_passthrough, parse_io_uring,
  * parse_lifetime, parse_commit, parse_umask, parse_id) and
  * options_parse() over a
  * fuse_args built from the input.  Besides what the sanitizers catch
@@ -80,6 +80,7 @@ static void check_values(const char *s, uint64_t total)
 {
 	uint64_t size = 12345, ref = 0;
 	enum pt_mode pt;
+	enum uring_mode ur;
 	enum lifetime_mode lt;
 	enum commit_mode cm;
 	mode_t um = 0;
@@ -94,6 +95,9 @@ static void check_values(const char *s, uint64_t total)
 	ok = parse_passthrough(s, &pt) == 0;
 	check(ok == (!strcmp(s, "auto") || !strcmp(s, "on") ||
 		     !strcmp(s, "off")), "parse_passthrough", s);
+	ok = parse_io_uring(s, &ur) == 0;
+	check(ok == (!strcmp(s, "auto") || !strcmp(s, "on") ||
+		     !strcmp(s, "off")), "parse_io_uring", s);
 	ok = parse_lifetime(s, &lt) == 0;
 	check(ok == (!strcmp(s, "name") || !strcmp(s, "handle")),
 	      "parse_lifetime", s);

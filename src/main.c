@@ -26,6 +26,7 @@
 #include "passthrough.h"
 #include "requests.h"
 #include "store.h"
+#include "uring.h"
 
 /* See requests.c for why names are kept long and attributes briefly. */
 #define ENTRY_TIMEOUT	86400.0
@@ -172,12 +173,14 @@ int main(int argc, char *argv[])
 	if (mount_device(cl.mountpoint, &m.ns.self_dev))
 		goto out_ns;
 	m.ns.commit_eager = m.opts.commit == COMMIT_EAGER;
+	m.single_thread = cl.singlethread;
 	m.ns.lifetime = m.opts.lifetime;
 
 	fuse_daemonize(cl.foreground);
 
 	notify_start(&m.notify, m.se);	/* without it, notices go inline */
 	ret = serve(m.se, &cl) < 0 ? 1 : 0;
+	uring_stop();
 	notify_stop(&m.notify);
 	if (m.init_failed)
 		ret = 1;

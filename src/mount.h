@@ -8,6 +8,8 @@
 #ifndef SECTIONFS_MOUNT_H
 #define SECTIONFS_MOUNT_H
 
+#include <stdbool.h>
+
 #include <fuse_lowlevel.h>
 
 #include "namespace.h"
@@ -20,6 +22,7 @@ struct sfs_mount {
 	struct fuse_session *se;	/* immutable after start */
 	struct notifier notify;		/* notices to the kernel */
 	int init_failed;		/* set by init(); read after the loop */
+	bool single_thread;		/* -s: immutable after start */
 };
 
 static inline struct sfs_mount *mount_of(fuse_req_t req)

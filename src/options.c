@@ -23,6 +23,7 @@
 
 static const struct fuse_opt sfs_opt_spec[] = {
 	OPT("passthrough=%s", passthrough_str),
+	OPT("io_uring=%s", io_uring_str),
 	OPT("size=%s", size_str),
 	OPT("lifetime=%s", lifetime_str),
 	OPT("commit=%s", commit_str),
@@ -63,16 +64,39 @@ static int pass_mountpoint(struct fuse_args *args, struct sfs_options *o)
 	return fuse_opt_add_arg(args, o->nonopt[o->n_nonopt - 1]);
 }
 
+/* auto, on or off: the index into choices[] of the three, in that order. */
+static int parse_auto_on_off(const char *s, const int choices[3], int *out)
+{
+	static const char *const names[] = { "auto", "on", "off" };
+
+	for (int i = 0; i < 3; i++) {
+		if (!strcmp(s, names[i])) {
+			*out = choices[i];
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
 int parse_passthrough(const char *s, enum pt_mode *out)
 {
-	if (!strcmp(s, "auto"))
-		*out = PT_AUTO;
-	else if (!strcmp(s, "on"))
-		*out = PT_ON;
-	else if (!strcmp(s, "off"))
-		*out = PT_OFF;
-	else
+	static const int modes[] = { PT_AUTO, PT_ON, PT_OFF };
+	int mode;
+
+	if (parse_auto_on_off(s, modes, &mode))
 		return -EINVAL;
+	*out = mode;
+	return 0;
+}
+
+int parse_io_uring(const char *s, enum uring_mode *out)
+{
+	static const int modes[] = { URING_AUTO, URING_ON, URING_OFF };
+	int mode;
+
+	if (parse_auto_on_off(s, modes, &mode))
+		return -EINVAL;
+	*out = mode;
 	return 0;
 }
 
@@ -145,6 +169,9 @@ static int validate(struct sfs_options *o, uint64_t total_mem,
 	    parse_passthrough(o->passthrough_str, &o->passthrough))
 		return bad_value(msg, msglen, "passthrough", o->passthrough_str,
 				 "auto, on or off");
+	if (o->io_uring_str && parse_io_uring(o->io_uring_str, &o->io_uring))
+		return bad_value(msg, msglen, "io_uring", o->io_uring_str,
+				 "auto, on or off");
 	if (o->size_str && parse_size(o->size_str, total_mem, &o->size))
 		return bad_value(msg, msglen, "size", o->size_str,
 				 "a number with an optional k, m, g, t or % suffix");
@@ -171,6 +198,7 @@ int options_parse(struct fuse_args *args, struct sfs_options *opts,
 {
 	memset(opts, 0, sizeof(*opts));
 	opts->passthrough = PT_AUTO;
+	opts->io_uring = URING_AUTO;
 	opts->lifetime = LIFETIME_NAME;
 	opts->commit = COMMIT_LAZY;
 	opts->umask = 022;
@@ -187,6 +215,7 @@ int options_parse(struct fuse_args *args, struct sfs_options *opts,
 void options_free(struct sfs_options *opts)
 {
 	free(opts->passthrough_str);
+	free(opts->io_uring_str);
 	free(opts->size_str);
 	free(opts->lifetime_str);
 	free(opts->commit_str);
@@ -201,6 +230,7 @@ void options_print_help(void)
 {
 	printf("sectionfs options:\n"
 	       "    -o passthrough=auto|on|off  kernel passthrough data path (default auto)\n"
+	       "    -o io_uring=auto|on|off     requests over io_uring where offered (default auto)\n"
 	       "    -o size=N[k|m|g|t|%%]        cap on page-file-backed bytes (default none)\n"
 	       "    -o lifetime=name|handle     when unnamed sections die (default name)\n"
 	       "    -o commit=lazy|eager        allocate section memory on resize (default lazy)\n"

@@ -18,11 +18,13 @@
 #include "passthrough.h"	/* enum pt_mode */
 
 enum lifetime_mode { LIFETIME_NAME, LIFETIME_HANDLE };
+enum uring_mode { URING_AUTO, URING_ON, URING_OFF };
 enum commit_mode { COMMIT_LAZY, COMMIT_EAGER };
 
 struct sfs_options {
 	/* Raw strings as fuse_opt stored them (owned, freed by options_free). */
 	char *passthrough_str;
+	char *io_uring_str;
 	char *size_str;
 	char *lifetime_str;
 	char *commit_str;
@@ -31,6 +33,7 @@ struct sfs_options {
 	char *gid_str;
 	/* Validated values. */
 	enum pt_mode passthrough;
+	enum uring_mode io_uring;
 	uint64_t size;			/* cap on page-file bytes; 0 = none */
 	enum lifetime_mode lifetime;
 	enum commit_mode commit;
@@ -65,6 +68,7 @@ void options_print_help(void);
  * the value, or -EINVAL and leaves *out untouched.
  */
 int parse_passthrough(const char *s, enum pt_mode *out);
+int parse_io_uring(const char *s, enum uring_mode *out);
 int parse_lifetime(const char *s, enum lifetime_mode *out);
 int parse_commit(const char *s, enum commit_mode *out);
 int parse_umask(const char *s, mode_t *out);

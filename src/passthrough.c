@@ -5,13 +5,15 @@
  * This file owns everything sectionfs says to the kernel about
  * passthrough: the FUSE_PASSTHROUGH handshake, the backing-file ioctls on
  * the session fd, and the patched open replies; and, since it edits the
- * INIT reply anyway, the two other INIT flags libfuse 3.14 cannot ask
- * for: HANDLE_KILLPRIV_V2 on every mount, and DIRECT_IO_ALLOW_MMAP on a
- * cached one.
+ * INIT reply anyway, the other INIT flags libfuse 3.14 cannot ask for:
+ * HANDLE_KILLPRIV_V2 on every mount, DIRECT_IO_ALLOW_MMAP on a cached
+ * one, and OVER_IO_URING when uring.c has its rings ready.
  * With libfuse 3.14, which has no passthrough API, it wraps the session
  * fd's read and writev through fuse_session_custom_io() and edits the
- * INIT and OPEN/CREATE replies on their way to the kernel; where configure
- * found libfuse's own API (>= 3.17) it uses that instead.  It must not
+ * INIT and OPEN/CREATE replies on their way to the kernel; the same hooks
+ * hand a reply to uring.c when it answers a request that came by ring.
+ * Where configure found libfuse's own API (>= 3.17) it uses that instead,
+ * and requests stay on /dev/fuse.  It must not
  * decide anything per section or per open: the mode is fixed once per
  * mount, and which section gets which backing id is the caller's business.
  */
@@ -34,6 +36,7 @@
 #include "log.h"
 #include "passthrough.h"
 #include "privilege.h"
+#include "uring.h"
 
 /*
  * Kernel ABI newer than the installed <linux/fuse.h> (7.38).  All of it
@@ -43,6 +46,7 @@
 #define PT_FOPEN_PASSTHROUGH		(1u << 7)
 #define PT_FUSE_HANDLE_KILLPRIV_V2	(1u << 28)	/* 7.33 */
 #define PT_FUSE_DIRECT_IO_ALLOW_MMAP_FLAGS2 (1u << (36 - 32))	/* 7.39 */
+#define PT_FUSE_OVER_IO_URING_FLAGS2	(1u << (41 - 32))	/* 7.42 */
 
 struct pt_backing_map {			/* struct fuse_backing_map */
 	int32_t fd;
@@ -105,6 +109,12 @@ static bool pt_backend_dio_mmap(struct fuse_conn_info *conn)
 		return false;
 	conn->want |= FUSE_CAP_DIRECT_IO_ALLOW_MMAP;
 	return true;
+}
+
+/* libfuse >= 3.18 serves io_uring itself; sectionfs's rings need the shim. */
+static bool pt_backend_uring_offered(void)
+{
+	return false;
 }
 
 static void pt_backend_want(struct fuse_conn_info *conn)
@@ -188,6 +198,8 @@ static atomic_uint_fast64_t pt_init_unique;
 static atomic_bool pt_offered;		/* kernel offered FUSE_PASSTHROUGH */
 static atomic_bool pt_killpriv_offered;	/* ... and HANDLE_KILLPRIV_V2 */
 static atomic_bool pt_dio_mmap_offered;	/* ... and DIRECT_IO_ALLOW_MMAP */
+static atomic_bool pt_uring_offered;	/* ... and OVER_IO_URING */
+static atomic_bool pt_uring_asked;	/* our answer asked for io_uring */
 
 /*
  * Set by pt_reply_open()/pt_reply_create() around the libfuse call that
@@ -251,6 +263,8 @@ static void pt_see_request(const void *buf, ssize_t len)
 		     !!(init.flags & PT_FUSE_HANDLE_KILLPRIV_V2));
 	atomic_store(&pt_dio_mmap_offered, (init.flags & FUSE_INIT_EXT) &&
 		     (init.flags2 & PT_FUSE_DIRECT_IO_ALLOW_MMAP_FLAGS2));
+	atomic_store(&pt_uring_offered, (init.flags & FUSE_INIT_EXT) &&
+		     (init.flags2 & PT_FUSE_OVER_IO_URING_FLAGS2));
 	atomic_store(&pt_init_unique, in.unique);
 	atomic_store(&pt_init_seen, true);
 	log_debug("kernel FUSE %u.%u %s passthrough", init.major, init.minor,
@@ -320,6 +334,11 @@ static void pt_patch_init(struct iovec *iov, int count)
 		/* Backing files live on plain filesystems: one level. */
 		arg.max_stack_depth = 1;
 	}
+	if (uring_prepared()) {
+		arg.flags |= FUSE_INIT_EXT;
+		arg.flags2 |= PT_FUSE_OVER_IO_URING_FLAGS2;
+		atomic_store(&pt_uring_asked, true);
+	}
 	memcpy(p, &arg, sizeof(arg));
 	return;
 fail:
@@ -383,6 +402,7 @@ static ssize_t pt_io_writev(int fd, struct iovec *iov, int count,
 			    void *userdata)
 {
 	const struct fuse_out_header *out = iov[0].iov_base;
+	ssize_t res;
 
 	if (pt_reply.backing_id > 0) {
 		pt_patch_open(iov, count);
@@ -391,9 +411,14 @@ static ssize_t pt_io_writev(int fd, struct iovec *iov, int count,
 		   atomic_load(&pt_init_seen) &&
 		   out->unique == atomic_load(&pt_init_unique)) {
 		pt_patch_init(iov, count);
+		res = writev(fd, iov, count);
 		atomic_store(&pt_init_replied, true);
+		/* The kernel has taken the answer: the rings may register. */
+		uring_start(res >= 0 && atomic_load(&pt_uring_asked));
+		return res;
 	}
-	return writev(fd, iov, count);
+	res = uring_take_reply(iov, count);
+	return res >= 0 ? res : writev(fd, iov, count);
 }
 
 /* Present so that libfuse keeps splicing (it checks for the hooks). */
@@ -408,7 +433,9 @@ static ssize_t pt_io_splice_send(int fdin, off_t *offin, int fdout,
 				 off_t *offout, size_t len,
 				 unsigned int flags, void *userdata)
 {
-	return splice(fdin, offin, fdout, offout, len, flags);
+	ssize_t res = uring_take_spliced(fdin, len);
+
+	return res >= 0 ? res : splice(fdin, offin, fdout, offout, len, flags);
 }
 
 static int pt_backend_setup(struct fuse_session *se)
@@ -442,6 +469,11 @@ static void pt_backend_init(struct fuse_conn_info *conn)
 static bool pt_backend_dio_mmap(struct fuse_conn_info *conn)
 {
 	return atomic_load(&pt_dio_mmap_offered);
+}
+
+static bool pt_backend_uring_offered(void)
+{
+	return atomic_load(&pt_uring_offered);
 }
 
 /* Nothing to ask libfuse for: the writev hook edits the INIT reply. */
@@ -533,6 +565,11 @@ bool pt_allow_direct_io_mmap(struct fuse_conn_info *conn)
 bool pt_direct_io_mmap(void)
 {
 	return atomic_load(&pt_dio_mmap);
+}
+
+bool pt_io_uring_offered(void)
+{
+	return pt_backend_uring_offered();
 }
 
 int pt_backing_open(int fd)

@@ -60,6 +60,13 @@ bool pt_allow_direct_io_mmap(struct fuse_conn_info *conn);
 bool pt_direct_io_mmap(void);
 
 /*
+ * The kernel offered FUSE over io_uring at INIT (Linux >= 6.14 with the
+ * fuse module's enable_uring on).  When uring_prepared() is true as INIT
+ * is answered, the answer asks for it and uring_start() hears the result.
+ */
+bool pt_io_uring_offered(void);
+
+/*
  * Register fd as a backing file with the kernel.  Returns a backing id
  * (> 0) or -errno.  The kernel does I/O on it with the daemon's
  * credentials of this call.  The fd stays owned by the caller; the kernel

@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sysinfo.h>
@@ -22,6 +23,7 @@
 #include "log.h"
 #include "mount.h"
 #include "passthrough.h"
+#include "uring.h"
 #include "requests.h"
 #include "store.h"
 #include "xattr.h"
@@ -98,6 +100,37 @@ static void reply_attr_or_err(fuse_req_t req, int err, const struct stat *st)
 		fuse_reply_attr(req, st, ns_of(req)->attr_timeout);
 }
 
+/*
+ * FUSE over io_uring: asked for in the INIT answer when the rings are
+ * ready (uring.h).  False only when io_uring=on cannot be had.
+ */
+static bool start_uring(struct sfs_mount *m)
+{
+	char why[160];
+	int err;
+
+	if (m->opts.io_uring == URING_OFF)
+		return true;
+	if (m->single_thread) {
+		snprintf(why, sizeof(why), "-s serves all requests on one thread");
+	} else if (!pt_io_uring_offered()) {
+		snprintf(why, sizeof(why), "the kernel does not offer it (Linux >= 6.14, with the fuse module's enable_uring set)");
+	} else if ((err = uring_prepare(m->se, MAX_WRITE))) {
+		snprintf(why, sizeof(why), "cannot set up the rings: %s",
+			 err == -EOPNOTSUPP ? "built without liburing" :
+			 strerror(-err));
+	} else {
+		log_info("requests over io_uring, one queue per CPU");
+		return true;
+	}
+	if (m->opts.io_uring == URING_ON) {
+		log_err("io_uring=on, but %s", why);
+		return false;
+	}
+	log_debug("requests over /dev/fuse: %s", why);
+	return true;
+}
+
 static void sfs_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct sfs_mount *m = userdata;
@@ -121,6 +154,8 @@ static void sfs_init(void *userdata, struct fuse_conn_info *conn)
 	if (!passthrough)
 		dp_negotiate_cached(conn);
 	if (store_init(m->opts.size, passthrough))
+		goto fail;
+	if (!start_uring(m))
 		goto fail;
 	return;
 fail:

@@ -81,6 +81,20 @@ def base_dir():
     shutil.rmtree(path)
 
 
+@pytest.fixture(scope='session', autouse=True)
+def io_uring_run():
+    """A SECTIONFS_IO_URING=on run serves every mount over io_uring: the
+    fuse module must offer it for the whole session."""
+    if util.IO_URING != 'on':
+        yield
+        return
+    reason = util.uring_skip_reason()
+    if reason:
+        pytest.exit('SECTIONFS_IO_URING=on: ' + reason, returncode=4)
+    with util.enable_uring('Y'):
+        yield
+
+
 @pytest.fixture
 def mount_factory(request, base_dir):
     made = []

@@ -79,12 +79,17 @@ static void test_words(void)
 	enum pt_mode pt = PT_AUTO;
 	enum lifetime_mode lt = LIFETIME_NAME;
 	enum commit_mode cm = COMMIT_LAZY;
+	enum uring_mode ur = URING_AUTO;
 
 	CHECK(parse_passthrough("on", &pt) == 0 && pt == PT_ON);
 	CHECK(parse_passthrough("off", &pt) == 0 && pt == PT_OFF);
 	CHECK(parse_passthrough("auto", &pt) == 0 && pt == PT_AUTO);
 	CHECK(parse_passthrough("yes", &pt) == -EINVAL && pt == PT_AUTO);
 	CHECK(parse_passthrough("", &pt) == -EINVAL);
+	CHECK(parse_io_uring("off", &ur) == 0 && ur == URING_OFF);
+	CHECK(parse_io_uring("on", &ur) == 0 && ur == URING_ON);
+	CHECK(parse_io_uring("auto", &ur) == 0 && ur == URING_AUTO);
+	CHECK(parse_io_uring("ON", &ur) == -EINVAL && ur == URING_AUTO);
 	CHECK(parse_lifetime("handle", &lt) == 0 && lt == LIFETIME_HANDLE);
 	CHECK(parse_lifetime("name", &lt) == 0 && lt == LIFETIME_NAME);
 	CHECK(parse_lifetime("Name", &lt) == -EINVAL);

@@ -10,6 +10,7 @@ daemon holds open (/proc/PID/fd).  No test logic lives here.
 Nothing in this file kills a process by name: only the PIDs it started.
 """
 
+import contextlib
 import ctypes
 import errno
 import gc
@@ -46,11 +47,68 @@ VALGRIND = os.environ.get('SECTIONFS_VALGRIND', '').strip().lower() \
 VALGRIND_CMD = ['valgrind', '-q', '--error-exitcode=99',
                 '--leak-check=full', '--errors-for-leak-kinds=definite']
 
+#: SECTIONFS_IO_URING=on|off mounts every daemon with that io_uring=
+#: option (unset: the daemon's default, auto); for 'on', conftest turns the
+#: fuse module's enable_uring on for the session and restores it after.
+IO_URING = os.environ.get('SECTIONFS_IO_URING', '').strip().lower()
+URING_PARAM = '/sys/module/fuse/parameters/enable_uring'
+
 #: How long a daemon may take to mount or to exit (valgrind is slow).
 PATIENCE = 120.0 if VALGRIND else 20.0
 
 NOBODY = 65534          # uid and gid of the "other user" tests
 PAGE = mmap.PAGESIZE
+
+
+def uring_param():
+    """The fuse module's enable_uring ('Y' or 'N'), or None when this
+    kernel has no FUSE over io_uring."""
+    try:
+        with open(URING_PARAM) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def uring_skip_reason():
+    if uring_param() is None:
+        return 'needs FUSE over io_uring (Linux >= 6.14, CONFIG_FUSE_IO_URING)'
+    if not os.access(URING_PARAM, os.W_OK):
+        return 'needs a writable ' + URING_PARAM + ' (root)'
+    return None
+
+
+@contextlib.contextmanager
+def enable_uring(value):
+    """Set the fuse module's enable_uring to value ('Y' or 'N') for the
+    block: it decides what INIT offers to mounts made meanwhile."""
+    old = uring_param()
+    with open(URING_PARAM, 'w') as f:
+        f.write(value)
+    try:
+        yield
+    finally:
+        with open(URING_PARAM, 'w') as f:
+            f.write(old)
+
+
+def uring_completions(pid):
+    """Completions the daemon has taken from its io_uring instances
+    (their CqHead in /proc/PID/fdinfo); None when it has none."""
+    total = None
+    fd_dir = '/proc/%d/fd' % pid
+    for fd in os.listdir(fd_dir):
+        try:
+            if os.readlink(os.path.join(fd_dir, fd)) != 'anon_inode:[io_uring]':
+                continue
+            with open('/proc/%d/fdinfo/%s' % (pid, fd)) as f:
+                info = f.read()
+        except OSError:
+            continue
+        m = re.search(r'^CqHead:\s*(\d+)', info, re.M)
+        if m:
+            total = (total or 0) + int(m.group(1))
+    return total
 
 
 def helper(name):
@@ -232,6 +290,10 @@ class Mount:
         self.flags = list(flags)        # e.g. ['-s']
         if datapath is not None:
             self.options.insert(0, DATAPATHS[datapath])
+        # -s serves on one thread, which io_uring=on refuses.
+        if IO_URING in ('on', 'off') and '-s' not in self.flags and \
+                not any(o.startswith('io_uring=') for o in self.options):
+            self.options.append('io_uring=' + IO_URING)
         self.user = user
         self.proc = None
         self.pid = None

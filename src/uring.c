@@ -1,0 +1,522 @@
+/*
+ * uring.c - the io_uring queues: one per CPU, each with its own thread.
+ *
+ * Owns the rings, their registered buffers and their threads, and the
+ * translation between a ring entry and the request libfuse expects: the
+ * kernel splits a request into its fuse_in_header, the operation's own
+ * header and the payload, and takes a reply back as an out header plus
+ * payload.  A request is rebuilt in place, in the page of room kept
+ * before each entry's payload, handed to fuse_session_process_buf(), and
+ * its reply caught on the same thread by the session's writev or splice
+ * hook.  It knows nothing of sections or names, and decides nothing about
+ * INIT: passthrough.c's hooks ask for io_uring and report the answer.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <liburing.h>
+#include <linux/fuse.h>
+
+#include "log.h"
+#include "uring.h"
+
+/* FUSE ABI 7.42 (Linux 6.14), newer than the installed <linux/fuse.h>. */
+#define UR_IN_OUT_SZ		128
+#define UR_OP_IN_SZ		128
+#define UR_CMD_REGISTER		1
+#define UR_CMD_COMMIT_AND_FETCH	2
+
+struct ur_ent_in_out {			/* struct fuse_uring_ent_in_out */
+	uint64_t flags;
+	uint64_t commit_id;		/* the request's unique id */
+	uint32_t payload_sz;
+	uint32_t padding;
+	uint64_t reserved;
+};
+
+struct ur_req_header {			/* struct fuse_uring_req_header */
+	char in_out[UR_IN_OUT_SZ];	/* fuse_in_header, fuse_out_header */
+	char op_in[UR_OP_IN_SZ];	/* the operation's header */
+	struct ur_ent_in_out ent;
+};
+
+struct ur_cmd_req {			/* struct fuse_uring_cmd_req */
+	uint64_t flags;
+	uint64_t commit_id;
+	uint16_t qid;
+	uint8_t padding[6];
+};
+
+/*
+ * Entries per queue.  A queue's thread serves one request at a time; the
+ * second entry lets the kernel hand over the next request while the
+ * first is being answered.
+ */
+#define UR_ENTRIES	2
+#define UR_PAGE		4096
+
+struct ur_queue;
+
+/* One ring entry: buffers the kernel fills with a request. */
+struct ur_ent {
+	struct ur_queue *q;
+	struct ur_req_header hdr;	/* registered: iov[0] */
+	struct iovec iov[2];
+	char *area;			/* mmap: a page of room, then payload */
+	char *payload;			/* registered: iov[1] */
+	uint64_t unique;		/* the request being answered */
+	bool replied;
+};
+
+struct ur_queue {
+	unsigned int qid;		/* the CPU it serves */
+	pthread_t thread;
+	bool started;			/* thread created */
+	bool ring_ok;			/* ring initialised */
+	struct io_uring ring;
+	int wake_fd;			/* eventfd: uring_stop() */
+	uint64_t wake_buf;
+	struct ur_ent ents[UR_ENTRIES];
+};
+
+/* What the queue threads are told, under ur.lock. */
+enum ur_phase { UR_SETUP, UR_GO, UR_QUIT };
+
+static struct {
+	struct fuse_session *se;
+	int dev_fd;
+	size_t payload_sz;		/* bytes per entry's payload */
+	unsigned int nqueues;
+	struct ur_queue *queues;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	enum ur_phase phase;
+	unsigned int nready, nfailed;	/* threads done with setup */
+	atomic_bool prepared;
+} ur = {
+	.lock = PTHREAD_MUTEX_INITIALIZER,
+	.cond = PTHREAD_COND_INITIALIZER,
+};
+
+/* The ring entry this thread is answering, for the reply hooks. */
+static __thread struct ur_ent *ur_current;
+
+/* ---- setup ---- */
+
+/* The kernel makes one queue per possible CPU, numbered by CPU. */
+static unsigned int possible_cpus(void)
+{
+	FILE *f = fopen("/sys/devices/system/cpu/possible", "re");
+	unsigned int lo, hi, count = 0;
+	int c;
+
+	if (!f)
+		return 0;
+	while (fscanf(f, "%u", &lo) == 1) {
+		hi = lo;
+		c = fgetc(f);
+		if (c == '-' && fscanf(f, "%u", &hi) == 1)
+			c = fgetc(f);
+		count += hi - lo + 1;
+		if (c != ',')
+			break;
+	}
+	fclose(f);
+	return count;
+}
+
+/* Pinned where it serves; a CPU we may not run on is served unpinned. */
+static void pin_to(unsigned int cpu)
+{
+	char name[16];
+	cpu_set_t set;
+
+	snprintf(name, sizeof(name), "sectionfs-q%u", cpu);
+	pthread_setname_np(pthread_self(), name);
+
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set))
+		log_debug("io_uring queue %u runs unpinned", cpu);
+}
+
+static int ent_setup(struct ur_queue *q, struct ur_ent *e)
+{
+	e->q = q;
+	e->area = mmap(NULL, UR_PAGE + ur.payload_sz, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (e->area == MAP_FAILED) {
+		e->area = NULL;
+		return -errno;
+	}
+	e->payload = e->area + UR_PAGE;
+	e->iov[0] = (struct iovec){ &e->hdr, sizeof(e->hdr) };
+	e->iov[1] = (struct iovec){ e->payload, ur.payload_sz };
+	return 0;
+}
+
+static int queue_setup(struct ur_queue *q)
+{
+	int err;
+
+	pin_to(q->qid);
+	/* Entries, their commits and the wake-up read, with room. */
+	err = io_uring_queue_init(4 * UR_ENTRIES, &q->ring,
+				  IORING_SETUP_SQE128);
+	if (err)
+		return err;
+	q->ring_ok = true;
+	q->wake_fd = eventfd(0, EFD_CLOEXEC);
+	if (q->wake_fd < 0)
+		return -errno;
+	for (int i = 0; i < UR_ENTRIES; i++) {
+		err = ent_setup(q, &q->ents[i]);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+static void queue_free(struct ur_queue *q)
+{
+	for (int i = 0; i < UR_ENTRIES; i++)
+		if (q->ents[i].area)
+			munmap(q->ents[i].area, UR_PAGE + ur.payload_sz);
+	if (q->wake_fd >= 0)
+		close(q->wake_fd);
+	if (q->ring_ok)
+		io_uring_queue_exit(&q->ring);
+}
+
+/* ---- serving ---- */
+
+static void queue_cmd(struct ur_queue *q, struct ur_ent *e, uint32_t op)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
+	struct ur_cmd_req *req;
+
+	/* Each entry has at most one command queued, so this is for form. */
+	while (!sqe) {
+		io_uring_submit(&q->ring);
+		sqe = io_uring_get_sqe(&q->ring);
+	}
+	memset(sqe, 0, 2 * sizeof(*sqe));	/* an SQE128 */
+	sqe->opcode = IORING_OP_URING_CMD;
+	sqe->fd = ur.dev_fd;
+	sqe->cmd_op = op;
+	sqe->user_data = (uintptr_t)e;
+	req = (struct ur_cmd_req *)sqe->cmd;
+	req->qid = q->qid;
+	if (op == UR_CMD_REGISTER) {
+		sqe->addr = (uintptr_t)e->iov;
+		sqe->len = 2;
+	} else {
+		req->commit_id = e->unique;
+	}
+}
+
+static void reply_error(struct ur_ent *e, int err)
+{
+	struct fuse_out_header out = {
+		.len = sizeof(out), .error = -err, .unique = e->unique,
+	};
+
+	memcpy(e->hdr.in_out, &out, sizeof(out));
+	e->hdr.ent.payload_sz = 0;
+	e->replied = true;
+}
+
+/*
+ * Give a ring request to libfuse as /dev/fuse would have: the in header
+ * and the operation's header go back in front of the payload, in the
+ * room the entry keeps there.  Every ring request must be committed, so
+ * one left unanswered gets EIO.
+ */
+static void serve_request(struct ur_ent *e)
+{
+	struct fuse_in_header in;
+	struct ur_ent_in_out io;
+	struct fuse_buf buf = { 0 };
+	size_t op_len = 0;
+	char *start;
+
+	memcpy(&in, e->hdr.in_out, sizeof(in));
+	memcpy(&io, &e->hdr.ent, sizeof(io));
+	e->unique = io.commit_id;
+	e->replied = false;
+	if (in.len >= sizeof(in) + io.payload_sz)
+		op_len = in.len - sizeof(in) - io.payload_sz;
+	if (in.len < sizeof(in) + io.payload_sz || op_len > UR_OP_IN_SZ ||
+	    io.payload_sz > ur.payload_sz) {
+		log_err("malformed io_uring request (opcode %u, %u bytes)",
+			in.opcode, in.len);
+		reply_error(e, EIO);
+		return;
+	}
+	start = e->payload - op_len - sizeof(in);
+	memcpy(start, &in, sizeof(in));
+	memcpy(start + sizeof(in), e->hdr.op_in, op_len);
+	buf.mem = start;
+	buf.size = in.len;
+
+	ur_current = e;
+	fuse_session_process_buf(ur.se, &buf);
+	ur_current = NULL;
+	if (!e->replied) {
+		log_err("io_uring request (opcode %u) left unanswered", in.opcode);
+		reply_error(e, EIO);
+	}
+}
+
+/* One completion; false when the queue is to stop. */
+static bool complete(struct ur_queue *q, struct ur_ent *e, int res,
+		     int *live)
+{
+	if (!e)
+		return false;			/* uring_stop() */
+	if (res < 0) {
+		/* The kernel let go of the entry: unmount, or a refusal. */
+		if (res != -ENOTCONN && res != -ECANCELED)
+			log_warn("io_uring queue %u: %s", q->qid, strerror(-res));
+		return --*live > 0;
+	}
+	serve_request(e);
+	queue_cmd(q, e, UR_CMD_COMMIT_AND_FETCH);
+	return true;
+}
+
+/* Commit the answers and wait for the next requests in one call. */
+static void queue_serve(struct ur_queue *q)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
+	struct io_uring_cqe *cqe;
+	int live = UR_ENTRIES;
+	bool more = true;
+
+	io_uring_prep_read(sqe, q->wake_fd, &q->wake_buf,
+			   sizeof(q->wake_buf), 0);
+	io_uring_sqe_set_data(sqe, NULL);
+	for (int i = 0; i < UR_ENTRIES; i++)
+		queue_cmd(q, &q->ents[i], UR_CMD_REGISTER);
+
+	while (more) {
+		unsigned int head, seen = 0;
+		int ret = io_uring_submit_and_wait(&q->ring, 1);
+
+		if (ret < 0 && ret != -EINTR) {
+			log_err("io_uring queue %u: %s", q->qid, strerror(-ret));
+			break;
+		}
+		io_uring_for_each_cqe(&q->ring, head, cqe) {
+			seen++;
+			if (!complete(q, io_uring_cqe_get_data(cqe), cqe->res,
+				      &live)) {
+				more = false;
+				break;
+			}
+		}
+		io_uring_cq_advance(&q->ring, seen);
+	}
+}
+
+static void *queue_main(void *arg)
+{
+	struct ur_queue *q = arg;
+	int err = queue_setup(q);
+	bool go;
+
+	pthread_mutex_lock(&ur.lock);
+	if (err) {
+		log_info("io_uring queue %u: %s; requests stay on /dev/fuse",
+			 q->qid, strerror(-err));
+		ur.nfailed++;
+	} else {
+		ur.nready++;
+	}
+	pthread_cond_broadcast(&ur.cond);
+	while (ur.phase == UR_SETUP)
+		pthread_cond_wait(&ur.cond, &ur.lock);
+	go = ur.phase == UR_GO && !err;
+	pthread_mutex_unlock(&ur.lock);
+	if (go)
+		queue_serve(q);
+	return NULL;
+}
+
+/* ---- interface ---- */
+
+static void set_phase(enum ur_phase phase)
+{
+	pthread_mutex_lock(&ur.lock);
+	if (ur.phase == UR_SETUP)
+		ur.phase = phase;
+	pthread_cond_broadcast(&ur.cond);
+	pthread_mutex_unlock(&ur.lock);
+}
+
+int uring_prepare(struct fuse_session *se, size_t max_payload)
+{
+	unsigned int started = 0;
+	int err = 0;
+
+	ur.se = se;
+	ur.dev_fd = fuse_session_fd(se);
+	ur.payload_sz = (max_payload + UR_PAGE - 1) & ~(size_t)(UR_PAGE - 1);
+	ur.nqueues = possible_cpus();
+	if (!ur.nqueues)
+		return -ENOENT;
+	ur.queues = calloc(ur.nqueues, sizeof(*ur.queues));
+	if (!ur.queues)
+		return -ENOMEM;
+	ur.phase = UR_SETUP;
+	ur.nready = ur.nfailed = 0;
+	for (unsigned int i = 0; i < ur.nqueues; i++) {
+		ur.queues[i].qid = i;
+		ur.queues[i].wake_fd = -1;
+	}
+	for (unsigned int i = 0; i < ur.nqueues; i++) {
+		struct ur_queue *q = &ur.queues[i];
+
+		err = -pthread_create(&q->thread, NULL, queue_main, q);
+		if (err)
+			break;
+		q->started = true;
+		started++;
+	}
+	pthread_mutex_lock(&ur.lock);
+	while (ur.nready + ur.nfailed < started)
+		pthread_cond_wait(&ur.cond, &ur.lock);
+	if (!err && ur.nfailed)
+		err = -EIO;
+	pthread_mutex_unlock(&ur.lock);
+	if (err) {
+		uring_stop();
+		return err;
+	}
+	atomic_store(&ur.prepared, true);
+	return 0;
+}
+
+bool uring_prepared(void)
+{
+	return atomic_load(&ur.prepared);
+}
+
+void uring_start(bool answered)
+{
+	set_phase(answered ? UR_GO : UR_QUIT);
+}
+
+ssize_t uring_take_reply(const struct iovec *iov, int count)
+{
+	struct ur_ent *e = ur_current;
+	struct fuse_out_header out;
+	size_t skip = sizeof(out), at = 0, total = 0;
+
+	if (!e || e->replied || count < 1 || iov[0].iov_len < sizeof(out))
+		return -1;
+	memcpy(&out, iov[0].iov_base, sizeof(out));
+	if (out.unique != e->unique)
+		return -1;
+	for (int i = 0; i < count; i++)
+		total += iov[i].iov_len;
+	if (total - sizeof(out) > ur.payload_sz) {
+		log_err("reply of %zu bytes does not fit its io_uring entry",
+			total);
+		reply_error(e, EIO);
+		return (ssize_t)total;
+	}
+	for (int i = 0; i < count; i++) {
+		const char *src = (const char *)iov[i].iov_base + skip;
+		size_t n = iov[i].iov_len - skip;
+
+		/* A reply built in the payload itself is already there. */
+		if (n && src != e->payload + at)
+			memcpy(e->payload + at, src, n);
+		at += n;
+		skip = 0;
+	}
+	memcpy(e->hdr.in_out, &out, sizeof(out));
+	e->hdr.ent.payload_sz = (uint32_t)at;
+	e->replied = true;
+	return (ssize_t)total;
+}
+
+static int read_full(int fd, void *buf, size_t len)
+{
+	char *p = buf;
+
+	while (len) {
+		ssize_t n = read(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+ssize_t uring_take_spliced(int pipe_fd, size_t len)
+{
+	struct ur_ent *e = ur_current;
+	struct fuse_out_header out;
+	struct iovec iov[2];
+	ssize_t res;
+	int err;
+
+	if (!e || e->replied || len < sizeof(out) ||
+	    len - sizeof(out) > ur.payload_sz)
+		return -1;
+	/* libfuse splices only the answer to the request in hand. */
+	err = read_full(pipe_fd, &out, sizeof(out));
+	if (!err)
+		err = read_full(pipe_fd, e->payload, len - sizeof(out));
+	if (err) {
+		log_err("cannot read a reply back from its pipe: %s",
+			strerror(-err));
+		reply_error(e, EIO);
+		return (ssize_t)len;
+	}
+	iov[0] = (struct iovec){ &out, sizeof(out) };
+	iov[1] = (struct iovec){ e->payload, len - sizeof(out) };
+	res = uring_take_reply(iov, 2);
+	return res >= 0 ? res : writev(ur.dev_fd, iov, 2);
+}
+
+void uring_stop(void)
+{
+	if (!ur.queues)
+		return;
+	set_phase(UR_QUIT);
+	for (unsigned int i = 0; i < ur.nqueues; i++) {
+		struct ur_queue *q = &ur.queues[i];
+		uint64_t one = 1;
+
+		if (!q->started)
+			continue;
+		if (q->wake_fd >= 0 && write(q->wake_fd, &one, sizeof(one)) < 0)
+			log_warn("cannot stop io_uring queue %u: %s", q->qid,
+				 strerror(errno));
+		pthread_join(q->thread, NULL);
+	}
+	for (unsigned int i = 0; i < ur.nqueues; i++)
+		queue_free(&ur.queues[i]);
+	free(ur.queues);
+	ur.queues = NULL;
+	atomic_store(&ur.prepared, false);
+}

@@ -1,0 +1,80 @@
+/*
+ * uring.h - FUSE requests over io_uring, beside /dev/fuse.
+ *
+ * Where the kernel offers it (Linux >= 6.14 with the fuse module's
+ * enable_uring set), each CPU gets a queue served by one daemon thread
+ * pinned to it, and the kernel hands a request to the queue of the CPU
+ * that made it.  The answering thread then runs where the caller sleeps:
+ * no other CPU is woken for the round trip, which is most of what a name
+ * operation costs.  Everything else (FORGET, INTERRUPT, notices, and the
+ * requests before the rings are up) keeps using /dev/fuse and libfuse's
+ * own loop.
+ */
+#ifndef SECTIONFS_URING_H
+#define SECTIONFS_URING_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include <fuse_lowlevel.h>
+
+#ifdef HAVE_LIBURING
+/*
+ * Set up one ring and its buffers per CPU, each on its own thread, for
+ * requests of up to max_payload bytes past their headers.  Returns 0 when
+ * every queue is ready to register, -errno (all undone) otherwise.  Call
+ * from INIT, before it is answered: only then may INIT ask for io_uring.
+ */
+int uring_prepare(struct fuse_session *se, size_t max_payload);
+
+/* True between a successful uring_prepare() and uring_stop(). */
+bool uring_prepared(void);
+
+/*
+ * INIT has been answered with FUSE_OVER_IO_URING: register the queues.
+ * With answered false (the answer did not reach the kernel, or asked for
+ * nothing) the threads end instead.
+ */
+void uring_start(bool answered);
+
+/*
+ * Called by the session's writev and splice hooks with a reply: when the
+ * calling thread is answering a ring request, the reply (gathered in iov,
+ * or len bytes waiting in pipe_fd) goes into that request's ring entry and
+ * its length is returned; otherwise -1, nothing is consumed, and the
+ * caller writes the reply to /dev/fuse.
+ */
+ssize_t uring_take_reply(const struct iovec *iov, int count);
+ssize_t uring_take_spliced(int pipe_fd, size_t len);
+
+/*
+ * End the queue threads and free the rings; safe without a prepare.
+ * Requests already on a ring wait for the unmount, like those on
+ * /dev/fuse once the loop has ended.
+ */
+void uring_stop(void);
+
+#else /* !HAVE_LIBURING: built without liburing, requests use /dev/fuse */
+
+static inline int uring_prepare(struct fuse_session *se, size_t max_payload)
+{
+	return -EOPNOTSUPP;
+}
+static inline bool uring_prepared(void) { return false; }
+static inline void uring_start(bool answered) { }
+static inline ssize_t uring_take_reply(const struct iovec *iov, int count)
+{
+	return -1;
+}
+static inline ssize_t uring_take_spliced(int pipe_fd, size_t len)
+{
+	return -1;
+}
+static inline void uring_stop(void) { }
+
+#endif /* HAVE_LIBURING */
+
+#endif /* SECTIONFS_URING_H */
