@@ -2,9 +2,12 @@
 """sectionfs benchmark: data, names and memory against tmpfs, in one run.
 
 This file owns `make bench`.  It mounts a tmpfs and sectionfs twice (with
-`-o passthrough=on` and `-o passthrough=off`), each under one temporary
-directory, and runs the same work on each, the targets taking turns and
-the median (or, with --estimator=best, the best) of a few rounds kept:
+`-o passthrough=on` and `-o passthrough=off`), and where the kernel has
+FUSE over io_uring twice more with `-o io_uring=on` (turning the fuse
+module's enable_uring on for the run, and back after), each under one
+temporary directory, and runs the same work on each, the targets taking
+turns and the median (or, with --estimator=best, the best) of a few
+rounds kept:
 
   - fio on one file: sequential read and write (1 MiB, psync), random read
     and write (4 KiB, psync), random read and write through a shared mmap
@@ -29,6 +32,7 @@ benchmark informs, the test suite decides.
 """
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -45,13 +49,18 @@ import time
 MiB = 1 << 20
 GiB = 1 << 30
 
-# Targets in table order: name, column label, how to mount.
+# Targets in table order: name, column label, and for sectionfs the
+# passthrough= and io_uring= options it is mounted with.
 TARGETS = [
-    ("tmpfs", "tmpfs", None),
-    ("pt", "passthru", "on"),
-    ("cached", "cached", "off"),
+    ("tmpfs", "tmpfs", None, None),
+    ("pt", "passthru", "on", "off"),
+    ("cached", "cached", "off", "off"),
+    ("pt-uring", "pt+uring", "on", "on"),
+    ("cached-uring", "ca+uring", "off", "on"),
 ]
 SECTIONFS = [t[0] for t in TARGETS if t[2]]
+URING = [t[0] for t in TARGETS if t[3] == "on"]
+URING_PARAM = "/sys/module/fuse/parameters/enable_uring"
 
 # (key, label, fio arguments).  Each write row starts on a new file, so its
 # first pass allocates, as a program filling a new section does; each read
@@ -129,7 +138,7 @@ class Mounts:
             raise BenchError("cannot mount a tmpfs on " + path)
         self.points.append((path, None))
 
-    def sectionfs(self, path, daemon, mode, nofile=None):
+    def sectionfs(self, path, daemon, target, nofile=None):
         """Mount sectionfs on path; returns the daemon's Popen.
 
         With nofile, the daemon starts with that hard (and soft) limit on
@@ -137,8 +146,10 @@ class Mounts:
         its soft limit only as far as the hard limit it was given.
         prlimit execs the daemon, so the pid is the daemon's.
         """
+        _, _, mode, uring = target
         os.mkdir(path)
-        cmd = [daemon, "-f", "-o", "passthrough=" + mode, path]
+        cmd = [daemon, "-f", "-o", "passthrough=%s,io_uring=%s" %
+               (mode, uring), path]
         if nofile:
             cmd = ["prlimit", "--nofile=%d:%d" % (nofile, nofile),
                    "--"] + cmd
@@ -151,8 +162,8 @@ class Mounts:
         while not (mounted(path) or "").startswith("fuse"):
             # A daemon that exits never mounts: say why now, not in 10 s.
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise BenchError("sectionfs -o passthrough=%s did not mount:"
-                                 "\n%s" % (mode, tail(path + ".log")))
+                raise BenchError("sectionfs %s did not mount:\n%s" %
+                                 (" ".join(cmd[-3:-1]), tail(path + ".log")))
             time.sleep(0.05)
         return proc
 
@@ -502,7 +513,8 @@ def sections(mounts, tmpfs_path, args):
             "it holds as many sections as its hard limit of %d allows" %
             (nofile, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
         nofile = None
-    for name, label, mode in TARGETS:
+    for target in TARGETS:
+        name, label, mode, _ = target
         if name not in args.wanted:
             continue
         if mode is None:
@@ -513,7 +525,7 @@ def sections(mounts, tmpfs_path, args):
             os.rmdir(os.path.join(tmpfs_path, "sections"))
         else:
             path = os.path.join(mounts.base, name + "-sections")
-            proc = mounts.sectionfs(path, args.daemon, mode, nofile)
+            proc = mounts.sectionfs(path, args.daemon, target, nofile)
             try:
                 cost = empty_files(path, args.sections, proc.pid)
             finally:
@@ -590,9 +602,9 @@ def table(args, results):
     lines.append("names: metabench, %d files in one directory, readdir "
                  "%d listings of it" % (args.files, LISTINGS))
     counts = ", ".join("%s %d" % (label, results[name]["sections"]["count"])
-                       for name, label, _ in present)
+                       for name, label, _, _ in present)
     short = any(results[name]["sections"]["count"] < args.sections
-                for name, _, _ in present)
+                for name, _, _, _ in present)
     lines.append("memory: one %d MiB section written; empty files made: %s%s"
                  % (args.mem_size // MiB, counts,
                     " (of %d: the daemon's open file limit)" % args.sections
@@ -601,7 +613,7 @@ def table(args, results):
 
     width = 34
     head = "%-*s %-6s" % (width, "", "unit")
-    for name, label, _ in present:
+    for name, label, _, _ in present:
         head += " %10s" % label
         if has_base and name != "tmpfs":
             head += " %6s" % "ratio"
@@ -616,7 +628,7 @@ def table(args, results):
             lines.append(sec)
         line = "  %-*s %-6s" % (width - 2, label, unit)
         base = value(results, "tmpfs", key)
-        for name, _, _ in present:
+        for name, _, _, _ in present:
             v = value(results, name, key)
             line += " %10s" % fmt(v, unit)
             if has_base and name != "tmpfs":
@@ -631,7 +643,12 @@ def table(args, results):
         lines.extend(goals(results))
     lines.append("")
     lines.append("targets: tmpfs; passthru = sectionfs -o passthrough=on; "
-                 "cached = sectionfs -o passthrough=off")
+                 "cached = sectionfs -o passthrough=off; both with "
+                 "io_uring=off (requests over /dev/fuse)")
+    if set(URING) & set(results):
+        lines.append("         pt+uring, ca+uring = the same with "
+                     "io_uring=on (requests over io_uring, fuse module "
+                     "enable_uring set for the run)")
     elapsed = int(args.elapsed)
     lines.append("run took %d min %02d s (data %.0f s, names %.0f s, "
                  "memory %.0f s)" % (elapsed // 60, elapsed % 60,
@@ -652,7 +669,7 @@ def spread_lines(results):
     middle cell and the widest, and where."""
     out = ["spread over rounds, (max - min) / median of a cell: "
            "middle cell, widest cell"]
-    for name, label, _ in TARGETS:
+    for name, label, _, _ in TARGETS:
         if name not in results:
             continue
         parts = []
@@ -682,29 +699,25 @@ def goals(results):
         out.append("  %-44s %-26s %s" % (text, got,
                                          "met" if ok else "NOT MET"))
 
-    if "pt" in results:
-        r, k = worst("pt", "data")
-        line("passthru data rows >= %.2f of tmpfs" % GOAL_PT,
-             "worst %.2f (%s)" % (r, k), r >= GOAL_PT)
-        mem = results["pt"]["mem"]["Cached"]
-        line("passthru Cached per byte <= %.2f" % GOAL_MEM,
-             "%.2f" % mem, mem <= GOAL_MEM)
-    if "cached" in results:
-        r, k = worst("cached", "data")
-        line("cached data rows >= %.2f of tmpfs" % GOAL_CACHED,
-             "worst %.2f (%s)" % (r, k), r >= GOAL_CACHED)
-    for name in SECTIONFS:
-        if name in results:
-            r, k = worst(name, "names")
-            line("%s names rows >= %.2f of tmpfs" % (
-                 dict((t[0], t[1]) for t in TARGETS)[name], GOAL_NAMES),
-                 "worst %.2f (%s)" % (r, k), r >= GOAL_NAMES)
-    for name in SECTIONFS:
-        if name in results:
-            rss = results[name]["sections"]["rss"]
-            line("%s daemon RSS per section < %d B" % (
-                 dict((t[0], t[1]) for t in TARGETS)[name], GOAL_RSS),
-                 "%.0f B" % rss, rss < GOAL_RSS)
+    present = [t for t in TARGETS if t[2] and t[0] in results]
+    for name, label, mode, _ in present:
+        goal = GOAL_PT if mode == "on" else GOAL_CACHED
+        r, k = worst(name, "data")
+        line("%s data rows >= %.2f of tmpfs" % (label, goal),
+             "worst %.2f (%s)" % (r, k), r >= goal)
+    for name, label, mode, _ in present:
+        if mode == "on":
+            mem = results[name]["mem"]["Cached"]
+            line("%s Cached per byte <= %.2f" % (label, GOAL_MEM),
+                 "%.2f" % mem, mem <= GOAL_MEM)
+    for name, label, _, _ in present:
+        r, k = worst(name, "names")
+        line("%s names rows >= %.2f of tmpfs" % (label, GOAL_NAMES),
+             "worst %.2f (%s)" % (r, k), r >= GOAL_NAMES)
+    for name, label, _, _ in present:
+        rss = results[name]["sections"]["rss"]
+        line("%s daemon RSS per section < %d B" % (label, GOAL_RSS),
+             "%.0f B" % rss, rss < GOAL_RSS)
     return out
 
 
@@ -757,8 +770,11 @@ SECTION_TITLES = {
     "names": "names: ops/s vs tmpfs (higher is better)",
     "memory": "memory vs tmpfs (lower is better)",
 }
-COLOURS = {"pt": "#1f77b4", "cached": "#ff7f0e"}
-LABELS = {"pt": "sectionfs passthrough", "cached": "sectionfs cached"}
+COLOURS = {"pt": "#1f77b4", "cached": "#ff7f0e", "pt-uring": "#17becf",
+           "cached-uring": "#d62728"}
+LABELS = {"pt": "sectionfs passthrough", "cached": "sectionfs cached",
+          "pt-uring": "passthrough, io_uring",
+          "cached-uring": "cached, io_uring"}
 # The goals drawn as dashed lines: (section, ratio, target or None).
 GOAL_LINES = [("data", GOAL_PT, "pt"), ("data", GOAL_CACHED, "cached"),
               ("names", GOAL_NAMES, None), ("memory", GOAL_MEM, "pt")]
@@ -778,14 +794,16 @@ def chart_matplotlib(data, path):
                                                     + 1.6 * len(secs)),
                              gridspec_kw={"height_ratios": heights},
                              squeeze=False)
-    bar = 0.4
+    shown = [n for n in SECTIONFS if any(n in d[2] for d in data)]
+    bar = 0.8 / len(shown)
     # One scale for every panel, so that a bar's length means the same.
     top = min(CHART_MAX, max([1.2] + [r for d in data
                                       for r in d[2].values()]))
     for ax, sec in zip(axes[:, 0], secs):
         part = [d for d in data if d[0] == sec]
-        for j, name in enumerate(SECTIONFS):
-            ys = [i + (j - 0.5) * bar for i in range(len(part))]
+        for j, name in enumerate(shown):
+            ys = [i + (j - (len(shown) - 1) / 2) * bar
+                  for i in range(len(part))]
             xs = [d[2].get(name, 0) for d in part]
             ax.barh(ys, [x if x <= top else top * 1.12 for x in xs],
                     height=bar, color=COLOURS[name], label=LABELS[name])
@@ -825,6 +843,7 @@ def chart_matplotlib(data, path):
 def chart_gnuplot(data, path):
     """The same chart, as clustered vertical bars, one panel per section."""
     secs = [s for s in SECTION_TITLES if any(d[0] == s for d in data)]
+    shown = [n for n in SECTIONFS if any(n in d[2] for d in data)]
     top = min(CHART_MAX, max([1.2] + [r for d in data
                                       for r in d[2].values()]))
     script = ["set terminal pngcairo size 1100,%d font ',9'" %
@@ -842,7 +861,7 @@ def chart_gnuplot(data, path):
     for sec in secs:
         part = [d for d in data if d[0] == sec]
         rows_ = "\n".join('"%s" %s' % (d[1], " ".join(
-            "%.3f" % d[2].get(n, 0) for n in SECTIONFS)) for d in part)
+            "%.3f" % d[2].get(n, 0) for n in shown)) for d in part)
         script.append("$%s << EOD\n%s\nEOD" % (sec, rows_))
         script.append("set title '%s'" % SECTION_TITLES[sec])
         script.append("set yrange [0:%.2f]" % (top * 1.12))
@@ -852,7 +871,7 @@ def chart_gnuplot(data, path):
         script.append("plot " + ", ".join(
             "$%s using %d:xtic(1) title '%s' lc rgb '%s'" %
             (sec, j + 2, LABELS[n], COLOURS[n])
-            for j, n in enumerate(SECTIONFS)) +
+            for j, n in enumerate(shown)) +
             ", 1 notitle lc rgb 'black'" + goals_)
     script.append("unset multiplot")
     res = subprocess.run(["gnuplot"], input="\n".join(script) + "\n",
@@ -877,8 +896,10 @@ def parse_args():
     p.add_argument("--chart", default=None,
                    help="the PNG of the ratios (default ratios.png beside "
                    "the table); 'none' to skip it")
-    p.add_argument("--targets", default="tmpfs,pt,cached",
-                   help="comma list of tmpfs, pt, cached")
+    p.add_argument("--targets", default=None,
+                   help="comma list of %s (default all; the io_uring ones "
+                   "where the kernel has it)" % ", ".join(
+                       t[0] for t in TARGETS))
     p.add_argument("--quick", action="store_true",
                    help="a short run to check the bench itself: 1 round, "
                    "1 s runs, 256 MiB, 2000 files, 10000 sections")
@@ -915,11 +936,48 @@ def parse_args():
     if args.chart is None:
         args.chart = os.path.join(os.path.dirname(
             os.path.abspath(args.output)), "ratios.png")
+    if args.targets is None:
+        reason = uring_reason()
+        if reason:
+            log("no io_uring targets: " + reason)
+        args.targets = ",".join(t[0] for t in TARGETS
+                                if not reason or t[0] not in URING)
     args.wanted = [t for t in args.targets.split(",") if t]
     args.estimate = statistics.median if args.estimator == "median" else max
     args.date = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     args.load = [os.getloadavg()[0]]
     return args
+
+
+def uring_reason():
+    """Why the io_uring targets cannot run here, or None."""
+    try:
+        with open(URING_PARAM) as f:
+            f.read()
+    except OSError:
+        return ("the kernel has no FUSE over io_uring (Linux >= 6.14 with "
+                "CONFIG_FUSE_IO_URING)")
+    if not os.access(URING_PARAM, os.W_OK):
+        return URING_PARAM + " is not writable"
+    return None
+
+
+@contextlib.contextmanager
+def uring_offered(args):
+    """The fuse module offers io_uring at INIT while io_uring targets are
+    mounted; its setting is restored after, whatever happened."""
+    if not set(URING) & set(args.wanted):
+        yield
+        return
+    with open(URING_PARAM) as f:
+        old = f.read().strip()
+    with open(URING_PARAM, "w") as f:
+        f.write("Y")
+    try:
+        yield
+    finally:
+        with open(URING_PARAM, "w") as f:
+            f.write(old)
 
 
 def check(args):
@@ -932,6 +990,8 @@ def check(args):
                              (tool, package))
     if set(args.wanted) - {t[0] for t in TARGETS}:
         raise BenchError("unknown target in --targets=" + args.targets)
+    if set(URING) & set(args.wanted) and uring_reason():
+        raise BenchError("no io_uring targets: " + uring_reason())
     if (set(SECTIONFS) & set(args.wanted)) and not os.access(args.daemon,
                                                             os.X_OK):
         raise BenchError("no daemon at %s (build it first)" % args.daemon)
@@ -945,14 +1005,15 @@ def check(args):
 
 def run(args, mounts):
     paths = {}
-    for name, label, mode in TARGETS:
+    for target in TARGETS:
+        name, label, mode, _ = target
         if name not in args.wanted:
             continue
         paths[name] = os.path.join(mounts.base, name)
         if mode is None:
             mounts.tmpfs(paths[name])
         else:
-            mounts.sectionfs(paths[name], args.daemon, mode)
+            mounts.sectionfs(paths[name], args.daemon, target)
         log("%s: %s" % (name, label))
     raw = {}
     t0 = time.monotonic()
@@ -1036,7 +1097,8 @@ def main():
         log(str(e))
         return 1
     try:
-        results = run(args, mounts)
+        with uring_offered(args):
+            results = run(args, mounts)
     except BenchError as e:
         log(str(e))
         return 1
