@@ -180,7 +180,8 @@ int main(int argc, char *argv[])
 
 	notify_start(&m.notify, m.se);	/* without it, notices go inline */
 	ret = serve(m.se, &cl) < 0 ? 1 : 0;
-	uring_stop();
+	if (uring_stop())
+		ret = 1;
 	notify_stop(&m.notify);
 	if (m.init_failed)
 		ret = 1;

@@ -417,8 +417,12 @@ static ssize_t pt_io_writev(int fd, struct iovec *iov, int count,
 		uring_start(res >= 0 && atomic_load(&pt_uring_asked));
 		return res;
 	}
-	res = uring_take_reply(iov, count);
-	return res >= 0 ? res : writev(fd, iov, count);
+	if (uring_answering()) {
+		res = uring_take_reply(iov, count);
+		if (res >= 0)
+			return res;
+	}
+	return writev(fd, iov, count);
 }
 
 /* Present so that libfuse keeps splicing (it checks for the hooks). */
@@ -433,9 +437,9 @@ static ssize_t pt_io_splice_send(int fdin, off_t *offin, int fdout,
 				 off_t *offout, size_t len,
 				 unsigned int flags, void *userdata)
 {
-	ssize_t res = uring_take_spliced(fdin, len);
-
-	return res >= 0 ? res : splice(fdin, offin, fdout, offout, len, flags);
+	if (uring_answering())
+		return uring_take_spliced(fdin, len);
+	return splice(fdin, offin, fdout, offout, len, flags);
 }
 
 static int pt_backend_setup(struct fuse_session *se)

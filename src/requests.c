@@ -113,6 +113,10 @@ static bool start_uring(struct sfs_mount *m)
 		return true;
 	if (m->single_thread) {
 		snprintf(why, sizeof(why), "-s serves all requests on one thread");
+	} else if (!m->notify.running) {
+		/* Notices sent inline from a queue's only thread could wait
+		 * on requests queued behind it. */
+		snprintf(why, sizeof(why), "notices have no thread of their own");
 	} else if (!pt_io_uring_offered()) {
 		snprintf(why, sizeof(why), "the kernel does not offer it (Linux >= 6.14, with the fuse module's enable_uring set)");
 	} else if ((err = uring_prepare(m->se, MAX_WRITE))) {

@@ -21,7 +21,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/sysinfo.h>
 #include <sys/mman.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -77,6 +79,7 @@ struct ur_ent {
 	char *area;			/* mmap: a page of room, then payload */
 	char *payload;			/* registered: iov[1] */
 	uint64_t unique;		/* the request being answered */
+	bool registered;		/* the kernel has taken it once */
 	bool replied;
 };
 
@@ -105,6 +108,7 @@ static struct {
 	enum ur_phase phase;
 	unsigned int nready, nfailed;	/* threads done with setup */
 	atomic_bool prepared;
+	atomic_bool failed;		/* a queue ended the mount */
 } ur = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
 	.cond = PTHREAD_COND_INITIALIZER,
@@ -189,15 +193,16 @@ static int queue_setup(struct ur_queue *q)
 	return 0;
 }
 
+/* The ring goes first: its commands point into the buffers. */
 static void queue_free(struct ur_queue *q)
 {
+	if (q->ring_ok)
+		io_uring_queue_exit(&q->ring);
 	for (int i = 0; i < UR_ENTRIES; i++)
 		if (q->ents[i].area)
 			munmap(q->ents[i].area, UR_PAGE + ur.payload_sz);
 	if (q->wake_fd >= 0)
 		close(q->wake_fd);
-	if (q->ring_ok)
-		io_uring_queue_exit(&q->ring);
 }
 
 /* ---- serving ---- */
@@ -254,6 +259,7 @@ static void serve_request(struct ur_ent *e)
 
 	memcpy(&in, e->hdr.in_out, sizeof(in));
 	memcpy(&io, &e->hdr.ent, sizeof(io));
+	e->registered = true;
 	e->unique = io.commit_id;
 	e->replied = false;
 	if (in.len >= sizeof(in) + io.payload_sz)
@@ -280,21 +286,61 @@ static void serve_request(struct ur_ent *e)
 	}
 }
 
-/* One completion; false when the queue is to stop. */
-static bool complete(struct ur_queue *q, struct ur_ent *e, int res,
-		     int *live)
+/*
+ * A queue that stops while its CPU's callers still need it leaves them
+ * waiting until the mount goes (and, before the rings are ready, every
+ * caller).  So a failure is fatal: the daemon ends the mount the way
+ * SIGTERM does, and uring_stop() reports it.
+ */
+static void queue_failed(struct ur_queue *q, const char *what, int err)
 {
-	if (!e)
-		return false;			/* uring_stop() */
-	if (res < 0) {
-		/* The kernel let go of the entry: unmount, or a refusal. */
-		if (res != -ENOTCONN && res != -ECANCELED)
-			log_warn("io_uring queue %u: %s", q->qid, strerror(-res));
-		return --*live > 0;
+	log_err("io_uring queue %u: %s: %s; ending the mount", q->qid, what,
+		strerror(-err));
+	atomic_store(&ur.failed, true);
+	fuse_session_exit(ur.se);
+	kill(getpid(), SIGTERM);	/* wakes libfuse's loop */
+}
+
+/*
+ * One completion.  e is NULL for uring_stop()'s wake-up; res is 0 when
+ * the kernel has put a request in e, and otherwise why it gave e back.
+ */
+static void complete(struct ur_queue *q, struct ur_ent *e, int res,
+		     int *live, bool *stop)
+{
+	if (!e) {
+		*stop = true;
+		return;
 	}
-	serve_request(e);
-	queue_cmd(q, e, UR_CMD_COMMIT_AND_FETCH);
-	return true;
+	switch (res) {
+	case 0:
+		serve_request(e);
+		queue_cmd(q, e, UR_CMD_COMMIT_AND_FETCH);
+		return;
+	case -EAGAIN:
+	case -EINTR:
+		queue_cmd(q, e, e->registered ? UR_CMD_COMMIT_AND_FETCH :
+			  UR_CMD_REGISTER);
+		return;
+	case -ENOTCONN:
+	case -ECONNABORTED:
+	case -ECANCELED:
+		break;			/* unmount, abort, or our own stop */
+	case -EINVAL:
+	case -ENOMEM:
+		/* A refused registration turns the kernel back to /dev/fuse. */
+		if (!e->registered) {
+			log_warn("io_uring queue %u: register: %s; requests stay on /dev/fuse",
+				 q->qid, strerror(-res));
+			break;
+		}
+		/* fall through */
+	default:
+		queue_failed(q, e->registered ? "commit" : "register", res);
+		*stop = true;
+		break;
+	}
+	--*live;
 }
 
 /* Commit the answers and wait for the next requests in one call. */
@@ -303,7 +349,7 @@ static void queue_serve(struct ur_queue *q)
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
 	struct io_uring_cqe *cqe;
 	int live = UR_ENTRIES;
-	bool more = true;
+	bool stop = false;
 
 	io_uring_prep_read(sqe, q->wake_fd, &q->wake_buf,
 			   sizeof(q->wake_buf), 0);
@@ -311,24 +357,24 @@ static void queue_serve(struct ur_queue *q)
 	for (int i = 0; i < UR_ENTRIES; i++)
 		queue_cmd(q, &q->ents[i], UR_CMD_REGISTER);
 
-	while (more) {
+	while (!stop && live > 0) {
 		unsigned int head, seen = 0;
 		int ret = io_uring_submit_and_wait(&q->ring, 1);
 
-		if (ret < 0 && ret != -EINTR) {
-			log_err("io_uring queue %u: %s", q->qid, strerror(-ret));
-			break;
+		if (ret < 0 && ret != -EINTR && ret != -EAGAIN) {
+			queue_failed(q, "submit", ret);
+			return;
 		}
+		/* All of a batch is served, even when told to stop. */
 		io_uring_for_each_cqe(&q->ring, head, cqe) {
 			seen++;
-			if (!complete(q, io_uring_cqe_get_data(cqe), cqe->res,
-				      &live)) {
-				more = false;
-				break;
-			}
+			complete(q, io_uring_cqe_get_data(cqe), cqe->res,
+				 &live, &stop);
 		}
 		io_uring_cq_advance(&q->ring, seen);
 	}
+	/* Commit what was answered: its callers are waiting for it. */
+	io_uring_submit(&q->ring);
 }
 
 static void *queue_main(void *arg)
@@ -374,9 +420,16 @@ int uring_prepare(struct fuse_session *se, size_t max_payload)
 	ur.se = se;
 	ur.dev_fd = fuse_session_fd(se);
 	ur.payload_sz = (max_payload + UR_PAGE - 1) & ~(size_t)(UR_PAGE - 1);
+	/*
+	 * The kernel waits for every possible CPU's queue: a count too small
+	 * would hold all requests for ever.  One below the CPUs present
+	 * means the count cannot be trusted.
+	 */
 	ur.nqueues = possible_cpus();
-	if (!ur.nqueues)
+	if (!ur.nqueues || ur.nqueues < (unsigned int)get_nprocs_conf()) {
+		log_err("cannot count this machine's possible CPUs");
 		return -ENOENT;
+	}
 	ur.queues = calloc(ur.nqueues, sizeof(*ur.queues));
 	if (!ur.queues)
 		return -ENOMEM;
@@ -471,37 +524,59 @@ static int read_full(int fd, void *buf, size_t len)
 	return 0;
 }
 
+bool uring_answering(void)
+{
+	return ur_current && !ur_current->replied;
+}
+
 ssize_t uring_take_spliced(int pipe_fd, size_t len)
 {
 	struct ur_ent *e = ur_current;
 	struct fuse_out_header out;
 	struct iovec iov[2];
+	char *rest;
 	ssize_t res;
 	int err;
 
-	if (!e || e->replied || len < sizeof(out) ||
-	    len - sizeof(out) > ur.payload_sz)
+	if (len < sizeof(out)) {
+		errno = EINVAL;
 		return -1;
-	/* libfuse splices only the answer to the request in hand. */
+	}
 	err = read_full(pipe_fd, &out, sizeof(out));
+	if (!err && out.unique != e->unique) {
+		/* Not this entry's answer: it goes to /dev/fuse whole. */
+		rest = malloc(len - sizeof(out));
+		err = rest ? read_full(pipe_fd, rest, len - sizeof(out)) :
+			     -ENOMEM;
+		iov[0] = (struct iovec){ &out, sizeof(out) };
+		iov[1] = (struct iovec){ rest, len - sizeof(out) };
+		res = err ? -1 : writev(ur.dev_fd, iov, 2);
+		free(rest);
+		if (err)
+			errno = -err;
+		return res;
+	}
+	if (!err && len - sizeof(out) > ur.payload_sz)
+		err = -EOVERFLOW;
 	if (!err)
 		err = read_full(pipe_fd, e->payload, len - sizeof(out));
 	if (err) {
+		/* libfuse empties the pipe when told of the failure. */
 		log_err("cannot read a reply back from its pipe: %s",
 			strerror(-err));
 		reply_error(e, EIO);
-		return (ssize_t)len;
+		errno = -err;
+		return -1;
 	}
 	iov[0] = (struct iovec){ &out, sizeof(out) };
 	iov[1] = (struct iovec){ e->payload, len - sizeof(out) };
-	res = uring_take_reply(iov, 2);
-	return res >= 0 ? res : writev(ur.dev_fd, iov, 2);
+	return uring_take_reply(iov, 2);
 }
 
-void uring_stop(void)
+bool uring_stop(void)
 {
 	if (!ur.queues)
-		return;
+		return atomic_load(&ur.failed);
 	set_phase(UR_QUIT);
 	for (unsigned int i = 0; i < ur.nqueues; i++) {
 		struct ur_queue *q = &ur.queues[i];
@@ -519,4 +594,5 @@ void uring_stop(void)
 	free(ur.queues);
 	ur.queues = NULL;
 	atomic_store(&ur.prepared, false);
+	return atomic_load(&ur.failed);
 }

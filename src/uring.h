@@ -41,21 +41,27 @@ bool uring_prepared(void);
 void uring_start(bool answered);
 
 /*
- * Called by the session's writev and splice hooks with a reply: when the
- * calling thread is answering a ring request, the reply (gathered in iov,
- * or len bytes waiting in pipe_fd) goes into that request's ring entry and
- * its length is returned; otherwise -1, nothing is consumed, and the
- * caller writes the reply to /dev/fuse.
+ * For the session's writev and splice hooks.  uring_answering(): the
+ * calling thread is answering a ring request and has not replied yet.
+ * uring_take_reply() then puts a reply gathered in iov into that request's
+ * ring entry and returns its length, or returns -1, having consumed
+ * nothing, when the message is not that reply (a notice), which the
+ * caller writes to /dev/fuse.  uring_take_spliced() takes the len bytes
+ * libfuse left in pipe_fd the same way; it returns the length, or -1 with
+ * errno (the request is then answered EIO and libfuse empties the pipe).
  */
+bool uring_answering(void);
 ssize_t uring_take_reply(const struct iovec *iov, int count);
 ssize_t uring_take_spliced(int pipe_fd, size_t len);
 
 /*
  * End the queue threads and free the rings; safe without a prepare.
  * Requests already on a ring wait for the unmount, like those on
- * /dev/fuse once the loop has ended.
+ * /dev/fuse once the loop has ended.  True when a queue failed, which
+ * ends the mount (its thread makes libfuse's loop return as SIGTERM
+ * does, so that the callers of its CPU are not left waiting).
  */
-void uring_stop(void);
+bool uring_stop(void);
 
 #else /* !HAVE_LIBURING: built without liburing, requests use /dev/fuse */
 
@@ -64,6 +70,7 @@ static inline int uring_prepare(struct fuse_session *se, size_t max_payload)
 	return -EOPNOTSUPP;
 }
 static inline bool uring_prepared(void) { return false; }
+static inline bool uring_answering(void) { return false; }
 static inline void uring_start(bool answered) { }
 static inline ssize_t uring_take_reply(const struct iovec *iov, int count)
 {
@@ -73,7 +80,7 @@ static inline ssize_t uring_take_spliced(int pipe_fd, size_t len)
 {
 	return -1;
 }
-static inline void uring_stop(void) { }
+static inline bool uring_stop(void) { return false; }
 
 #endif /* HAVE_LIBURING */
 
