@@ -81,6 +81,14 @@ def base_dir():
     shutil.rmtree(path)
 
 
+def pytest_report_header(config):
+    """Say which transport this run's mounts use, for the CI log."""
+    if util.IO_URING in ('on', 'off'):
+        return 'sectionfs: every mount with io_uring=%s' % util.IO_URING
+    return 'sectionfs: io_uring as the daemon decides (fuse enable_uring=%s)' \
+        % util.uring_param()
+
+
 @pytest.fixture(scope='session', autouse=True)
 def io_uring_run():
     """A SECTIONFS_IO_URING=on run serves every mount over io_uring: the
