@@ -43,6 +43,9 @@ struct node_file {
 	unsigned int opens;		/* open handles (and so views) */
 	unsigned int writers;		/* of which opened for writing */
 	enum lifetime_mode lifetime;	/* when the section dies */
+	bool opened_as_handle;		/* opened since lifetime became
+					   handle: only then may a release
+					   destroy it (see ns_setxattr) */
 };
 
 /* What directories and special files have instead: sections read their
@@ -133,6 +136,32 @@ static struct dentry *dir_name(const struct node *n)
 static int is_writer(int open_flags)
 {
 	return (open_flags & O_ACCMODE) != O_RDONLY;
+}
+
+/* A handle is opened on n's section; ns->lock held. */
+static void count_open(struct node *n, int flags)
+{
+	n->u.file.opens++;
+	n->u.file.writers += is_writer(flags);
+	if (n->u.file.lifetime == LIFETIME_HANDLE)
+		n->u.file.opened_as_handle = true;
+}
+
+/*
+ * A lifetime that becomes handle counts only handles opened from then
+ * on.  The kernel reports a close asynchronously: a handle closed just
+ * before the change may still be open here, and its late release must
+ * not destroy a section whose owner set handle after closing it (as
+ * sectionctl create --lifetime handle does).
+ */
+static void set_lifetime(struct ns *ns, struct node *n,
+			 enum lifetime_mode lifetime)
+{
+	pthread_mutex_lock(&ns->lock);
+	if (lifetime == LIFETIME_HANDLE && n->u.file.lifetime != LIFETIME_HANDLE)
+		n->u.file.opened_as_handle = false;
+	n->u.file.lifetime = lifetime;
+	pthread_mutex_unlock(&ns->lock);
 }
 
 /* ---- the name hash ---- */
@@ -762,8 +791,7 @@ int ns_mknod(struct ns *ns, fuse_ino_t parent, const char *name, mode_t mode,
 		if (opened) {
 			section_get(sec);
 			*opened = sec;
-			n->u.file.opens++;
-			n->u.file.writers += is_writer(open_flags);
+			count_open(n, open_flags);
 		}
 	}
 	pthread_mutex_unlock(&ns->lock);
@@ -1056,8 +1084,7 @@ int ns_open(struct ns *ns, fuse_ino_t ino, int flags, struct section **out)
 	if (!err) {
 		section_get(n->u.file.sec);
 		*out = n->u.file.sec;
-		n->u.file.opens++;
-		n->u.file.writers += is_writer(flags);
+		count_open(n, flags);
 	}
 	pthread_mutex_unlock(&ns->lock);
 	return err;
@@ -1101,7 +1128,7 @@ int ns_release(struct ns *ns, fuse_ino_t ino, int flags,
 	n->u.file.opens--;
 	n->u.file.writers -= is_writer(flags);
 	if (n->u.file.opens == 0 && n->u.file.lifetime == LIFETIME_HANDLE &&
-	    n->nlink > 0) {
+	    n->u.file.opened_as_handle && n->nlink > 0) {
 		sec = expire_names(ns, n, gone);
 		expired = gone->names != NULL;
 	}
@@ -1227,11 +1254,8 @@ int ns_setxattr(struct ns *ns, fuse_ino_t ino, const struct caller *who,
 		err = -EPERM;
 	if (!err && change.what == XATTR_SET_SEALS)
 		err = add_seals(ns, ino, v.sec, change.seals);
-	if (!err && change.what == XATTR_SET_LIFETIME) {
-		pthread_mutex_lock(&ns->lock);
-		node_of(ns, ino)->u.file.lifetime = change.lifetime;
-		pthread_mutex_unlock(&ns->lock);
-	}
+	if (!err && change.what == XATTR_SET_LIFETIME)
+		set_lifetime(ns, node_of(ns, ino), change.lifetime);
 	section_put(v.sec);
 	return err;
 }

@@ -15,7 +15,8 @@ table); README and sectionfs(8) state the exact semantics:
   not silence).  A bad size refuses to mount with one line.
 - lifetime=handle (option and user.sectionfs.lifetime): a section goes when
   its last handle and its last view are gone; RELEASE is asynchronous to
-  close(2), so the tests poll (util.wait_for) for the disappearance.
+  close(2), so the tests poll (util.wait_for) for the disappearance.  Set
+  by xattr, it counts only handles opened after it.
 - commit=eager: growth allocates at once, so it fails with ENOSPC at the
   cap, and what it did allocate can then be touched with the cap full.
 - user.sectionfs.seals: grow, shrink, write; only added; canonical order;
@@ -649,6 +650,26 @@ def test_lifetime_xattr(mount_factory, datapath):
         assert outcome(os.setxattr, b, LIFETIME, bad) == 'EINVAL', bad
     assert os.getxattr(b, LIFETIME) == b'name'
     assert util.read_file(b) == b'kept ' + b.encode()
+
+
+def test_lifetime_handle_counts_handles_opened_after_it(mount_factory,
+                                                       datapath):
+    """A handle open when the lifetime becomes 'handle' does not destroy
+    the section at its close: the kernel reports closes late, so that
+    handle may have been closed before the change (sectionctl create
+    --lifetime handle closes, then sets it).  The next open and close
+    does."""
+    mnt = mount_factory(datapath)
+    path = mnt / 'held'
+    make_section(path, b'held data')
+    fd = os.open(path, os.O_RDONLY)
+    os.setxattr(path, LIFETIME, b'handle')
+    os.close(fd)
+    release_barrier(mnt)
+    assert os.path.exists(path), \
+        'closing a handle opened before lifetime=handle destroyed it'
+    assert util.read_file(path) == b'held data'         # open and close
+    assert util.wait_for(gone(path)), 'not destroyed after its next close'
 
 
 @pytest.mark.root
