@@ -29,8 +29,10 @@ import util
 from test_stress import deadline  # noqa: F401 (autouse: bounds each test)
 from util import PAGE
 
-#: Errors a process may get from a mount whose daemon died.
-DEAD_DAEMON = {'ENOTCONN', 'ECONNABORTED', 'EIO'}
+#: Errors a process may get from a mount whose daemon died.  Over io_uring
+#: the kernel also ends a request it was handing to the dead daemon's ring
+#: with ECANCELED.
+DEAD_DAEMON = {'ENOTCONN', 'ECONNABORTED', 'EIO', 'ECANCELED'}
 
 REC = 512
 
