@@ -199,7 +199,6 @@ static atomic_bool pt_offered;		/* kernel offered FUSE_PASSTHROUGH */
 static atomic_bool pt_killpriv_offered;	/* ... and HANDLE_KILLPRIV_V2 */
 static atomic_bool pt_dio_mmap_offered;	/* ... and DIRECT_IO_ALLOW_MMAP */
 static atomic_bool pt_uring_offered;	/* ... and OVER_IO_URING */
-static atomic_bool pt_uring_asked;	/* our answer asked for io_uring */
 
 /*
  * Set by pt_reply_open()/pt_reply_create() around the libfuse call that
@@ -289,15 +288,17 @@ static void pt_restore_auto_inval(struct iovec *iov, int count)
 /*
  * Edit our INIT reply: ask for passthrough when this mount uses it, for
  * DIRECT_IO_ALLOW_MMAP when a cached mount wants it, and for
- * HANDLE_KILLPRIV_V2 when the kernel offers it.  The payload must be the
- * 7.40 layout or larger; a shorter one means libfuse answered with an old
- * protocol: the mount stays cached, and without DIRECT_IO_ALLOW_MMAP it
- * gets back the AUTO_INVAL_DATA that the data path gave up for it
- * (pt_allow_direct_io_mmap()).
+ * HANDLE_KILLPRIV_V2 when the kernel offers it, and for OVER_IO_URING
+ * when the rings are ready.  The payload must be the 7.40 layout or
+ * larger; a shorter one means libfuse answered with an old protocol: the
+ * mount stays cached, and without DIRECT_IO_ALLOW_MMAP it gets back the
+ * AUTO_INVAL_DATA that the data path gave up for it
+ * (pt_allow_direct_io_mmap()).  True when the reply asks for io_uring.
  */
-static void pt_patch_init(struct iovec *iov, int count)
+static bool pt_patch_init(struct iovec *iov, int count)
 {
 	const struct fuse_out_header *out = iov[0].iov_base;
+	bool uring = uring_prepared();
 	const size_t hdr = sizeof(struct fuse_out_header);
 	struct pt_init_out arg;
 	void *p;
@@ -334,13 +335,12 @@ static void pt_patch_init(struct iovec *iov, int count)
 		/* Backing files live on plain filesystems: one level. */
 		arg.max_stack_depth = 1;
 	}
-	if (uring_prepared()) {
+	if (uring) {
 		arg.flags |= FUSE_INIT_EXT;
 		arg.flags2 |= PT_FUSE_OVER_IO_URING_FLAGS2;
-		atomic_store(&pt_uring_asked, true);
 	}
 	memcpy(p, &arg, sizeof(arg));
-	return;
+	return uring;
 fail:
 	log_err("unexpected INIT reply (error %d, %zu bytes); %s",
 		out->error, pt_iov_len(iov, count),
@@ -349,6 +349,7 @@ fail:
 	atomic_store(&pt.active, false);
 	if (atomic_exchange(&pt_dio_mmap, false))
 		pt_restore_auto_inval(iov, count);
+	return false;
 }
 
 /* Turn a plain OPEN/CREATE reply into a passthrough one. */
@@ -410,11 +411,12 @@ static ssize_t pt_io_writev(int fd, struct iovec *iov, int count,
 					 memory_order_relaxed) &&
 		   atomic_load(&pt_init_seen) &&
 		   out->unique == atomic_load(&pt_init_unique)) {
-		pt_patch_init(iov, count);
+		bool uring_asked = pt_patch_init(iov, count);
+
 		res = writev(fd, iov, count);
 		atomic_store(&pt_init_replied, true);
 		/* The kernel has taken the answer: the rings may register. */
-		uring_start(res >= 0 && atomic_load(&pt_uring_asked));
+		uring_start(res >= 0 && uring_asked);
 		return res;
 	}
 	if (uring_answering()) {

@@ -254,7 +254,7 @@ static void serve_request(struct ur_ent *e)
 	struct fuse_in_header in;
 	struct ur_ent_in_out io;
 	struct fuse_buf buf = { 0 };
-	size_t op_len = 0;
+	size_t op_len;
 	char *start;
 
 	memcpy(&in, e->hdr.in_out, sizeof(in));
@@ -262,10 +262,9 @@ static void serve_request(struct ur_ent *e)
 	e->registered = true;
 	e->unique = io.commit_id;
 	e->replied = false;
-	if (in.len >= sizeof(in) + io.payload_sz)
-		op_len = in.len - sizeof(in) - io.payload_sz;
-	if (in.len < sizeof(in) + io.payload_sz || op_len > UR_OP_IN_SZ ||
-	    io.payload_sz > ur.payload_sz) {
+	/* What is neither in header nor payload is the operation's header. */
+	op_len = in.len - sizeof(in) - io.payload_sz;	/* huge if negative */
+	if (op_len > UR_OP_IN_SZ || io.payload_sz > ur.payload_sz) {
 		log_err("malformed io_uring request (opcode %u, %u bytes)",
 			in.opcode, in.len);
 		reply_error(e, EIO);
