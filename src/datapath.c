@@ -10,9 +10,15 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
 
 #include "datapath.h"
+#include "log.h"
 #include "passthrough.h"
+
+/* The kernel's writeback cache is on (set once, at INIT). */
+static atomic_bool writeback_on;
 
 int dp_passthrough(void)
 {
@@ -43,6 +49,30 @@ void dp_negotiate_cached(struct fuse_conn_info *conn)
 {
 	if (pt_allow_direct_io_mmap(conn))
 		conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+}
+
+/*
+ * The writeback cache (-o writeback_cache): write(2) fills the kernel's
+ * page cache and returns; the kernel writes the dirty pages to the daemon
+ * later, in large requests, and at the latest at close and fsync.  The
+ * kernel then keeps each file's size and times itself and ignores the
+ * daemon's, which is right for page-file-backed sections (they change
+ * only through the kernel) but means a file-backed section no longer
+ * sees its backing file grow or shrink from outside the mount.  Writes
+ * to file-backed sections stay direct_io, straight to the backing file.
+ */
+bool dp_want_writeback(struct fuse_conn_info *conn)
+{
+	/* A grow-sealed section's writes must bypass the cache, and views
+	 * of such an open need DIRECT_IO_ALLOW_MMAP (dp_direct_io()). */
+	if (!(conn->capable & FUSE_CAP_WRITEBACK_CACHE) ||
+	    !pt_direct_io_mmap()) {
+		log_warn("writeback_cache needs Linux 6.6 or later; writes go through to sectionfs");
+		return false;
+	}
+	conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+	atomic_store(&writeback_on, true);
+	return true;
 }
 
 static void cached_flags(struct section *sec, struct fuse_file_info *fi)
@@ -154,8 +184,18 @@ ssize_t dp_write(struct section *sec, struct fuse_bufvec *in, off_t off,
 	return res;
 }
 
-/* pt_direct_io_mmap() is only ever true on a cached mount. */
+/*
+ * Which opens bypass the page cache: a file-backed section's, which can
+ * change underneath, and under the writeback cache a grow-sealed
+ * section's, since only the store can refuse a write past its end.
+ * pt_direct_io_mmap() is only ever true on a cached mount.
+ */
 bool dp_direct_io(struct section *sec)
 {
-	return sec->kind == SECTION_FILE && pt_direct_io_mmap();
+	if (!pt_direct_io_mmap())
+		return false;
+	if (sec->kind == SECTION_FILE)
+		return true;
+	return atomic_load(&writeback_on) &&
+	       (atomic_load(&sec->seals) & F_SEAL_GROW);
 }

@@ -27,6 +27,11 @@ int dp_passthrough(void);
  */
 void dp_negotiate_cached(struct fuse_conn_info *conn);
 
+/* On such a mount, ask for the kernel's writeback cache (-o
+ * writeback_cache); false, with a warning, where the kernel cannot give
+ * what it needs (Linux before 6.6). */
+bool dp_want_writeback(struct fuse_conn_info *conn);
+
 /*
  * Reply to OPEN / CREATE for sec (fi->fh already set).  Returns 0, or the
  * -errno of a failed reply (-ENOENT: the opener was interrupted and the

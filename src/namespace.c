@@ -1217,6 +1217,18 @@ static int wait_for_writers(struct ns *ns, fuse_ino_t ino)
 }
 
 /*
+ * The seals that, on the cached path, wait for the section's writers.
+ * Under the writeback cache the kernel accepts a write past the end
+ * before the daemon sees it, so a grow seal waits too, and the section's
+ * later opens bypass the cache (dp_direct_io()), their writes reaching
+ * the store, which refuses them.
+ */
+static unsigned int waits_for_writers(const struct ns *ns)
+{
+	return F_SEAL_WRITE | (ns->writeback ? F_SEAL_GROW : 0);
+}
+
+/*
  * Seals only grow.  A write seal with passthrough is memfd's to refuse
  * while the store is mapped writable (views map it directly); on the
  * cached path sectionfs refuses it while the section is open for
@@ -1233,7 +1245,7 @@ static int add_seals(struct ns *ns, fuse_ino_t ino, struct section *sec,
 	have &= F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_WRITE;
 	if ((have & want) != have)
 		return -EPERM;		/* removing a seal */
-	if (!ns->passthrough && (want & ~have & F_SEAL_WRITE))
+	if (!ns->passthrough && (want & ~have & waits_for_writers(ns)))
 		err = wait_for_writers(ns, ino);
 	return err ? err : section_add_seals(sec, want & ~have);
 }

@@ -42,6 +42,7 @@ struct ns {
 	/* Set before the session loop starts, or (passthrough) at INIT,
 	 * before any request that reads it. */
 	int passthrough;		/* the mount's data path */
+	int writeback;			/* the kernel's writeback cache is on */
 	int commit_eager;		/* -o commit=eager */
 	enum lifetime_mode lifetime;	/* -o lifetime=: for new sections */
 };

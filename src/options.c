@@ -30,6 +30,7 @@ static const struct fuse_opt sfs_opt_spec[] = {
 	OPT("umask=%s", umask_str),
 	OPT("uid=%s", uid_str),
 	OPT("gid=%s", gid_str),
+	OPT("writeback_cache", writeback),
 	FUSE_OPT_END
 };
 
@@ -162,6 +163,28 @@ static int bad_value(char *msg, size_t msglen, const char *name,
 	return -EINVAL;
 }
 
+/*
+ * The writeback cache lets the kernel acknowledge a write before the
+ * daemon sees it, so nothing the daemon refuses can be refused in time:
+ * not a write past a size cap.  And with passthrough the daemon sees no
+ * data at all.
+ */
+static int check_writeback(const struct sfs_options *o, char *msg,
+			   size_t msglen)
+{
+	if (!o->writeback)
+		return 0;
+	if (o->size_str) {
+		snprintf(msg, msglen, "option 'writeback_cache' cannot be used with 'size': the kernel would accept writes past the cap");
+		return -EINVAL;
+	}
+	if (o->passthrough == PT_ON) {
+		snprintf(msg, msglen, "option 'writeback_cache' is for the cached data path; it cannot be used with 'passthrough=on'");
+		return -EINVAL;
+	}
+	return 0;
+}
+
 static int validate(struct sfs_options *o, uint64_t total_mem,
 		    char *msg, size_t msglen)
 {
@@ -190,7 +213,7 @@ static int validate(struct sfs_options *o, uint64_t total_mem,
 		return bad_value(msg, msglen, "gid", o->gid_str, "a group id");
 	o->uid_set = o->uid_str != NULL;
 	o->gid_set = o->gid_str != NULL;
-	return 0;
+	return check_writeback(o, msg, msglen);
 }
 
 int options_parse(struct fuse_args *args, struct sfs_options *opts,
@@ -234,6 +257,7 @@ void options_print_help(void)
 	       "    -o size=N[k|m|g|t|%%]        cap on page-file-backed bytes (default none)\n"
 	       "    -o lifetime=name|handle     when unnamed sections die (default name)\n"
 	       "    -o commit=lazy|eager        allocate section memory on resize (default lazy)\n"
+	       "    -o writeback_cache          on the cached path, let the kernel cache writes\n"
 	       "    -o uid=N,gid=N              owner of the root directory\n"
 	       "    -o umask=OCTAL              root directory mode is 0777 & ~umask (default 022)\n"
 	       "    -o allow_other              let other users use the mount\n"

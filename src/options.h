@@ -40,6 +40,7 @@ struct sfs_options {
 	mode_t umask;			/* applied to the root directory */
 	unsigned int uid, gid;		/* owner of the root directory */
 	int uid_set, gid_set;
+	int writeback;			/* -o writeback_cache */
 	/* Non-option arguments: [SOURCE] MOUNTPOINT, as mount.fuse3 gives
 	 * them; the source names nothing and is ignored. */
 	char *nonopt[2];

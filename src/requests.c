@@ -147,16 +147,20 @@ static void sfs_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_SPLICE_READ;
 	conn->max_write = MAX_WRITE;
 	conn->max_readahead = MAX_WRITE;
-	/* The kernel writes through to the daemon: no writeback cache, which
-	 * passthrough forbids and which the cached path does not need. */
+	/* Writes go through to the daemon unless -o writeback_cache asks
+	 * otherwise on the cached path (passthrough forbids the cache). */
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
 
 	passthrough = pt_negotiate(conn);
 	m->ns.passthrough = passthrough;
 	if (!passthrough && m->opts.passthrough == PT_ON)
 		goto fail;
-	if (!passthrough)
+	if (!passthrough) {
 		dp_negotiate_cached(conn);
+		m->ns.writeback = m->opts.writeback && dp_want_writeback(conn);
+	} else if (m->opts.writeback) {
+		log_info("writeback_cache has no effect with passthrough");
+	}
 	if (store_init(m->opts.size, passthrough))
 		goto fail;
 	if (!start_uring(m))
@@ -424,8 +428,19 @@ static void sfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
 static void sfs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		      struct fuse_file_info *fi)
 {
-	/* SEEK_DATA and SEEK_HOLE: ask the store where its data is. */
-	off_t res = lseek(section_of(fi)->fd, off, whence);
+	off_t res;
+
+	/*
+	 * SEEK_DATA and SEEK_HOLE: ask the store where its data is.  Under
+	 * the writeback cache the store may not have the newest writes yet,
+	 * and the kernel does not write them back first: ENOSYS has it answer
+	 * itself from then on, the whole file being data.
+	 */
+	if (ns_of(req)->writeback) {
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
+	res = lseek(section_of(fi)->fd, off, whence);
 
 	if (res < 0)
 		fuse_reply_err(req, errno);

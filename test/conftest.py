@@ -82,11 +82,17 @@ def base_dir():
 
 
 def pytest_report_header(config):
-    """Say which transport this run's mounts use, for the CI log."""
+    """Say which transport this run's mounts use, and whether the cached
+    path's use the writeback cache, for the CI log."""
     if util.IO_URING in ('on', 'off'):
-        return 'sectionfs: every mount with io_uring=%s' % util.IO_URING
-    return 'sectionfs: io_uring as the daemon decides (fuse enable_uring=%s)' \
-        % util.uring_param()
+        lines = ['sectionfs: every mount with io_uring=%s' % util.IO_URING]
+    else:
+        lines = ['sectionfs: io_uring as the daemon decides '
+                 '(fuse enable_uring=%s)' % util.uring_param()]
+    if util.WRITEBACK:
+        lines.append('sectionfs: cached-path mounts without size= with '
+                     'writeback_cache')
+    return lines
 
 
 @pytest.fixture(scope='session', autouse=True)

@@ -37,7 +37,8 @@ def test_help():
     assert res.returncode == 0, out
     assert 'usage' in out.lower()
     # Our own options are documented beside libfuse's.
-    for opt in ('passthrough=', 'size=', 'lifetime=', 'commit='):
+    for opt in ('passthrough=', 'size=', 'lifetime=', 'commit=',
+                'writeback_cache'):
         assert opt in out, '%s missing from -h' % opt
 
 
@@ -60,6 +61,8 @@ BAD_OPTIONS = [
     ('commit=sometimes', 'commit'),
     ('umask=abc', 'umask'),
     ('uid=abc', 'uid'),
+    ('writeback_cache,size=1m', 'writeback_cache'),
+    ('writeback_cache,passthrough=on', 'writeback_cache'),
 ]
 
 

@@ -192,6 +192,44 @@ static void test_parse_error(void)
 	fuse_opt_free_args(&args);
 }
 
+/* Parse one -o string; returns options_parse's result, msg filled. */
+static int parse_o(const char *opts, struct sfs_options *o, char *msg,
+		   size_t msglen)
+{
+	char *argv[] = { "sectionfs", "-o", (char *)opts, "/mnt", NULL };
+	struct fuse_args args = FUSE_ARGS_INIT(4, argv);
+	int ret = options_parse(&args, o, 1 << 30, msg, msglen);
+
+	fuse_opt_free_args(&args);
+	return ret;
+}
+
+/* writeback_cache is a flag, refused with what it cannot honour. */
+static void test_writeback(void)
+{
+	struct sfs_options o;
+	char msg[256] = "";
+
+	CHECK(parse_o("passthrough=off", &o, msg, sizeof(msg)) == 0);
+	CHECK(!o.writeback);
+	options_free(&o);
+	CHECK(parse_o("writeback_cache", &o, msg, sizeof(msg)) == 0);
+	CHECK(o.writeback);
+	options_free(&o);
+	CHECK(parse_o("writeback_cache,passthrough=off", &o, msg,
+		      sizeof(msg)) == 0);
+	options_free(&o);
+	CHECK(parse_o("writeback_cache,size=1m", &o, msg, sizeof(msg)) ==
+	      -EINVAL);
+	CHECK(strstr(msg, "'writeback_cache'") && strstr(msg, "'size'"));
+	options_free(&o);
+	CHECK(parse_o("passthrough=on,writeback_cache", &o, msg,
+		      sizeof(msg)) == -EINVAL);
+	CHECK(strstr(msg, "'writeback_cache'") &&
+	      strstr(msg, "passthrough=on"));
+	options_free(&o);
+}
+
 int main(void)
 {
 	test_size();
@@ -203,6 +241,7 @@ int main(void)
 	test_parse_error();
 	test_source_argument();
 	test_too_many_arguments();
+	test_writeback();
 	if (failures)
 		fprintf(stderr, "%d check(s) failed\n", failures);
 	return failures ? 1 : 0;

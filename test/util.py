@@ -57,6 +57,11 @@ IO_URING = os.environ.get('SECTIONFS_IO_URING', '').strip().lower() \
     or ('off' if VALGRIND else '')
 URING_PARAM = '/sys/module/fuse/parameters/enable_uring'
 
+#: SECTIONFS_WRITEBACK=1 adds writeback_cache to every cached-path mount
+#: without a size cap (the daemon refuses the two together).
+WRITEBACK = os.environ.get('SECTIONFS_WRITEBACK', '').strip().lower() \
+    in ('1', 'yes', 'true', 'on')
+
 #: How long a daemon may take to mount or to exit (valgrind is slow).
 PATIENCE = 120.0 if VALGRIND else 20.0
 
@@ -171,6 +176,14 @@ def cached_dio_skip_reason(mnt):
     if release and (int(release[1]), int(release[2])) < (6, 6):
         return ('the cached path needs Linux 6.6 (DIRECT_IO_ALLOW_MMAP) '
                 'for this; the kernel is %s' % os.uname().release)
+    return None
+
+
+def writeback_skip_reason(mnt, what):
+    """Why a test of what the writeback cache changes cannot hold on mnt
+    (a SECTIONFS_WRITEBACK=1 run): what, the README's words for it."""
+    if 'writeback_cache' in mnt.options:
+        return 'under -o writeback_cache ' + what
     return None
 
 
@@ -294,6 +307,9 @@ class Mount:
         self.flags = list(flags)        # e.g. ['-s']
         if datapath is not None:
             self.options.insert(0, DATAPATHS[datapath])
+        if WRITEBACK and datapath == 'cached' and \
+                not any(o.startswith('size=') for o in self.options):
+            self.options.append('writeback_cache')
         # -s serves on one thread, which io_uring=on refuses.
         if IO_URING in ('on', 'off') and '-s' not in self.flags and \
                 not any(o.startswith('io_uring=') for o in self.options):
