@@ -4,8 +4,10 @@
 This file owns `make bench`.  It mounts a tmpfs and sectionfs twice (with
 `-o passthrough=on` and `-o passthrough=off`), and where the kernel has
 FUSE over io_uring twice more with `-o io_uring=on` (turning the fuse
-module's enable_uring on for the run, and back after), each under one
-temporary directory, and runs the same work on each, the targets taking
+module's enable_uring on for the run, and back after), and the cached path
+twice more with `-o writeback_cache` (once as mounted, once with the
+mount's dirty-page share raised), each under one temporary directory, and
+runs the same work on each, the targets taking
 turns and the median (or, with --estimator=best, the best) of a few
 rounds kept:
 
@@ -57,7 +59,14 @@ TARGETS = [
     ("cached", "cached", "off", "off"),
     ("pt-uring", "pt+uring", "on", "on"),
     ("cached-uring", "ca+uring", "off", "on"),
+    ("cached-wb", "ca+wb", "off", "off"),
+    ("cached-wb100", "ca+wb100", "off", "off"),
 ]
+# Further -o options of a target, and the dirty-page share (max_ratio, in
+# percent) set on its mount's bdi; the kernel limits a FUSE mount to 1%.
+EXTRA_OPTIONS = {"cached-wb": "writeback_cache",
+                 "cached-wb100": "writeback_cache"}
+BDI_MAX_RATIO = {"cached-wb100": 100}
 SECTIONFS = [t[0] for t in TARGETS if t[2]]
 URING = [t[0] for t in TARGETS if t[3] == "on"]
 URING_PARAM = "/sys/module/fuse/parameters/enable_uring"
@@ -121,6 +130,15 @@ def mounted(path):
     return None
 
 
+def set_max_ratio(path, percent):
+    """Let the mount at path hold up to percent of the machine's dirty
+    pages (its bdi goes with the mount, so nothing is restored)."""
+    dev = os.stat(path).st_dev
+    knob = "/sys/class/bdi/%d:%d/max_ratio" % (os.major(dev), os.minor(dev))
+    with open(knob, "w") as f:
+        f.write("%d\n" % percent)
+
+
 class Mounts:
     """Every mount this run made, so that the way out can undo them."""
 
@@ -146,10 +164,12 @@ class Mounts:
         its soft limit only as far as the hard limit it was given.
         prlimit execs the daemon, so the pid is the daemon's.
         """
-        _, _, mode, uring = target
+        name, _, mode, uring = target
         os.mkdir(path)
-        cmd = [daemon, "-f", "-o", "passthrough=%s,io_uring=%s" %
-               (mode, uring), path]
+        opts = "passthrough=%s,io_uring=%s" % (mode, uring)
+        if name in EXTRA_OPTIONS:
+            opts += "," + EXTRA_OPTIONS[name]
+        cmd = [daemon, "-f", "-o", opts, path]
         if nofile:
             cmd = ["prlimit", "--nofile=%d:%d" % (nofile, nofile),
                    "--"] + cmd
@@ -165,6 +185,8 @@ class Mounts:
                 raise BenchError("sectionfs %s did not mount:\n%s" %
                                  (" ".join(cmd[-3:-1]), tail(path + ".log")))
             time.sleep(0.05)
+        if name in BDI_MAX_RATIO:
+            set_max_ratio(path, BDI_MAX_RATIO[name])
         return proc
 
     def unmount(self, path):
@@ -645,6 +667,10 @@ def table(args, results):
     lines.append("targets: tmpfs; passthru = sectionfs -o passthrough=on; "
                  "cached = sectionfs -o passthrough=off; both with "
                  "io_uring=off (requests over /dev/fuse)")
+    if {"cached-wb", "cached-wb100"} & set(results):
+        lines.append("         ca+wb = cached with writeback_cache; ca+wb100 "
+                     "= the same with the mount's bdi max_ratio raised "
+                     "from the kernel's 1 to 100")
     if set(URING) & set(results):
         lines.append("         pt+uring, ca+uring = the same with "
                      "io_uring=on (requests over io_uring, fuse module "
@@ -771,10 +797,13 @@ SECTION_TITLES = {
     "memory": "memory vs tmpfs (lower is better)",
 }
 COLOURS = {"pt": "#1f77b4", "cached": "#ff7f0e", "pt-uring": "#17becf",
-           "cached-uring": "#d62728"}
+           "cached-uring": "#d62728", "cached-wb": "#2ca02c",
+           "cached-wb100": "#9467bd"}
 LABELS = {"pt": "sectionfs passthrough", "cached": "sectionfs cached",
           "pt-uring": "passthrough, io_uring",
-          "cached-uring": "cached, io_uring"}
+          "cached-uring": "cached, io_uring",
+          "cached-wb": "cached, writeback_cache",
+          "cached-wb100": "cached, writeback_cache, bdi max_ratio 100"}
 # The goals drawn as dashed lines: (section, ratio, target or None).
 GOAL_LINES = [("data", GOAL_PT, "pt"), ("data", GOAL_CACHED, "cached"),
               ("names", GOAL_NAMES, None), ("memory", GOAL_MEM, "pt")]
@@ -835,7 +864,10 @@ def chart_matplotlib(data, path):
     fig.legend(handles, labels, loc="upper center", ncol=3, fontsize=8,
                bbox_to_anchor=(0.5, 1 - 0.45 / fig.get_figheight()),
                frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
+    # Room for the title and the legend's rows.
+    rows = -(-len(labels) // 3)
+    fig.tight_layout(rect=(0, 0, 1, 1 - (0.3 + 0.17 * rows) /
+                           fig.get_figheight()))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
