@@ -1229,6 +1229,27 @@ static unsigned int waits_for_writers(const struct ns *ns)
 }
 
 /*
+ * Seal once the section has no writers.  The last check and the seal are
+ * made under the lock ns_open counts writers under, so that an open
+ * either comes first (the seal is EBUSY) or finds the seal (a writer is
+ * refused a write-sealed section; a grow-sealed one is opened direct_io).
+ * F_ADD_SEALS under the lock: it is short, and seals are rare.
+ */
+static int seal_without_writers(struct ns *ns, fuse_ino_t ino,
+				struct section *sec, unsigned int seals)
+{
+	struct node *n = node_of(ns, ino);
+	int err = wait_for_writers(ns, ino);
+
+	if (err)
+		return err;
+	pthread_mutex_lock(&ns->lock);
+	err = n->u.file.writers > 0 ? -EBUSY : section_add_seals(sec, seals);
+	pthread_mutex_unlock(&ns->lock);
+	return err;
+}
+
+/*
  * Seals only grow.  A write seal with passthrough is memfd's to refuse
  * while the store is mapped writable (views map it directly); on the
  * cached path sectionfs refuses it while the section is open for
@@ -1246,8 +1267,8 @@ static int add_seals(struct ns *ns, fuse_ino_t ino, struct section *sec,
 	if ((have & want) != have)
 		return -EPERM;		/* removing a seal */
 	if (!ns->passthrough && (want & ~have & waits_for_writers(ns)))
-		err = wait_for_writers(ns, ino);
-	return err ? err : section_add_seals(sec, want & ~have);
+		return seal_without_writers(ns, ino, sec, want & ~have);
+	return section_add_seals(sec, want & ~have);
 }
 
 int ns_setxattr(struct ns *ns, fuse_ino_t ino, const struct caller *who,
