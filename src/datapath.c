@@ -179,6 +179,11 @@ ssize_t dp_write(struct section *sec, struct fuse_bufvec *in, off_t off,
 
 	section_settle(sec, reserved);
 	drain(in, total - (res > 0 ? (size_t)res : 0));
+	/* A writeback the store took only in part (out of memory, a seal)
+	 * would be taken as whole: an error, which fsync and close report,
+	 * and the caller drops the range from the page cache. */
+	if (writeback && res >= 0 && (size_t)res < total)
+		return -EIO;
 	/* A short count (the cap part way) is reported as such: what fit
 	 * stays, and the writer learns ENOSPC when it retries the rest. */
 	return res;
