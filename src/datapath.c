@@ -57,9 +57,9 @@ void dp_negotiate_cached(struct fuse_conn_info *conn)
  * later, in large requests, and at the latest at close and fsync.  The
  * kernel then keeps each file's size and times itself and ignores the
  * daemon's, which is right for page-file-backed sections (they change
- * only through the kernel) but means a file-backed section no longer
- * sees its backing file grow or shrink from outside the mount.  Writes
- * to file-backed sections stay direct_io, straight to the backing file.
+ * only through the kernel) but not for a backing file that changes
+ * outside the mount: such a mount makes no file-backed sections
+ * (ns_symlink).
  */
 bool dp_want_writeback(struct fuse_conn_info *conn)
 {

@@ -849,6 +849,11 @@ int ns_symlink(struct ns *ns, fuse_ino_t parent, const char *name,
 	if (!err && dentry_find(ns, p, name))
 		err = -EEXIST;
 	pthread_mutex_unlock(&ns->lock);
+	/* Under the writeback cache the kernel keeps its own size and times
+	 * and writes them back: it would append at a stale end of a backing
+	 * file changed outside, and put back its old mtime. */
+	if (!err && ns->writeback)
+		err = -EOPNOTSUPP;
 	/* Opening the backing file may block: never under the lock. */
 	if (!err)
 		err = section_create_file(target, ns->self_dev, who, &sec);

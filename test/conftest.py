@@ -126,8 +126,11 @@ def mount_factory(request, base_dir):
         os.makedirs(mountpoint, exist_ok=True)
         if user is not None:
             os.chown(mountpoint, user, user)
+        # A writeback_cache mount makes no file-backed sections.
+        file_backed = 'backing' in request.fixturenames or \
+            request.node.get_closest_marker('file_backed') is not None
         m = util.Mount(mountpoint, datapath=datapath, options=options,
-                       user=user, flags=flags)
+                       user=user, flags=flags, writeback=not file_backed)
         made.append(m)
         return m.start(wait=wait)
 

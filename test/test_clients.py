@@ -186,6 +186,7 @@ def test_sqlite_wal_two_writers(mnt):
     assert os.listdir(mnt.path) == ['test.db']
 
 
+@pytest.mark.file_backed
 def test_sqlite_wal_file_backed_database(mnt, base_dir):
     """The database is a file-backed section: after unmount the real file
     holds every row (its -wal and -shm are page-file sections)."""
@@ -260,6 +261,7 @@ print('ok')
 @pytest.mark.parametrize('writemap', [False, True],
                          ids=['pwrite', 'writemap'])
 @pytest.mark.parametrize('kind', ['pagefile', 'file'])
+@pytest.mark.file_backed
 def test_lmdb_writers_and_reader(mnt, base_dir, writemap, kind):
     """Two writers and a reader at once on one environment: data.mdb read
     (and with writemap, written) through shared views, lock.mdb's reader
@@ -355,6 +357,7 @@ def fio_jobs(filename, engines, extra=()):
         assert job['read']['io_bytes'] > 0, job['jobname']
 
 
+@pytest.mark.file_backed
 def test_fio_verify_file_backed(mnt, base_dir):
     """A file-backed section written at once through a shared view and
     through write(2) (direct I/O on the cached path), each on its own

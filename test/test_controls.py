@@ -697,6 +697,7 @@ def test_lifetime_and_seals_only_by_owner(mount_factory, datapath):
     assert os.getxattr(path, SEALS) == b'shrink'
 
 
+@pytest.mark.file_backed
 def test_handle_lifetime_file_backed(mount_factory, datapath, base_dir):
     """A file-backed section with lifetime=handle goes after its close;
     its backing file is untouched (and holds what was written)."""
@@ -968,6 +969,7 @@ def test_seal_write_busy(mount_factory, datapath, creator):
         util.pattern(PAGE, PAGE, 5)
 
 
+@pytest.mark.file_backed
 def test_seals_file_backed(mnt, base_dir):
     """File-backed sections have no seals: get ENODATA, set EOPNOTSUPP,
     not listed, and writes still work."""
@@ -1042,6 +1044,7 @@ def test_resident_page_file(mnt):
     assert resident(path) == r2
 
 
+@pytest.mark.file_backed
 def test_resident_file_backed(mnt, base_dir):
     """A file-backed section's resident is its backing file's page cache:
     it follows the backing file being read (through the mount) and being
@@ -1093,6 +1096,7 @@ def assert_list_matches_get(path):
             assert got == 'ENODATA', (name, got)
 
 
+@pytest.mark.file_backed
 def test_listxattr_names(mnt, base_dir):
     make_section(mnt / 'page', b'page')
     assert ours(mnt / 'page') == {KIND, LIFETIME, SEALS, RESIDENT}

@@ -160,6 +160,7 @@ def ask_within(proc, line, timeout):
     return box[0]
 
 
+@pytest.mark.file_backed
 def test_sigkill_under_load(mount_factory, datapath, base_dir):
     mnt = mount_factory(datapath)
     backing = os.path.join(base_dir, 'log')
@@ -260,7 +261,9 @@ def limited_mount(request, base_dir, datapath):
             pytest.skip('prlimit not found (Debian package util-linux)')
         path = os.path.join(base_dir, 'lim%d' % len(made))
         os.mkdir(path)
-        m = LimitedMount(path, datapath=datapath, nofile=nofile)
+        m = LimitedMount(path, datapath=datapath, nofile=nofile,
+                         writeback=request.node.get_closest_marker(
+                             'file_backed') is None)
         made.append(m)
         return m.start()
 
@@ -280,6 +283,7 @@ FD_LOG = r'(?i)too many open files|EMFILE|ENFILE|file descriptors|open file'
 NOFILE = 64
 
 
+@pytest.mark.file_backed
 def test_out_of_fds_fails_cleanly_and_recovers(limited_mount, base_dir):
     mnt = limited_mount(NOFILE)
     mnt.expect_stderr(FD_LOG)

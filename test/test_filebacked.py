@@ -19,6 +19,9 @@ import pytest
 
 import util
 
+# Every test here makes file-backed sections.
+pytestmark = pytest.mark.file_backed
+
 PAGE = util.PAGE
 
 #: How long the kernel may keep a file-backed section's size after the
@@ -238,10 +241,6 @@ def test_direct_writes_to_backing_become_visible(mnt, backing):
     outside the mount is read at once, a same-size one included (before
     Linux 6.6, within COHERENCE_BOUND on the cached path).  Sizes are
     attributes: the kernel may keep them for COHERENCE_BOUND."""
-    reason = util.writeback_skip_reason(
-        mnt, "a backing file's size changed from outside goes unseen")
-    if reason:
-        pytest.skip(reason)
     at_once = not util.cached_dio_skip_reason(mnt)
     target = backing(data=b'AAAA')
     os.symlink(target, mnt / 's')

@@ -95,6 +95,7 @@ def name_ops(root, name, target):
 
 
 @pytest.mark.parametrize('length', [255, 256, 1024, 1025, 4000])
+@pytest.mark.file_backed
 def test_name_length(mnt, base_dir, length):
     target = os.path.join(base_dir, 'target')
     write_file(target, b'backing')
@@ -387,6 +388,7 @@ def daemon_fd_paths(mnt):
                    for fd in fds)]
 
 
+@pytest.mark.file_backed
 def test_symlink_bad_targets(mnt, base_dir):
     write_file(mnt / 'inside', b'inside')
     os.mkdir(mnt / 'sub')
@@ -548,6 +550,7 @@ def as_user(uid, ops):
 
 @pytest.mark.root
 @pytest.mark.other_user
+@pytest.mark.file_backed
 def test_symlink_to_daemon_proc_files_as_other_user(shared_mnt, base_dir):
     mnt = shared_mnt
     write_file(mnt / 'secret', b'secret')
@@ -665,6 +668,7 @@ def race_files(shared_mnt, base_dir):
 
 @pytest.mark.root
 @pytest.mark.other_user
+@pytest.mark.file_backed
 def test_race_symlink_against_swapped_file(shared_mnt, base_dir, race_files):
     mnt = shared_mnt
     pub, secret, inside = race_files
@@ -699,6 +703,7 @@ def test_race_symlink_against_swapped_file(shared_mnt, base_dir, race_files):
 
 @pytest.mark.root
 @pytest.mark.other_user
+@pytest.mark.file_backed
 def test_race_symlink_against_swapped_directory(shared_mnt, base_dir,
                                                 race_files):
     """The same with a directory on the way: readable, in the mount, or
@@ -843,6 +848,7 @@ def test_lifetime_and_seals_only_by_owner(shared_mnt):
 
 @pytest.mark.root
 @pytest.mark.other_user
+@pytest.mark.file_backed
 def test_file_backed_sections_between_users(shared_mnt, base_dir):
     """A section over a file both may read is still its creator's."""
     mnt = shared_mnt

@@ -45,6 +45,7 @@ def test_requests_come_over_the_rings(mount_factory, datapath):
 
 
 @pytest.mark.root
+@pytest.mark.file_backed
 def test_payloads_of_every_size_cross_the_rings(mount_factory, datapath):
     """Writes and reads up to max_write (1 MiB) and past it, through the
     rings' payload buffers; a file-backed section on the cached path is

@@ -162,6 +162,23 @@ def test_seek_data_counts_the_whole_file_as_data(wb):
         os.close(fd)
 
 
+def test_no_file_backed_sections(wb, base_dir):
+    """The kernel would append at a stale end of a backing file changed
+    outside the mount, and write its old mtime back: such a mount makes
+    no file-backed sections, and says so."""
+    target = os.path.join(base_dir, 'target')
+    util.write_file(target, b'kept')
+    before = os.stat(target)
+    with pytest.raises(OSError) as exc:
+        os.symlink(target, wb / 'fb')
+    assert exc.value.errno == errno.EOPNOTSUPP
+    assert not os.path.lexists(wb / 'fb')
+    assert util.read_file(target) == b'kept'
+    assert os.stat(target).st_mtime_ns == before.st_mtime_ns
+    util.write_file(wb / 'still', b'serving')
+    assert util.read_file(wb / 'still') == b'serving'
+
+
 @pytest.mark.root
 def test_no_effect_with_passthrough(mount_factory):
     """passthrough=auto picks passthrough where it can, and the writeback

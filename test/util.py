@@ -58,7 +58,8 @@ IO_URING = os.environ.get('SECTIONFS_IO_URING', '').strip().lower() \
 URING_PARAM = '/sys/module/fuse/parameters/enable_uring'
 
 #: SECTIONFS_WRITEBACK=1 adds writeback_cache to every cached-path mount
-#: without a size cap (the daemon refuses the two together).
+#: without a size cap (the daemon refuses the two together) whose test
+#: does not make file-backed sections (such a mount makes none).
 WRITEBACK = os.environ.get('SECTIONFS_WRITEBACK', '').strip().lower() \
     in ('1', 'yes', 'true', 'on')
 
@@ -300,14 +301,14 @@ class Mount:
     """
 
     def __init__(self, mountpoint, datapath=None, options=(), user=None,
-                 flags=()):
+                 flags=(), writeback=True):
         self.path = os.path.realpath(str(mountpoint))
         self.datapath = datapath
         self.options = list(options)
         self.flags = list(flags)        # e.g. ['-s']
         if datapath is not None:
             self.options.insert(0, DATAPATHS[datapath])
-        if WRITEBACK and datapath == 'cached' and \
+        if WRITEBACK and writeback and datapath == 'cached' and \
                 not any(o.startswith('size=') for o in self.options):
             self.options.append('writeback_cache')
         # -s serves on one thread, which io_uring=on refuses.
