@@ -174,7 +174,7 @@ static int check_writeback(const struct sfs_options *o, char *msg,
 {
 	if (!o->writeback)
 		return 0;
-	if (o->size_str) {
+	if (o->size) {		/* size=0 is no cap */
 		snprintf(msg, msglen, "option 'writeback_cache' cannot be used with 'size': the kernel would accept writes past the cap");
 		return -EINVAL;
 	}

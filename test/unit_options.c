@@ -223,6 +223,10 @@ static void test_writeback(void)
 	      -EINVAL);
 	CHECK(strstr(msg, "'writeback_cache'") && strstr(msg, "'size'"));
 	options_free(&o);
+	/* size=0 sets no cap, so there is nothing to refuse. */
+	CHECK(parse_o("writeback_cache,size=0", &o, msg, sizeof(msg)) == 0);
+	CHECK(o.writeback && o.size == 0);
+	options_free(&o);
 	CHECK(parse_o("passthrough=on,writeback_cache", &o, msg,
 		      sizeof(msg)) == -EINVAL);
 	CHECK(strstr(msg, "'writeback_cache'") &&
