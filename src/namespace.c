@@ -1200,28 +1200,6 @@ ssize_t ns_listxattr(struct ns *ns, fuse_ino_t ino, char *buf, size_t size)
 }
 
 /*
- * On the cached path the daemon cannot see the kernel's views, so a write
- * seal waits for the section's writers to close.  RELEASE reaches the
- * daemon asynchronously to close(2): a writer that closed a moment ago
- * may still be counted, so wait briefly for it before saying EBUSY.
- */
-static int wait_for_writers(struct ns *ns, fuse_ino_t ino)
-{
-	struct node *n = node_of(ns, ino);
-	int tries = 20, busy;
-
-	for (;;) {
-		pthread_mutex_lock(&ns->lock);
-		busy = n->u.file.writers > 0;
-		pthread_mutex_unlock(&ns->lock);
-		if (!busy || --tries == 0)
-			break;
-		usleep(10000);
-	}
-	return busy ? -EBUSY : 0;
-}
-
-/*
  * The seals that, on the cached path, wait for the section's writers.
  * Under the writeback cache the kernel accepts a write past the end
  * before the daemon sees it, so a grow seal waits too, and the section's
@@ -1234,24 +1212,34 @@ static unsigned int waits_for_writers(const struct ns *ns)
 }
 
 /*
- * Seal once the section has no writers.  The last check and the seal are
- * made under the lock ns_open counts writers under, so that an open
- * either comes first (the seal is EBUSY) or finds the seal (a writer is
- * refused a write-sealed section; a grow-sealed one is opened direct_io).
- * F_ADD_SEALS under the lock: it is short, and seals are rare.
+ * Seal once the section has no writers.  On the cached path the daemon
+ * cannot see the kernel's views, so it counts the section's writers.
+ * RELEASE reaches the daemon asynchronously to close(2): a writer that
+ * closed a moment ago may still be counted, so wait briefly for it before
+ * saying EBUSY.  The check that finds none seals under the same lock
+ * ns_open counts writers under, so that an open either comes first (the
+ * seal is EBUSY) or finds the seal (a writer is refused a write-sealed
+ * section; a grow-sealed one is opened direct_io).  F_ADD_SEALS under the
+ * lock: it is short, and seals are rare.
  */
 static int seal_without_writers(struct ns *ns, fuse_ino_t ino,
 				struct section *sec, unsigned int seals)
 {
 	struct node *n = node_of(ns, ino);
-	int err = wait_for_writers(ns, ino);
+	int tries = 20, err;
 
-	if (err)
-		return err;
-	pthread_mutex_lock(&ns->lock);
-	err = n->u.file.writers > 0 ? -EBUSY : section_add_seals(sec, seals);
-	pthread_mutex_unlock(&ns->lock);
-	return err;
+	for (;;) {
+		pthread_mutex_lock(&ns->lock);
+		if (n->u.file.writers == 0) {
+			err = section_add_seals(sec, seals);
+			pthread_mutex_unlock(&ns->lock);
+			return err;
+		}
+		pthread_mutex_unlock(&ns->lock);
+		if (--tries == 0)
+			return -EBUSY;
+		usleep(10000);
+	}
 }
 
 /*
