@@ -44,10 +44,13 @@ def _test_failed(request):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Skip what this machine cannot run, each with its reason."""
+    """Skip what this machine cannot run, each with its reason; a test
+    given backing files makes file-backed sections."""
     fuse_reason = util.fuse_skip_reason()
     for item in items:
         names = set(item.fixturenames)
+        if 'backing' in names:
+            item.add_marker(pytest.mark.file_backed)
         if fuse_reason and names & {'mnt', 'mount_factory', 'pt_mnt'}:
             item.add_marker(pytest.mark.skip(reason=fuse_reason))
         if item.get_closest_marker('root') and util.root_skip_reason():
@@ -126,11 +129,9 @@ def mount_factory(request, base_dir):
         os.makedirs(mountpoint, exist_ok=True)
         if user is not None:
             os.chown(mountpoint, user, user)
-        # A writeback_cache mount makes no file-backed sections.
-        file_backed = 'backing' in request.fixturenames or \
-            request.node.get_closest_marker('file_backed') is not None
         m = util.Mount(mountpoint, datapath=datapath, options=options,
-                       user=user, flags=flags, writeback=not file_backed)
+                       user=user, flags=flags,
+                       writeback=util.writeback_allowed(request.node))
         made.append(m)
         return m.start(wait=wait)
 

@@ -262,8 +262,7 @@ def limited_mount(request, base_dir, datapath):
         path = os.path.join(base_dir, 'lim%d' % len(made))
         os.mkdir(path)
         m = LimitedMount(path, datapath=datapath, nofile=nofile,
-                         writeback=request.node.get_closest_marker(
-                             'file_backed') is None)
+                         writeback=util.writeback_allowed(request.node))
         made.append(m)
         return m.start()
 

@@ -180,6 +180,13 @@ def cached_dio_skip_reason(mnt):
     return None
 
 
+def writeback_allowed(node):
+    """Whether the test node's mounts may take SECTIONFS_WRITEBACK's
+    writeback_cache: not when it makes file-backed sections (marked
+    file_backed), since such a mount makes none."""
+    return node.get_closest_marker('file_backed') is None
+
+
 def writeback_skip_reason(mnt, what):
     """Why a test of what the writeback cache changes cannot hold on mnt
     (a SECTIONFS_WRITEBACK=1 run): what, the README's words for it."""
