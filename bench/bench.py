@@ -623,6 +623,8 @@ def table(args, results):
                  (args.size // MiB, args.runtime))
     lines.append("names: metabench, %d files in one directory, readdir "
                  "%d listings of it" % (args.files, LISTINGS))
+    if getattr(args, "idle", None):
+        lines.append("idle CPUs: cpuidle governor %s" % args.idle)
     counts = ", ".join("%s %d" % (label, results[name]["sections"]["count"])
                        for name, label, _, _ in present)
     short = any(results[name]["sections"]["count"] < args.sections
@@ -745,6 +747,26 @@ def goals(results):
         line("%s daemon RSS per section < %d B" % (label, GOAL_RSS),
              "%.0f B" % rss, rss < GOAL_RSS)
     return out
+
+
+def cpu_idle():
+    """How an idle CPU waits here: the cpuidle governor and, for a virtual
+    machine's haltpoll governor, how long it polls before it halts.  A
+    FUSE round trip wakes an idle CPU twice, and waking a halted vCPU
+    takes the hypervisor, so this moves the name rows; it is recorded
+    beside them.  None where the kernel does not say."""
+    try:
+        with open("/sys/devices/system/cpu/cpuidle/current_governor_ro") as f:
+            governor = f.read().strip()
+    except OSError:
+        return None
+    if governor != "haltpoll":
+        return governor
+    try:
+        with open("/sys/module/haltpoll/parameters/guest_halt_poll_ns") as f:
+            return "%s, guest_halt_poll_ns %s" % (governor, f.read().strip())
+    except OSError:
+        return governor
 
 
 def fio_version():
@@ -1144,6 +1166,7 @@ def main():
     args.system = platform.release()
     args.fio = fio_version()
     args.cpus = os.cpu_count()
+    args.idle = cpu_idle()
     save(args, results)
     return 0
 
