@@ -46,6 +46,8 @@ struct node_file {
 	bool opened_as_handle;		/* opened since lifetime became
 					   handle: only then may a release
 					   destroy it (see ns_setxattr) */
+	unsigned short sealing;		/* seals being added that writers
+					   wait for (seal_without_writers) */
 };
 
 /* What directories and special files have instead: sections read their
@@ -466,6 +468,7 @@ int ns_init(struct ns *ns, mode_t root_mode, uid_t uid, gid_t gid,
 {
 	memset(ns, 0, sizeof(*ns));
 	pthread_mutex_init(&ns->lock, NULL);
+	pthread_cond_init(&ns->sealed, NULL);
 	ns->entry_timeout = entry_timeout;
 	ns->attr_timeout = attr_timeout;
 	ns->next_ino = FUSE_ROOT_ID;
@@ -523,6 +526,7 @@ void ns_destroy(struct ns *ns)
 	}
 	free_tree(ns->root);
 	free(ns->buckets);
+	pthread_cond_destroy(&ns->sealed);
 	pthread_mutex_destroy(&ns->lock);
 }
 
@@ -1077,6 +1081,9 @@ int ns_open(struct ns *ns, fuse_ino_t ino, int flags, struct section **out)
 	int err = 0;
 
 	pthread_mutex_lock(&ns->lock);
+	/* A seal is being added that writers wait for: see it first. */
+	while (node_sec(n) && is_writer(flags) && n->u.file.sealing)
+		pthread_cond_wait(&ns->sealed, &ns->lock);
 	if (is_dir(n))
 		err = -EISDIR;
 	else if (!node_sec(n))
@@ -1216,11 +1223,14 @@ static unsigned int waits_for_writers(const struct ns *ns)
  * cannot see the kernel's views, so it counts the section's writers.
  * RELEASE reaches the daemon asynchronously to close(2): a writer that
  * closed a moment ago may still be counted, so wait briefly for it before
- * saying EBUSY.  The check that finds none seals under the same lock
- * ns_open counts writers under, so that an open either comes first (the
- * seal is EBUSY) or finds the seal (a writer is refused a write-sealed
- * section; a grow-sealed one is opened direct_io).  F_ADD_SEALS under the
- * lock: it is short, and seals are rare.
+ * saying EBUSY.  From the check that finds none until the seal is made,
+ * opens for writing wait (ns_open), so that an open either comes first
+ * (the seal is EBUSY) or finds the seal (a writer is refused a
+ * write-sealed section; a grow-sealed one is opened direct_io).  The
+ * namespace lock is not held across F_ADD_SEALS: a write seal walks every
+ * page of the store, and waits up to 150 ms on pages still referenced (a
+ * read reply on its way through a pipe), which must not stall every
+ * other request of the mount.
  */
 static int seal_without_writers(struct ns *ns, fuse_ino_t ino,
 				struct section *sec, unsigned int seals)
@@ -1230,16 +1240,21 @@ static int seal_without_writers(struct ns *ns, fuse_ino_t ino,
 
 	for (;;) {
 		pthread_mutex_lock(&ns->lock);
-		if (n->u.file.writers == 0) {
-			err = section_add_seals(sec, seals);
-			pthread_mutex_unlock(&ns->lock);
-			return err;
-		}
+		if (n->u.file.writers == 0)
+			break;
 		pthread_mutex_unlock(&ns->lock);
 		if (--tries == 0)
 			return -EBUSY;
 		usleep(10000);
 	}
+	n->u.file.sealing++;
+	pthread_mutex_unlock(&ns->lock);
+	err = section_add_seals(sec, seals);
+	pthread_mutex_lock(&ns->lock);
+	if (--n->u.file.sealing == 0)
+		pthread_cond_broadcast(&ns->sealed);
+	pthread_mutex_unlock(&ns->lock);
+	return err;
 }
 
 /*

@@ -29,6 +29,7 @@ struct dentry;
 
 struct ns {
 	pthread_mutex_t lock;
+	pthread_cond_t sealed;		/* a seal writers wait for is made */
 	struct node *root;		/* immutable */
 	struct dentry **buckets;	/* (parent, name) -> dentry; lock */
 	size_t nbuckets;		/* lock */

@@ -39,6 +39,7 @@ import os
 import re
 import stat
 import subprocess
+import threading
 
 import pytest
 
@@ -967,6 +968,78 @@ def test_seal_write_busy(mount_factory, datapath, creator):
     assert os.getxattr(path, SEALS) == b'write'
     assert util.read_file(path) == util.pattern(0, PAGE, 6) + \
         util.pattern(PAGE, PAGE, 5)
+
+
+def race_write_seal(path):
+    """Seal path's section for writing while a thread keeps opening it for
+    writing and storing a byte through a shared view, a moment after the
+    open; returns the errors msync reported for views of handles that
+    were opened.  Views, since a write(2) would wait for the kernel's
+    inode lock, which the setxattr holds, and so keep in step with it."""
+    stop = threading.Event()
+    opened, refused_opens, refused_writes = [0], [0], []
+
+    def writer():
+        while not stop.is_set():
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except PermissionError:
+                refused_opens[0] += 1
+                stop.wait(0.001)
+                continue
+            opened[0] += 1
+            try:
+                stop.wait(0.004)
+                with mmap.mmap(fd, PAGE, mmap.MAP_SHARED) as view:
+                    view[0:1] = b'w'
+                    view.flush()
+            except OSError as e:
+                refused_writes.append(util.errno_name(e))
+            finally:
+                os.close(fd)
+            stop.wait(0.002)     # a moment without writers, for the seal
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert util.wait_for(lambda: opened[0] > 0)
+        assert util.wait_for(lambda: outcome(os.setxattr, path, SEALS,
+                                             b'write') == 'ok'), \
+            'write seal never found the section without writers'
+        assert util.wait_for(lambda: refused_opens[0] > 0)
+    finally:
+        stop.set()
+        thread.join()
+    return refused_writes
+
+
+def test_seal_write_racing_writers(mount_factory):
+    """Cached path: a write seal made while another thread keeps opening
+    the section for writing.  Each open comes either before the seal,
+    which then waits for its writer or is EBUSY, or after it, and is
+    refused (EPERM): never is a handle opened for writing whose writes the
+    seal then refuses.  Each section holds 512 MiB, so that making the
+    seal (memfd looks at every page) takes long enough for opens to
+    arrive while it is made."""
+    mnt = mount_factory('cached')
+    for i in range(4):
+        path = mnt / ('race%d' % i)
+        make_section(path)
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.posix_fallocate(fd, 0, 512 * MiB)
+        finally:
+            os.close(fd)
+        refused_writes = race_write_seal(path)
+        assert refused_writes == [], \
+            'opened for writing, then the write refused: %s' % refused_writes
+        assert os.getxattr(path, SEALS) == b'write'
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            assert os.pread(fd, 2, 0) == b'w\0'
+        finally:
+            os.close(fd)
+        os.unlink(path)
 
 
 @pytest.mark.file_backed
