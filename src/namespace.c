@@ -43,9 +43,10 @@ struct node_file {
 	unsigned int opens;		/* open handles (and so views) */
 	unsigned int writers;		/* of which opened for writing */
 	enum lifetime_mode lifetime;	/* when the section dies */
-	bool opened_as_handle;		/* opened since lifetime became
-					   handle: only then may a release
-					   destroy it (see ns_setxattr) */
+	unsigned int handle_opens;	/* opens since lifetime became handle:
+					   only then may a release destroy
+					   it (see set_lifetime) */
+	unsigned short handle_epoch;	/* times lifetime became handle */
 	unsigned short sealing;		/* seals being added that writers
 					   wait for (seal_without_writers) */
 };
@@ -140,13 +141,20 @@ static int is_writer(int open_flags)
 	return (open_flags & O_ACCMODE) != O_RDONLY;
 }
 
-/* A handle is opened on n's section; ns->lock held. */
-static void count_open(struct node *n, int flags)
+/*
+ * A handle is opened on n's section; ns->lock held.  Returns what
+ * ns_open_undo() needs to take it back: 0, or for an open counted under
+ * lifetime handle the lifetime's epoch plus one.
+ */
+static unsigned int count_open(struct node *n, int flags)
 {
 	n->u.file.opens++;
 	n->u.file.writers += is_writer(flags);
-	if (n->u.file.lifetime == LIFETIME_HANDLE)
-		n->u.file.opened_as_handle = true;
+	if (n->u.file.lifetime != LIFETIME_HANDLE)
+		return 0;
+	if (n->u.file.handle_opens < UINT_MAX)
+		n->u.file.handle_opens++;
+	return n->u.file.handle_epoch + 1u;
 }
 
 /*
@@ -160,8 +168,11 @@ static void set_lifetime(struct ns *ns, struct node *n,
 			 enum lifetime_mode lifetime)
 {
 	pthread_mutex_lock(&ns->lock);
-	if (lifetime == LIFETIME_HANDLE && n->u.file.lifetime != LIFETIME_HANDLE)
-		n->u.file.opened_as_handle = false;
+	if (lifetime == LIFETIME_HANDLE &&
+	    n->u.file.lifetime != LIFETIME_HANDLE) {
+		n->u.file.handle_opens = 0;
+		n->u.file.handle_epoch++;
+	}
 	n->u.file.lifetime = lifetime;
 	pthread_mutex_unlock(&ns->lock);
 }
@@ -1075,7 +1086,8 @@ out:
 
 /* ---- open ---- */
 
-int ns_open(struct ns *ns, fuse_ino_t ino, int flags, struct section **out)
+int ns_open(struct ns *ns, fuse_ino_t ino, int flags, struct section **out,
+	    unsigned int *undo)
 {
 	struct node *n = node_of(ns, ino);
 	int err = 0;
@@ -1096,10 +1108,24 @@ int ns_open(struct ns *ns, fuse_ino_t ino, int flags, struct section **out)
 	if (!err) {
 		section_get(n->u.file.sec);
 		*out = n->u.file.sec;
-		count_open(n, flags);
+		*undo = count_open(n, flags);
 	}
 	pthread_mutex_unlock(&ns->lock);
 	return err;
+}
+
+void ns_open_undo(struct ns *ns, fuse_ino_t ino, int flags, unsigned int undo)
+{
+	struct node *n = node_of(ns, ino);
+
+	pthread_mutex_lock(&ns->lock);
+	n->u.file.opens--;
+	n->u.file.writers -= is_writer(flags);
+	/* Only a count made since the lifetime last became handle. */
+	if (undo && undo == n->u.file.handle_epoch + 1u &&
+	    n->u.file.handle_opens > 0 && n->u.file.handle_opens < UINT_MAX)
+		n->u.file.handle_opens--;
+	pthread_mutex_unlock(&ns->lock);
 }
 
 /* Under the lock: take every name of n, recording them for the kernel. */
@@ -1140,7 +1166,7 @@ int ns_release(struct ns *ns, fuse_ino_t ino, int flags,
 	n->u.file.opens--;
 	n->u.file.writers -= is_writer(flags);
 	if (n->u.file.opens == 0 && n->u.file.lifetime == LIFETIME_HANDLE &&
-	    n->u.file.opened_as_handle && n->nlink > 0) {
+	    n->u.file.handle_opens > 0 && n->nlink > 0) {
 		sec = expire_names(ns, n, gone);
 		expired = gone->names != NULL;
 	}

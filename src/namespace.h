@@ -113,9 +113,18 @@ int ns_link(struct ns *ns, fuse_ino_t ino, fuse_ino_t newparent,
  * The section behind ino, with a reference for an open handle.  A
  * read-only file-backed section cannot be opened for writing (EACCES),
  * nor a write-sealed one (EPERM: a writable view of it would take writes
- * past the seal).
+ * past the seal).  *undo is what ns_open_undo() needs.
  */
-int ns_open(struct ns *ns, fuse_ino_t ino, int flags, struct section **out);
+int ns_open(struct ns *ns, fuse_ino_t ino, int flags, struct section **out,
+	    unsigned int *undo);
+
+/*
+ * Take back an open that never reached the kernel (a later step of it
+ * failed): its counts go and nothing else changes.  Unlike a release it
+ * never ends the section's lifetime.  The caller puts the section.
+ */
+void ns_open_undo(struct ns *ns, fuse_ino_t ino, int flags,
+		  unsigned int undo);
 
 /*
  * An open handle (opened with flags) was released.  When it was the

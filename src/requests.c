@@ -311,10 +311,19 @@ static void abandon_handle(fuse_req_t req, fuse_ino_t ino,
 	ns_expired_free(&gone);
 }
 
+/* An open that failed after ns_open: as if it had never been made. */
+static void undo_open(fuse_req_t req, fuse_ino_t ino, struct section *sec,
+		      int flags, unsigned int undo)
+{
+	ns_open_undo(ns_of(req), ino, flags, undo);
+	section_put(sec);
+}
+
 static void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct section *sec;
-	int err = ns_open(ns_of(req), ino, fi->flags, &sec);
+	unsigned int undo;
+	int err = ns_open(ns_of(req), ino, fi->flags, &sec, &undo);
 
 	if (err) {
 		fuse_reply_err(req, -err);
@@ -322,14 +331,14 @@ static void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	err = open_truncate(sec, fi->flags);
 	if (err) {
-		abandon_handle(req, ino, sec, fi->flags);
+		undo_open(req, ino, sec, fi->flags, undo);
 		fuse_reply_err(req, -err);
 		return;
 	}
 	fi->fh = (uintptr_t)sec;
 	/* A failed reply means no RELEASE will come for this handle. */
 	if (dp_reply_open(req, sec, fi))
-		abandon_handle(req, ino, sec, fi->flags);
+		undo_open(req, ino, sec, fi->flags, undo);
 }
 
 static void sfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,

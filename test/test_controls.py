@@ -673,6 +673,33 @@ def test_lifetime_handle_counts_handles_opened_after_it(mount_factory,
     assert util.wait_for(gone(path)), 'not destroyed after its next close'
 
 
+def test_failed_open_ends_no_lifetime(mount_factory, datapath):
+    """An open that fails after the section was found (here O_TRUNC of a
+    shrink-sealed section: EPERM) changes nothing: it does not end a
+    handle lifetime, neither at once nor at the close of a handle that
+    was open before the lifetime became 'handle'."""
+    mnt = mount_factory(datapath)
+    data = util.pattern(0, PAGE, 9)
+    names = ['alone', 'held']
+    for name in names:
+        make_section(mnt / name, data)
+        os.setxattr(mnt / name, SEALS, b'shrink')
+    fd = os.open(mnt / 'held', os.O_RDONLY)
+    for name in names:
+        os.setxattr(mnt / name, LIFETIME, b'handle')
+        assert outcome(os.open, mnt / name,
+                       os.O_RDWR | os.O_TRUNC) == 'EPERM'
+    os.close(fd)
+    release_barrier(mnt)
+    assert sorted(os.listdir(mnt.path)) == names, \
+        'a section lost its name after a failed open'
+    for name in names:
+        assert os.stat(mnt / name).st_nlink == 1
+        assert util.read_file(mnt / name) == data     # open and close
+        assert util.wait_for(gone(mnt / name)), \
+            '%s not destroyed after its next close' % name
+
+
 @pytest.mark.root
 @pytest.mark.other_user
 def test_lifetime_and_seals_only_by_owner(mount_factory, datapath):
