@@ -292,12 +292,14 @@ static void sfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 	reply_entry_or_err(req, err, &e);
 }
 
-/* The kernel lets the daemon do O_TRUNC as part of OPEN (atomic_o_trunc). */
+/*
+ * The kernel leaves O_TRUNC to the daemon (atomic_o_trunc), having
+ * checked write permission and set its own idea of the size to 0; as on
+ * tmpfs, O_RDONLY|O_TRUNC truncates too.
+ */
 static int open_truncate(struct section *sec, int flags)
 {
-	if (!(flags & O_TRUNC) || (flags & O_ACCMODE) == O_RDONLY)
-		return 0;
-	return section_resize(sec, 0, 0);
+	return (flags & O_TRUNC) ? section_resize(sec, 0, 0) : 0;
 }
 
 /* A handle the kernel never got: undo the open as a release would. */

@@ -181,6 +181,21 @@ def test_open_trunc(mnt):
     assert read_file(mnt / 'ot') == b'new'
 
 
+def test_open_read_only_trunc(mnt):
+    """O_RDONLY|O_TRUNC truncates, as on tmpfs (the kernel has checked
+    that the caller may write): in the section itself, not only in the
+    size the kernel caches."""
+    write_file(mnt / 'ro', pattern(0, 70000, 3))
+    fd = os.open(mnt / 'ro', os.O_RDONLY | os.O_TRUNC)
+    try:
+        assert os.fstat(fd).st_size == 0
+        assert os.read(fd, 10) == b''
+    finally:
+        os.close(fd)
+    assert os.getxattr(mnt / 'ro', 'user.sectionfs.resident') == b'0'
+    assert read_file(mnt / 'ro') == b''
+
+
 def test_fallocate(mnt):
     fd = os.open(mnt / 'fa', os.O_RDWR | os.O_CREAT, 0o644)
     try:
