@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "namespace.h"
@@ -1305,8 +1306,21 @@ static int add_seals(struct ns *ns, fuse_ino_t ino, struct section *sec,
 	return section_add_seals(sec, want & ~have);
 }
 
+/* setxattr's XATTR_CREATE and XATTR_REPLACE, against what getxattr shows. */
+static int xattr_flags_allow(const struct xattr_view *v, const char *name,
+			     int flags)
+{
+	bool exists = xattr_get(v, name, NULL, 0) >= 0;
+
+	if ((flags & XATTR_CREATE) && exists)
+		return -EEXIST;
+	if ((flags & XATTR_REPLACE) && !exists)
+		return -ENODATA;
+	return 0;
+}
+
 int ns_setxattr(struct ns *ns, fuse_ino_t ino, const struct caller *who,
-		const char *name, const char *value, size_t size)
+		const char *name, const char *value, size_t size, int flags)
 {
 	struct xattr_change change;
 	struct xattr_view v;
@@ -1319,6 +1333,8 @@ int ns_setxattr(struct ns *ns, fuse_ino_t ino, const struct caller *who,
 	err = xattr_parse_set(name, value, size, &change);
 	if (!err && who->uid != 0 && who->uid != owner)
 		err = -EPERM;
+	if (!err)
+		err = xattr_flags_allow(&v, name, flags);
 	if (!err && change.what == XATTR_SET_SEALS)
 		err = add_seals(ns, ino, v.sec, change.seals);
 	if (!err && change.what == XATTR_SET_LIFETIME)

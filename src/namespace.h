@@ -142,12 +142,13 @@ void ns_expired_free(struct ns_expired *gone);
  * for others.  A write seal is refused (EBUSY) as memfd refuses it while
  * the store is mapped writable (passthrough), or while the section is
  * open for writing (cached path, where the daemon cannot see views).
+ * XATTR_CREATE and XATTR_REPLACE in flags are honoured (EEXIST, ENODATA).
  */
 ssize_t ns_getxattr(struct ns *ns, fuse_ino_t ino, const char *name,
 		    char *buf, size_t size);
 ssize_t ns_listxattr(struct ns *ns, fuse_ino_t ino, char *buf, size_t size);
 int ns_setxattr(struct ns *ns, fuse_ino_t ino, const struct caller *who,
-		const char *name, const char *value, size_t size);
+		const char *name, const char *value, size_t size, int flags);
 
 
 int ns_opendir(struct ns *ns, fuse_ino_t ino, struct ns_dir **out);

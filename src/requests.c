@@ -498,7 +498,7 @@ static void sfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	struct caller who = caller_of(req);
 
 	fuse_reply_err(req, -ns_setxattr(ns_of(req), ino, &who, name, value,
-					 size));
+					 size, flags));
 }
 
 static void sfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)

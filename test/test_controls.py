@@ -653,6 +653,26 @@ def test_lifetime_xattr(mount_factory, datapath):
     assert util.read_file(b) == b'kept ' + b.encode()
 
 
+def test_xattr_create_and_replace_flags(mount_factory, datapath):
+    """setxattr's XATTR_CREATE and XATTR_REPLACE: a section always has
+    its lifetime and seals, so creating them is EEXIST and changes
+    nothing, and replacing them works."""
+    mnt = mount_factory(datapath)
+    path = mnt / 'f'
+    make_section(path, b'data')
+    assert outcome(os.setxattr, path, LIFETIME, b'handle',
+                   os.XATTR_CREATE) == 'EEXIST'
+    assert outcome(os.setxattr, path, SEALS, b'grow',
+                   os.XATTR_CREATE) == 'EEXIST'
+    assert os.getxattr(path, LIFETIME) == b'name'
+    assert os.getxattr(path, SEALS) == b''
+    os.setxattr(path, SEALS, b'grow', os.XATTR_REPLACE)
+    assert os.getxattr(path, SEALS) == b'grow'
+    os.setxattr(path, LIFETIME, b'name', os.XATTR_REPLACE)
+    assert os.getxattr(path, LIFETIME) == b'name'
+    assert util.read_file(path) == b'data'
+
+
 def test_lifetime_handle_counts_handles_opened_after_it(mount_factory,
                                                        datapath):
     """A handle open when the lifetime becomes 'handle' does not destroy
