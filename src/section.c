@@ -113,30 +113,106 @@ int section_stat(struct section *sec, struct stat *st)
 
 #define PAGE_BYTES 4096
 
-static off_t page_down(off_t off) { return off & ~(off_t)(PAGE_BYTES - 1); }
-static off_t page_up(off_t off) { return page_down(off + PAGE_BYTES - 1); }
-
-/* Bytes of [off, end) the store has not allocated, in whole pages. */
-static int64_t hole_bytes(int fd, off_t off, off_t end)
+/* In uint64_t: a write may end within a page of OFF_MAX, where rounding
+ * up in off_t would overflow. */
+static uint64_t page_down(uint64_t off)
 {
-	off_t pos = page_down(off), data;
-	int64_t holes = 0;
+	return off & ~(uint64_t)(PAGE_BYTES - 1);
+}
 
-	end = page_up(end);
+static uint64_t page_up(uint64_t off)
+{
+	return page_down(off + PAGE_BYTES - 1);
+}
+
+/* cachestat(2), Linux 6.5: a file's pages in a range, without mapping it. */
+struct cachestat_range { uint64_t off, len; };
+struct cachestat {
+	uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted,
+		 nr_recently_evicted;
+};
+#ifndef SYS_cachestat
+#define SYS_cachestat 451
+#endif
+
+/* A len of 0 means "to the end of the file". */
+static int cachestat_of(int fd, uint64_t off, uint64_t len,
+			struct cachestat *cs)
+{
+	struct cachestat_range range = { off, len };
+
+	return syscall(SYS_cachestat, fd, &range, cs, 0) ? -errno : 0;
+}
+
+/*
+ * Bytes of the pages [first, last) the store holds neither in memory nor
+ * in swap: what writing them would allocate.  cachestat counts a shmem
+ * file's swapped-out pages as evicted, and its fallocated pages as
+ * cached.  -ENOSYS before Linux 6.5.
+ */
+static int64_t unheld_bytes(int fd, uint64_t first, uint64_t last)
+{
+	struct cachestat cs;
+	uint64_t held;
+	int err;
+
+	if (last == first)
+		return 0;
+	err = cachestat_of(fd, first, last - first, &cs);
+	if (err)
+		return err;
+	held = (cs.nr_cache + cs.nr_evicted) * PAGE_BYTES;
+	return held < last - first ? (int64_t)(last - first - held) : 0;
+}
+
+/* Bytes of the pages [pos, end) that SEEK_DATA calls holes. */
+static int64_t hole_bytes(int fd, uint64_t pos, uint64_t end)
+{
+	int64_t holes = 0;
+	uint64_t next;
+	off_t found;
+
 	while (pos < end) {
-		data = lseek(fd, pos, SEEK_DATA);
-		if (data < 0 && errno != ENXIO)
+		found = lseek(fd, (off_t)pos, SEEK_DATA);
+		if (found < 0 && errno != ENXIO)
 			return -errno;
-		if (data < 0 || data > end)
-			data = end;		/* no data after pos */
-		holes += data - pos;
-		if (data >= end)
+		next = found < 0 || (uint64_t)found > end ? end : (uint64_t)found;
+		holes += (int64_t)(next - pos);
+		if (next >= end)
 			break;
-		pos = lseek(fd, data, SEEK_HOLE);
-		if (pos < 0)
+		found = lseek(fd, (off_t)next, SEEK_HOLE);
+		if (found < 0)
 			return -errno;
+		pos = (uint64_t)found;
 	}
 	return holes;
+}
+
+/*
+ * What writing [off, end) would allocate, in whole pages.  Without
+ * cachestat, SEEK_DATA calls pages that were fallocated but never
+ * written holes, so the estimate is bounded by what the section could
+ * still allocate at all: every page up to its new end, less what it
+ * holds.  That bound is only sound while no page lies past the end,
+ * which such a section ensures by refusing fallocate past its end with
+ * FALLOC_FL_KEEP_SIZE (section_fallocate()).
+ */
+static int64_t bytes_to_allocate(int fd, const struct stat *st, uint64_t off,
+				 uint64_t end)
+{
+	uint64_t first = page_down(off), last = page_up(end), held, room;
+	int64_t need = unheld_bytes(fd, first, last);
+
+	if (need != -ENOSYS)
+		return need;
+	need = hole_bytes(fd, first, last);
+	if (need <= 0)
+		return need;
+	held = (uint64_t)st->st_blocks * 512;
+	room = page_up(end > (uint64_t)st->st_size ? end :
+		       (uint64_t)st->st_size);
+	room = room > held ? room - held : 0;
+	return (uint64_t)need > room ? (int64_t)room : need;
 }
 
 /* What the kernel says the store holds for the section. */
@@ -161,17 +237,13 @@ void section_settle(struct section *sec, int64_t reserved)
 	store_charge(-reserved);
 }
 
-/*
- * Reserve the memory [off, off + len) still needs; -ENOSPC if it won't
- * fit.  SEEK_DATA calls pages that were fallocated but never written
- * holes, so the estimate is bounded by what the section could still
- * allocate at all: every page up to its new end, less what it holds.
- */
+/* Reserve the memory [off, off + len) still needs; -ENOSPC if it won't
+ * fit. */
 static int reserve_range(struct section *sec, off_t off, off_t len,
 			 int64_t *reserved)
 {
-	int64_t need = 0, room;
 	struct stat st;
+	int64_t need;
 	int err;
 
 	*reserved = 0;
@@ -179,15 +251,10 @@ static int reserve_range(struct section *sec, off_t off, off_t len,
 		return 0;
 	if (fstat(sec->fd, &st))
 		return -errno;
-	need = hole_bytes(sec->fd, off, off + len);
-	if (need < 0)
+	need = bytes_to_allocate(sec->fd, &st, (uint64_t)off,
+				 (uint64_t)off + (uint64_t)len);
+	if (need <= 0)
 		return (int)need;
-	room = page_up(off + len > st.st_size ? off + len : st.st_size) -
-	       (int64_t)st.st_blocks * 512;
-	if (need > room)
-		need = room > 0 ? room : 0;
-	if (need == 0)
-		return 0;
 	err = store_reserve(need);
 	if (!err)
 		*reserved = need;
@@ -202,7 +269,8 @@ size_t section_write_fit(struct section *sec, off_t off, size_t len,
 	/* Halve (on page boundaries) until the rest fits: a short write is
 	 * retried by its caller, which so fills the cap to the page. */
 	while (reserve_range(sec, off, (off_t)fit, reserved)) {
-		size_t half = (size_t)(page_down(off + (off_t)fit / 2) - off);
+		size_t half = (size_t)(page_down((uint64_t)off + fit / 2) -
+				       (uint64_t)off);
 
 		if (half == 0 || half >= fit)
 			return 0;
@@ -234,6 +302,20 @@ int section_resize(struct section *sec, off_t size, int eager)
 	return err;
 }
 
+/* Without cachestat, bytes_to_allocate() cannot see pages past the end. */
+static int keeps_pages_past_end(struct section *sec, int mode, off_t off,
+				off_t len)
+{
+	struct cachestat cs;
+	struct stat st;
+
+	if (!sec->counted || !(mode & FALLOC_FL_KEEP_SIZE) ||
+	    (mode & FALLOC_FL_PUNCH_HOLE) ||
+	    cachestat_of(sec->fd, 0, PAGE_BYTES, &cs) != -ENOSYS)
+		return 0;
+	return !fstat(sec->fd, &st) && off + len > st.st_size;
+}
+
 int section_fallocate(struct section *sec, int mode, off_t off, off_t len)
 {
 	int64_t reserved = 0;
@@ -241,6 +323,8 @@ int section_fallocate(struct section *sec, int mode, off_t off, off_t len)
 
 	if (!sec->writable)
 		return -EACCES;
+	if (keeps_pages_past_end(sec, mode, off, len))
+		return -EOPNOTSUPP;
 	if (!(mode & FALLOC_FL_PUNCH_HOLE))
 		err = reserve_range(sec, off, len, &reserved);
 	if (!err && fallocate(sec->fd, mode, off, len))
@@ -274,16 +358,6 @@ int section_add_seals(struct section *sec, unsigned int seals)
 	return 0;
 }
 
-/* cachestat(2), Linux 6.5: resident pages of a file without mapping it. */
-struct cachestat_range { uint64_t off, len; };
-struct cachestat {
-	uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted,
-		 nr_recently_evicted;
-};
-#ifndef SYS_cachestat
-#define SYS_cachestat 451
-#endif
-
 /* Older kernels: map the file and ask mincore(2) page by page. */
 static int resident_mincore(int fd, off_t size, uint64_t *bytes)
 {
@@ -312,11 +386,10 @@ static int resident_mincore(int fd, off_t size, uint64_t *bytes)
 
 int section_resident(struct section *sec, uint64_t *bytes)
 {
-	struct cachestat_range range = { 0, 0 };	/* 0: to the end */
 	struct cachestat cs;
 	struct stat st;
 
-	if (syscall(SYS_cachestat, sec->fd, &range, &cs, 0) == 0) {
+	if (cachestat_of(sec->fd, 0, 0, &cs) == 0) {
 		*bytes = cs.nr_cache * PAGE_BYTES;
 		return 0;
 	}

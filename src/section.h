@@ -68,7 +68,10 @@ int section_stat(struct section *sec, struct stat *st);
  */
 int section_resize(struct section *sec, off_t size, int eager);
 
-/* fallocate on the section's file with the caller's mode. */
+/* fallocate on the section's file with the caller's mode.  A counted
+ * section on a kernel without cachestat(2) (before 6.5) refuses
+ * FALLOC_FL_KEEP_SIZE past its end (EOPNOTSUPP): the cap could not see
+ * those pages. */
 int section_fallocate(struct section *sec, int mode, off_t off, off_t len);
 
 /*

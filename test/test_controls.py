@@ -106,19 +106,24 @@ def used(path):
     return df(path)[1]
 
 
+def write_until_enospc(fd, chunk=MiB):
+    """Write chunks from offset 0 until ENOSPC (more than 64 MiB is a
+    failure); returns the bytes written."""
+    written = 0
+    with pytest.raises(OSError) as e:
+        while written <= 64 * MiB:
+            written += os.pwrite(fd, b'y' * chunk, written)
+    assert e.value.errno == errno.ENOSPC, e.value
+    return written
+
+
 def fill(path, chunk=65536):
     """Write to a new section at path until ENOSPC; returns bytes written."""
     fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    written = 0
     try:
-        while True:
-            written += os.write(fd, b'\xee' * chunk)
-    except OSError as e:
-        if e.errno != errno.ENOSPC:
-            raise
+        return write_until_enospc(fd, chunk)
     finally:
         os.close(fd)
-    return written
 
 
 def gone(path):
@@ -317,6 +322,53 @@ def test_size_write_past_cap_is_short_then_enospc(mount_factory, datapath):
         assert os.fstat(fd).st_size == 0
     finally:
         os.close(fd)
+
+
+def held(mnt, names):
+    """Bytes of memory the named sections hold (st_blocks)."""
+    return sum(os.stat(mnt / n).st_blocks * 512 for n in names)
+
+
+def test_size_holds_after_fallocate_past_end(mount_factory, datapath):
+    """Pages fallocated past a section's end (FALLOC_FL_KEEP_SIZE) count
+    against the cap, and so do the writes after them: together the
+    sections never hold more than the cap.  On the cached path of a
+    kernel without cachestat(2) (before 6.5, or under valgrind) such a
+    fallocate is refused (EOPNOTSUPP) instead."""
+    cap = MiB
+    mnt = mount_factory(datapath, options=['size=1m'])
+    fd = os.open(mnt / 'f', os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        got = outcome(util.fallocate, fd, util.FALLOC_FL_KEEP_SIZE,
+                      GiB, cap // 2)
+        assert got in ('ok', 'EOPNOTSUPP'), got
+        if got == 'EOPNOTSUPP':
+            assert datapath == 'cached'
+        written = write_until_enospc(fd)
+        assert written <= cap, written
+        assert os.fstat(fd).st_size == written
+    finally:
+        os.close(fd)
+    assert held(mnt, ['f']) <= cap
+    assert util.read_file(mnt / 'f') == b'y' * written
+
+
+def test_size_holds_for_writes_at_the_largest_offset(mount_factory,
+                                                     datapath):
+    """With the cap full, a write in the last page below 2^63 is refused
+    like any other: its page is counted (ENOSPC), in every section."""
+    cap = MiB
+    mnt = mount_factory(datapath, options=['size=1m'])
+    fill(mnt / 'full', chunk=PAGE)
+    names = ['full']
+    for i in range(4):
+        names.append('far%d' % i)
+        fd = os.open(mnt / names[-1], os.O_CREAT | os.O_WRONLY, 0o644)
+        try:
+            assert outcome(os.pwrite, fd, b'far', (1 << 63) - 10) == 'ENOSPC'
+        finally:
+            os.close(fd)
+    assert held(mnt, names) <= cap
 
 
 def test_size_enospc_mid_copy_leaves_a_prefix(mount_factory, datapath,
