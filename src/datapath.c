@@ -12,6 +12,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
+#include <stdlib.h>
+#include <sys/uio.h>
 
 #include "datapath.h"
 #include "log.h"
@@ -162,12 +164,53 @@ static void drain(struct fuse_bufvec *in, size_t left)
 	}
 }
 
+/*
+ * RWF_APPEND writes at the file's end as it is at that moment, as
+ * O_APPEND does, without changing the fd every handle shares.  It takes
+ * a memory buffer, so the request's data is copied out of the pipe.
+ */
+static ssize_t append_write(struct section *sec, struct fuse_bufvec *in,
+			    size_t total)
+{
+	struct fuse_bufvec mem = FUSE_BUFVEC_INIT(total);
+	struct iovec iov;
+	ssize_t got, res;
+
+	mem.buf[0].mem = malloc(total ? total : 1);
+	if (!mem.buf[0].mem) {
+		drain(in, total);
+		return -ENOMEM;
+	}
+	got = fuse_buf_copy(&mem, in, FUSE_BUF_NO_SPLICE);
+	res = got;
+	if (got > 0) {
+		iov = (struct iovec){ mem.buf[0].mem, (size_t)got };
+		res = pwritev2(sec->fd, &iov, 1, 0, RWF_APPEND);
+		if (res < 0)
+			res = -errno;
+	}
+	drain(in, total - (got > 0 ? (size_t)got : 0));
+	free(mem.buf[0].mem);
+	return res;
+}
+
+bool dp_appends(struct section *sec, int open_flags)
+{
+	return (open_flags & O_APPEND) && sec->kind == SECTION_FILE &&
+	       dp_direct_io(sec);
+}
+
 ssize_t dp_write(struct section *sec, struct fuse_bufvec *in, off_t off,
-		 int writeback)
+		 int writeback, bool append)
 {
 	size_t total = fuse_buf_size(in);
 	int64_t reserved;
-	size_t len = section_write_fit(sec, off, total, &reserved);
+	size_t len;
+
+	/* File-backed sections are never counted against the cap. */
+	if (append)
+		return append_write(sec, in, total);
+	len = section_write_fit(sec, off, total, &reserved);
 
 	/* The kernel's writeback ignores a short count, and the pages it
 	 * did not fit would be dropped without a word: all or nothing, so

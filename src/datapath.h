@@ -49,13 +49,22 @@ int dp_reply_create(fuse_req_t req, struct section *sec,
 void dp_read(fuse_req_t req, struct section *sec, size_t size, off_t off);
 
 /*
- * Write a WRITE request's data into sec at off; returns the bytes written
- * or -errno (the caller replies).  A write that does not fit under the
- * cap is cut short, keeping what fit; a writeback of the page cache
- * (writeback set) is written whole or refused with -ENOSPC.
+ * Write a WRITE request's data into sec at off, or with append at the
+ * section's end (dp_appends()); returns the bytes written or -errno (the
+ * caller replies).  A write that does not fit under the cap is cut
+ * short, keeping what fit; a writeback of the page cache (writeback set)
+ * is written whole or refused with -ENOSPC.
  */
 ssize_t dp_write(struct section *sec, struct fuse_bufvec *in, off_t off,
-		 int writeback);
+		 int writeback, bool append);
+
+/*
+ * Whether a write(2) on an open with open_flags goes to the section's end
+ * rather than to the offset the kernel gave: O_APPEND on a file-backed
+ * section opened direct_io, whose backing file another writer may have
+ * grown since the kernel last learned its size.
+ */
+bool dp_appends(struct section *sec, int open_flags);
 
 /*
  * Whether sec's opens bypass the kernel's page cache (a file-backed

@@ -384,10 +384,13 @@ static void sfs_write_buf(fuse_req_t req, fuse_ino_t ino,
 	struct notifier *notify = &mount_of(req)->notify;
 	struct section *sec = section_of(fi);
 	size_t total = fuse_buf_size(in);
-	ssize_t res = dp_write(sec, in, off, fi->writepage);
+	bool append = !fi->writepage && dp_appends(sec, fi->flags);
+	ssize_t res = dp_write(sec, in, off, fi->writepage, append);
 
+	/* An append's range is not known: drop every page (len 0). */
 	if (res > 0 && !fi->writepage && dp_direct_io(sec))
-		notify_inval(notify, ino, off, res, true);
+		notify_inval(notify, ino, append ? 0 : off, append ? 0 : res,
+			     true);
 	if (res < 0)
 		fuse_reply_err(req, (int)-res);
 	else

@@ -263,6 +263,28 @@ def test_direct_writes_to_backing_become_visible(mnt, backing):
         os.close(fd)
 
 
+def test_append_lands_after_outside_appends(mnt, backing):
+    """O_APPEND through a section writes at the backing file's end as it
+    is then, after what another writer appended outside the mount, as
+    O_APPEND on the file itself would; nothing is overwritten."""
+    reason = util.cached_dio_skip_reason(mnt)
+    if reason:
+        pytest.skip(reason)
+    target = backing(data=b'line1\n')
+    os.symlink(target, mnt / 'log')
+    fd = os.open(mnt / 'log', os.O_WRONLY | os.O_APPEND)
+    try:
+        assert os.write(fd, b'sec1\n') == 5
+        with open(target, 'ab') as f:
+            f.write(b'outside\n')
+        assert os.write(fd, b'sec2\n') == 5
+    finally:
+        os.close(fd)
+    want = b'line1\nsec1\noutside\nsec2\n'
+    assert util.read_file(target) == want
+    assert util.read_file(mnt / 'log') == want
+
+
 def test_new_view_sees_backing_changes(mnt, backing):
     """A shared view made after the backing file changed shows the change;
     what a view writes is read back through the mount, and what is written
