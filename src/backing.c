@@ -231,19 +231,33 @@ static int walk_path(const char *path, dev_t self_dev, struct walk *w,
 	return 0;
 }
 
-/* Reopen an O_PATH fd for I/O: the permission check is the caller's. */
+/*
+ * Reopen an O_PATH fd for I/O: the permission check is the caller's.
+ * O_NONBLOCK, because an open that must break a lease on the file (any
+ * owner may take one) would otherwise wait for the lease break time,
+ * 45 s by default, while the kernel holds the directory the symlink goes
+ * in: EWOULDBLOCK instead.  Dropped once open: it means nothing more to
+ * a regular file.
+ */
 static int reopen(int pathfd, int *writable)
 {
 	char proc[64];
-	int fd;
+	int fd, err;
 
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pathfd);
-	fd = open(proc, O_RDWR | O_CLOEXEC);
+	fd = open(proc, O_RDWR | O_CLOEXEC | O_NONBLOCK);
 	*writable = fd >= 0;
 	if (fd < 0 && (errno == EACCES || errno == EROFS || errno == EPERM ||
 		       errno == ETXTBSY))
-		fd = open(proc, O_RDONLY | O_CLOEXEC);
-	return fd < 0 ? -errno : fd;
+		fd = open(proc, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return -errno;
+	if (fcntl(fd, F_SETFL, 0)) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	return fd;
 }
 
 struct open_args {

@@ -8,9 +8,11 @@ serves.
 """
 
 import errno
+import fcntl
 import filecmp
 import mmap
 import os
+import signal
 import stat
 import subprocess
 import time
@@ -380,6 +382,24 @@ def test_bad_target_not_regular_is_einval(mnt, base_dir):
     refused(mnt, fifo, errno.EINVAL)         # and opening it must not hang
     refused(mnt, '/dev/null', errno.EINVAL)  # a device
     refused(mnt, '/', errno.EINVAL)
+
+
+def test_leased_target_is_refused_at_once(mnt, backing):
+    """A file whose owner holds a lease and does not release it: the
+    symlink fails with EWOULDBLOCK (the lease break is started) rather
+    than wait for the lease break time while the kernel holds the
+    directory, and nothing is made."""
+    target = backing()
+    old = signal.signal(signal.SIGIO, signal.SIG_IGN)
+    fd = os.open(target, os.O_RDONLY)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+        refused(mnt, target, errno.EWOULDBLOCK)
+    finally:
+        os.close(fd)
+        signal.signal(signal.SIGIO, old)
+    os.symlink(target, mnt / 'after')
+    assert util.read_file(mnt / 'after') == b'backing data\n'
 
 
 def test_bad_target_missing_is_enoent(mnt, base_dir):
