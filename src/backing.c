@@ -278,20 +278,30 @@ static int names_directory(const char *path)
 }
 
 /*
- * Only files of real filesystems can back a section.  procfs and sysfs
- * files are the kernel's answers about whoever opens them, here the
- * daemon: /proc/self/maps would show the daemon's memory to anyone.
+ * The kernel's own filesystems, mounted under /proc and /sys: their files
+ * are the kernel's answers about whoever opens them, here the daemon
+ * (/proc/self/maps would show the daemon's memory to anyone, a cgroup's
+ * files the daemon's cgroup), or its controls.
  */
+static const unsigned long kernel_fs[] = {
+	PROC_SUPER_MAGIC, SYSFS_MAGIC, CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC,
+	SECURITYFS_MAGIC, TRACEFS_MAGIC, DEBUGFS_MAGIC, BPF_FS_MAGIC,
+	EFIVARFS_MAGIC, PSTOREFS_MAGIC, BINFMTFS_MAGIC, NSFS_MAGIC,
+};
+
+/* Only files of real filesystems can back a section. */
 static int real_file(int fd, const struct stat *st)
 {
 	struct statfs sfs;
+	size_t i;
 
 	if (!S_ISREG(st->st_mode))
 		return -EINVAL;
 	if (fstatfs(fd, &sfs))
 		return -errno;
-	if (sfs.f_type == PROC_SUPER_MAGIC || sfs.f_type == SYSFS_MAGIC)
-		return -EINVAL;
+	for (i = 0; i < sizeof(kernel_fs) / sizeof(kernel_fs[0]); i++)
+		if ((unsigned long)sfs.f_type == kernel_fs[i])
+			return -EINVAL;
 	return 0;
 }
 

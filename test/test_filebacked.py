@@ -384,6 +384,42 @@ def test_bad_target_not_regular_is_einval(mnt, base_dir):
     refused(mnt, '/', errno.EINVAL)
 
 
+#: Kernel filesystems mounted under /sys, beside sysfs itself, by the
+#: name `stat -f` gives their type.
+KERNEL_FS = ('cgroupfs', 'cgroup2fs', 'tracefs', 'debugfs', 'securityfs',
+             'bpf_fs', 'efivarfs', 'pstorefs')
+
+
+def kernel_fs_files():
+    """A few regular files on kernel filesystems under /sys/fs and
+    /sys/kernel, one per filesystem type found."""
+    found = {}
+    for top in ('/sys/fs', '/sys/kernel'):
+        for root, dirs, files in os.walk(top):
+            if root.count('/') > 5:
+                dirs[:] = []
+            for name in files:
+                path = os.path.join(root, name)
+                res = subprocess.run(['stat', '-f', '-c', '%T', path],
+                                     capture_output=True, text=True)
+                kind = res.stdout.strip()
+                if kind in KERNEL_FS and kind not in found and \
+                        os.path.isfile(path) and os.access(path, os.R_OK):
+                    found[kind] = path
+                break           # one file per directory is enough
+    return sorted(found.values())
+
+
+def test_bad_target_kernel_fs_is_einval(mnt):
+    """Files of the kernel's filesystems under /sys (cgroup, tracefs, ...)
+    are refused as /sys itself is: they describe the daemon."""
+    files = kernel_fs_files()
+    if not files:
+        pytest.skip('no readable file on a kernel filesystem under /sys')
+    for path in files:
+        refused(mnt, path, errno.EINVAL)
+
+
 def test_leased_target_is_refused_at_once(mnt, backing):
     """A file whose owner holds a lease and does not release it: the
     symlink fails with EWOULDBLOCK (the lease break is started) rather
