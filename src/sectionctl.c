@@ -998,7 +998,8 @@ static int create_check(struct create_req *c, const char *size,
 	if (c->file && c->has_size)
 		return usage_error("create", "--size cannot be used with "
 			"--file: a file-backed section has its file's size");
-	if (c->file && c->seals)
+	/* Given at all, even empty ("" adds no seal to a page-file one). */
+	if (c->file && seals)
 		return usage_error("create", "--seal cannot be used with "
 			"--file: only page-file-backed sections can be sealed");
 	return PARSED;

@@ -354,6 +354,8 @@ def test_create_file_through_symlink_is_resolved(mnt, backing, base_dir):
                        "section has its file's size"),
     (['--seal', 'grow'], '--seal cannot be used with --file: only '
                          'page-file-backed sections can be sealed'),
+    (['--seal', ''], '--seal cannot be used with --file: only '
+                     'page-file-backed sections can be sealed'),
 ])
 def test_create_file_refuses_size_and_seal(mnt, backing, extra, message):
     target = backing(data=b'keep me')
