@@ -21,6 +21,8 @@
 
 #define OPT(t, p) { t, offsetof(struct sfs_options, p), 1 }
 
+enum { KEY_SUBTYPE };
+
 static const struct fuse_opt sfs_opt_spec[] = {
 	OPT("passthrough=%s", passthrough_str),
 	OPT("io_uring=%s", io_uring_str),
@@ -31,6 +33,7 @@ static const struct fuse_opt sfs_opt_spec[] = {
 	OPT("uid=%s", uid_str),
 	OPT("gid=%s", gid_str),
 	OPT("writeback_cache", writeback),
+	FUSE_OPT_KEY("subtype=", KEY_SUBTYPE),
 	FUSE_OPT_END
 };
 
@@ -44,6 +47,14 @@ static int keep_arg(void *data, const char *arg, int key,
 {
 	struct sfs_options *o = data;
 
+	/* mount.fuse3 passes subtype=sectionfs; another would hide the
+	 * mount from sectionctl, which knows it by its type. */
+	if (key == KEY_SUBTYPE && strcmp(arg, "subtype=sectionfs")) {
+		fprintf(stderr, "sectionfs: bad option '%s': the subtype is "
+			"sectionfs (the mount's type, fuse.sectionfs, is how "
+			"sectionctl knows it)\n", arg);
+		return -1;
+	}
 	if (key != FUSE_OPT_KEY_NONOPT)
 		return 1;
 	if (o->n_nonopt == 2) {

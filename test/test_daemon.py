@@ -63,6 +63,7 @@ BAD_OPTIONS = [
     ('uid=abc', 'uid'),
     ('writeback_cache,size=1m', 'writeback_cache'),
     ('writeback_cache,passthrough=on', 'writeback_cache'),
+    ('subtype=foo', 'subtype'),
 ]
 
 
@@ -81,6 +82,17 @@ def test_bad_option_refused_before_mounting(mount_factory, option, name):
     lines = [ln for ln in m.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, 'expected one line, got %r' % lines
     assert name in lines[0]
+
+
+def test_subtype_sectionfs_accepted(mount_factory):
+    """mount.fuse3 passes subtype=sectionfs: the mount's type stays
+    fuse.sectionfs, which sectionctl goes by."""
+    m = mount_factory('cached', options=['subtype=sectionfs'])
+    assert util.fstype_of(m.path) == 'fuse.sectionfs'
+    res = subprocess.run([os.path.join(util.BUILD_DIR, 'src', 'sectionctl'),
+                          'ls', m.path], capture_output=True, text=True,
+                         timeout=util.PATIENCE)
+    assert res.returncode == 0, res.stderr
 
 
 @pytest.mark.root
