@@ -600,18 +600,6 @@ def prowler_main(root, seconds, seed):
 #: for a hang, never a measure of speed.
 DEADLINE = float(os.environ.get('SECTIONFS_TEST_DEADLINE')
                  or max(600.0, 20 * util.PATIENCE))
-FUSECTL = '/sys/fs/fuse/connections'
-
-
-def _connection_of(path):
-    """The FUSE connection number of the mount at path, from mountinfo
-    (never a call into the mount itself, which may be what hangs)."""
-    with open('/proc/self/mountinfo') as f:
-        for line in f:
-            fields = line.split()
-            if util._unescape_mountinfo(fields[4]) == path:
-                return int(fields[2].split(':')[1])
-    return None
 
 
 def stop_daemon(m):
@@ -626,22 +614,11 @@ def stop_daemon(m):
         return done
     except subprocess.TimeoutExpired:
         pass
-    conn = _connection_of(m.path)
-    if conn is None:
+    if util.fuse_connection(m.path) is None:
         return done
-    mounted = os.path.exists(os.path.join(FUSECTL, str(conn)))
-    if not mounted:
-        subprocess.run(['mount', '-t', 'fusectl', 'none', FUSECTL],
-                       capture_output=True)
-    try:
-        with open(os.path.join(FUSECTL, str(conn), 'abort'), 'w') as f:
-            f.write('1')
-        done.append('it was stuck: aborted FUSE connection %d' % conn)
-    except OSError as e:
-        done.append('it was stuck and connection %d could not be aborted: '
-                    '%s' % (conn, e))
-    if not mounted:
-        subprocess.run(['umount', FUSECTL], capture_output=True)
+    why = util.abort_fuse_connection(m.path)
+    done.append('it was stuck: aborted its FUSE connection' if why is None
+                else 'it was stuck and ' + why)
     return done
 
 

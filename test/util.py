@@ -238,6 +238,43 @@ def mounts_under(path):
             or mp.startswith(path + '/')]
 
 
+FUSECTL = '/sys/fs/fuse/connections'
+
+
+def fuse_connection(path):
+    """The FUSE connection number of the mount at path, from mountinfo
+    (never a call into the mount itself, which may be what hangs)."""
+    with open('/proc/self/mountinfo') as f:
+        for line in f:
+            fields = line.split()
+            if _unescape_mountinfo(fields[4]) == path:
+                return int(fields[2].split(':')[1])
+    return None
+
+
+def abort_fuse_connection(path):
+    """Abort the FUSE connection of the mount at path through fusectl
+    (mounted for the moment if it is not), as root may: every request
+    waiting on it ends with ENOTCONN and none is sent again.  Returns
+    None, or why it could not."""
+    conn = fuse_connection(path)
+    if conn is None:
+        return 'no FUSE mount at %s' % path
+    mounted = os.path.exists(os.path.join(FUSECTL, str(conn)))
+    if not mounted:
+        subprocess.run(['mount', '-t', 'fusectl', 'none', FUSECTL],
+                       capture_output=True)
+    try:
+        with open(os.path.join(FUSECTL, str(conn), 'abort'), 'w') as f:
+            f.write('1')
+        return None
+    except OSError as e:
+        return 'connection %d could not be aborted: %s' % (conn, e)
+    finally:
+        if not mounted:
+            subprocess.run(['umount', FUSECTL], capture_output=True)
+
+
 def wait_for(cond, timeout=PATIENCE, interval=0.02):
     """Poll cond() until true or timeout; returns its last value.
 
