@@ -11,7 +11,9 @@
  * A node's FUSE node id is its address.  A node lives while it has a name
  * (nlink > 0) or the kernel holds a lookup on it; nodes the kernel holds
  * after their last name went sit on the orphan list so that ns_destroy()
- * can free them at unmount.
+ * can free them at unmount.  Directory listings are linked to the
+ * namespace for the same reason: a RELEASEDIR still queued when the mount
+ * goes is dropped by the kernel, never sent.
  */
 #include "config.h"
 
@@ -93,6 +95,7 @@ struct ns_dirent {
 };
 
 struct ns_dir {
+	struct ns_dir *prev, *next;	/* ns->listings; lock */
 	struct node *dir;
 	size_t n;
 	struct ns_dirent *ents;
@@ -536,6 +539,8 @@ void ns_destroy(struct ns *ns)
 		next = n->orphan_next;
 		node_drop(n);
 	}
+	while (ns->listings)
+		ns_releasedir(ns, ns->listings);
 	free_tree(ns->root);
 	free(ns->buckets);
 	pthread_cond_destroy(&ns->sealed);
@@ -1407,6 +1412,12 @@ int ns_opendir(struct ns *ns, fuse_ino_t ino, struct ns_dir **out)
 	dir->dir = node_of(ns, ino);
 	pthread_mutex_lock(&ns->lock);
 	err = is_dir(dir->dir) ? dir_snapshot(ns, dir) : -ENOTDIR;
+	if (!err) {
+		dir->next = ns->listings;
+		if (dir->next)
+			dir->next->prev = dir;
+		ns->listings = dir;
+	}
 	pthread_mutex_unlock(&ns->lock);
 	if (err) {
 		free(dir);
@@ -1429,8 +1440,16 @@ int ns_readdir_rewind(struct ns *ns, fuse_ino_t ino, struct ns_dir *dir)
 	return err;
 }
 
-void ns_releasedir(struct ns_dir *dir)
+void ns_releasedir(struct ns *ns, struct ns_dir *dir)
 {
+	pthread_mutex_lock(&ns->lock);
+	if (dir->prev)
+		dir->prev->next = dir->next;
+	else
+		ns->listings = dir->next;
+	if (dir->next)
+		dir->next->prev = dir->prev;
+	pthread_mutex_unlock(&ns->lock);
 	dir_free_entries(dir);
 	free(dir);
 }

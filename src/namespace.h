@@ -35,6 +35,7 @@ struct ns {
 	size_t nbuckets;		/* lock */
 	size_t nentries;		/* lock */
 	struct node *orphans;		/* unnamed nodes the kernel holds; lock */
+	struct ns_dir *listings;	/* open directory handles; lock */
 	uint64_t next_ino;		/* lock */
 	uint64_t nnodes;		/* lock */
 	double entry_timeout;		/* immutable */
@@ -152,7 +153,7 @@ int ns_setxattr(struct ns *ns, fuse_ino_t ino, const struct caller *who,
 
 
 int ns_opendir(struct ns *ns, fuse_ino_t ino, struct ns_dir **out);
-void ns_releasedir(struct ns_dir *dir);
+void ns_releasedir(struct ns *ns, struct ns_dir *dir);
 /*
  * Entry number index of a listing ("." and ".." first).  Returns 0 and the
  * entry's name and attributes (with plus, also a counted lookup in *e, as

@@ -522,7 +522,7 @@ static void sfs_opendir(fuse_req_t req, fuse_ino_t ino,
 	fi->fh = (uintptr_t)dir;
 	fi->cache_readdir = 0;
 	if (fuse_reply_open(req, fi))
-		ns_releasedir(dir);
+		ns_releasedir(ns_of(req), dir);
 }
 
 /* Append one entry; returns its size, or 0 when the buffer is full. */
@@ -588,7 +588,7 @@ static void sfs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
 static void sfs_releasedir(fuse_req_t req, fuse_ino_t ino,
 			   struct fuse_file_info *fi)
 {
-	ns_releasedir((struct ns_dir *)(uintptr_t)fi->fh);
+	ns_releasedir(ns_of(req), (struct ns_dir *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
 

@@ -416,3 +416,44 @@ def test_open_patterns_never_fail(mnt):
     fd = os.open(path, os.O_RDWR | os.O_TRUNC)
     os.close(fd)
     assert os.stat(path).st_size == 0
+
+
+def go_with_handles_open(m, how):
+    if how == 'lazy':
+        subprocess.run(['fusermount3', '-u', '-z', m.path], check=True)
+        return
+    why = util.abort_fuse_connection(m.path)
+    assert why is None, why
+
+
+@pytest.mark.root
+@pytest.mark.parametrize('how', ['lazy', 'abort'])
+def test_mount_goes_with_handles_open(mount_factory, datapath, how):
+    """The mount goes while a directory, a section and a view of it are
+    open: detached (fusermount3 -u -z), the handles closed after it, when
+    the kernel drops the releases still queued as the mount ends; or its
+    connection aborted, when no release is sent at all.  The daemon exits
+    0, and what it held for those handles is freed: the suite's valgrind
+    and sanitizer runs judge its exit for leaks.  An aborted mount stays
+    (ENOTCONN) until it is unmounted, as libfuse leaves it."""
+    m = mount_factory(datapath)
+    os.mkdir(m / 'd')
+    write_file(m / 'd/a', b'a' * PAGE)
+    dfd = os.open(m / 'd', os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.open(m / 'd/a', os.O_RDWR)
+    try:
+        view = mmap.mmap(fd, PAGE)
+        assert os.listdir(dfd) == ['a']
+        go_with_handles_open(m, how)
+        assert view[:1] == b'a'
+        view.close()
+    finally:
+        os.close(fd)
+        os.close(dfd)
+    assert m.wait_exit() == 0
+    if how == 'lazy':
+        assert not util.is_mounted(m.path)
+    else:
+        with pytest.raises(OSError) as e:
+            os.listdir(m.path)
+        assert e.value.errno == errno.ENOTCONN
