@@ -76,7 +76,7 @@ struct node {
 	uint32_t nlink;
 	struct timespec ctime;		/* metadata changes made here */
 	struct dentry *names;		/* every name; a directory has one */
-	struct node *orphan_prev, *orphan_next;
+	LIST_ENTRY(node) orphan;	/* ns->orphans */
 	union {
 		struct node_file file;	/* S_ISREG */
 		struct node_other other; /* everything else */
@@ -95,7 +95,7 @@ struct ns_dirent {
 };
 
 struct ns_dir {
-	struct ns_dir *prev, *next;	/* ns->listings; lock */
+	LIST_ENTRY(ns_dir) link;	/* ns->listings; lock */
 	struct node *dir;
 	size_t n;
 	struct ns_dirent *ents;
@@ -328,25 +328,6 @@ static struct node *node_new(struct ns *ns, mode_t mode, uid_t uid, gid_t gid)
 	return n;
 }
 
-static void orphan_add(struct ns *ns, struct node *n)
-{
-	n->orphan_prev = NULL;
-	n->orphan_next = ns->orphans;
-	if (ns->orphans)
-		ns->orphans->orphan_prev = n;
-	ns->orphans = n;
-}
-
-static void orphan_remove(struct ns *ns, struct node *n)
-{
-	if (n->orphan_prev)
-		n->orphan_prev->orphan_next = n->orphan_next;
-	else
-		ns->orphans = n->orphan_next;
-	if (n->orphan_next)
-		n->orphan_next->orphan_prev = n->orphan_prev;
-}
-
 /*
  * Free a node nobody names or holds.  Its section may need a close(), so
  * it is handed back for the caller to put once the lock is dropped.
@@ -368,7 +349,7 @@ static struct section *node_unnamed(struct ns *ns, struct node *n)
 		return NULL;
 	if (n->nlookup == 0)
 		return node_free(ns, n);
-	orphan_add(ns, n);
+	LIST_INSERT_HEAD(&ns->orphans, n, orphan);
 	return NULL;
 }
 
@@ -482,6 +463,8 @@ int ns_init(struct ns *ns, mode_t root_mode, uid_t uid, gid_t gid,
 	    double entry_timeout, double attr_timeout)
 {
 	memset(ns, 0, sizeof(*ns));
+	LIST_INIT(&ns->orphans);
+	LIST_INIT(&ns->listings);
 	pthread_mutex_init(&ns->lock, NULL);
 	pthread_cond_init(&ns->sealed, NULL);
 	ns->entry_timeout = entry_timeout;
@@ -533,14 +516,14 @@ static void free_tree(struct node *n)
 
 void ns_destroy(struct ns *ns)
 {
-	struct node *n, *next;
+	struct node *n;
 
-	for (n = ns->orphans; n; n = next) {
-		next = n->orphan_next;
+	while ((n = LIST_FIRST(&ns->orphans))) {
+		LIST_REMOVE(n, orphan);
 		node_drop(n);
 	}
-	while (ns->listings)
-		ns_releasedir(ns, ns->listings);
+	while (!LIST_EMPTY(&ns->listings))
+		ns_releasedir(ns, LIST_FIRST(&ns->listings));
 	free_tree(ns->root);
 	free(ns->buckets);
 	pthread_cond_destroy(&ns->sealed);
@@ -572,7 +555,7 @@ void ns_forget(struct ns *ns, fuse_ino_t ino, uint64_t nlookup)
 	pthread_mutex_lock(&ns->lock);
 	n->nlookup = n->nlookup > nlookup ? n->nlookup - nlookup : 0;
 	if (n->nlookup == 0 && n->nlink == 0 && n != ns->root) {
-		orphan_remove(ns, n);
+		LIST_REMOVE(n, orphan);
 		sec = node_free(ns, n);
 	}
 	pthread_mutex_unlock(&ns->lock);
@@ -848,7 +831,7 @@ static void symlink_placeholder(struct ns *ns, struct node *ph,
 				struct fuse_entry_param *e)
 {
 	memset(e, 0, sizeof(*e));
-	orphan_add(ns, ph);
+	LIST_INSERT_HEAD(&ns->orphans, ph, orphan);
 	ph->nlookup = 1;
 	attr_start(ns, ph, &e->attr);	/* no section: nothing pinned */
 	e->ino = ino_of(ns, ph);
@@ -1412,12 +1395,8 @@ int ns_opendir(struct ns *ns, fuse_ino_t ino, struct ns_dir **out)
 	dir->dir = node_of(ns, ino);
 	pthread_mutex_lock(&ns->lock);
 	err = is_dir(dir->dir) ? dir_snapshot(ns, dir) : -ENOTDIR;
-	if (!err) {
-		dir->next = ns->listings;
-		if (dir->next)
-			dir->next->prev = dir;
-		ns->listings = dir;
-	}
+	if (!err)
+		LIST_INSERT_HEAD(&ns->listings, dir, link);
 	pthread_mutex_unlock(&ns->lock);
 	if (err) {
 		free(dir);
@@ -1443,12 +1422,7 @@ int ns_readdir_rewind(struct ns *ns, fuse_ino_t ino, struct ns_dir *dir)
 void ns_releasedir(struct ns *ns, struct ns_dir *dir)
 {
 	pthread_mutex_lock(&ns->lock);
-	if (dir->prev)
-		dir->prev->next = dir->next;
-	else
-		ns->listings = dir->next;
-	if (dir->next)
-		dir->next->prev = dir->prev;
+	LIST_REMOVE(dir, link);
 	pthread_mutex_unlock(&ns->lock);
 	dir_free_entries(dir);
 	free(dir);

@@ -17,6 +17,7 @@
 
 #include <pthread.h>
 #include <stdint.h>
+#include <sys/queue.h>
 #include <sys/statvfs.h>
 
 #include <fuse_lowlevel.h>
@@ -26,6 +27,7 @@
 
 struct node;
 struct dentry;
+struct ns_dir;
 
 struct ns {
 	pthread_mutex_t lock;
@@ -34,8 +36,8 @@ struct ns {
 	struct dentry **buckets;	/* (parent, name) -> dentry; lock */
 	size_t nbuckets;		/* lock */
 	size_t nentries;		/* lock */
-	struct node *orphans;		/* unnamed nodes the kernel holds; lock */
-	struct ns_dir *listings;	/* open directory handles; lock */
+	LIST_HEAD(, node) orphans;	/* unnamed nodes the kernel holds; lock */
+	LIST_HEAD(, ns_dir) listings;	/* open directory handles; lock */
 	uint64_t next_ino;		/* lock */
 	uint64_t nnodes;		/* lock */
 	double entry_timeout;		/* immutable */
