@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/sysinfo.h>
 #include <unistd.h>
 
 #include "datapath.h"
@@ -598,30 +597,13 @@ static void sfs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
 	fuse_reply_err(req, 0);		/* directories live in memory only */
 }
 
-/*
- * df shows the cap and what is left of it; without a cap sections are
- * bounded by memory and swap, so those are shown.
- */
-static int space(uint64_t *total, uint64_t *avail)
-{
-	struct sysinfo si;
-
-	if (store_space(total, avail) == 0)
-		return 0;
-	if (sysinfo(&si))
-		return -errno;
-	*total = ((uint64_t)si.totalram + si.totalswap) * si.mem_unit;
-	*avail = ((uint64_t)si.freeram + si.bufferram + si.freeswap) *
-		 si.mem_unit;
-	return 0;
-}
-
 static void sfs_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	struct statvfs st = { .f_bsize = 4096, .f_frsize = 4096,
 			      .f_namemax = NAME_MAX };
 	uint64_t nodes, total, avail;
-	int err = space(&total, &avail);
+	/* The cap, or without one the memory and swap that bound sections. */
+	int err = store_space(&total, &avail);
 
 	if (err) {
 		fuse_reply_err(req, -err);

@@ -281,6 +281,28 @@ size_t section_write_fit(struct section *sec, off_t off, size_t len,
 
 /* ---- size and space ---- */
 
+/*
+ * Without a cap, whether an eager commit of [st_size, size) fits in what
+ * the machine has left.  shmem would allocate page after page until the
+ * kernel's OOM killer struck, and it picks by resident memory, which a
+ * memfd nobody maps is not: some other process would die.  A check, not
+ * an account: two commits at once may each fit alone.
+ */
+static int fits_in_memory(struct section *sec, const struct stat *st,
+			  off_t size)
+{
+	uint64_t total, avail;
+	int64_t need;
+
+	if (sec->counted)
+		return 0;	/* reserve_range() holds it to the cap */
+	need = bytes_to_allocate(sec->fd, st, (uint64_t)st->st_size,
+				 (uint64_t)size);
+	if (need <= 0 || store_space(&total, &avail))
+		return need < 0 ? (int)need : 0;
+	return (uint64_t)need > avail ? -ENOSPC : 0;
+}
+
 int section_resize(struct section *sec, off_t size, int eager)
 {
 	struct stat st;
@@ -293,6 +315,8 @@ int section_resize(struct section *sec, off_t size, int eager)
 	    size > st.st_size) {
 		/* Allocate first: on failure shmem undoes it, nothing changed. */
 		err = reserve_range(sec, st.st_size, size - st.st_size, &reserved);
+		if (!err)
+			err = fits_in_memory(sec, &st, size);
 		if (!err && fallocate(sec->fd, 0, st.st_size, size - st.st_size))
 			err = -errno;
 	}

@@ -2,8 +2,9 @@
  * store.c - memfd and private-tmpfs stores for page-file-backed sections.
  *
  * Owns the choice of backend, how a store file comes to be and what it is
- * called, and the count of bytes the daemon holds against a cap.  It does
- * not know what a section is or how its bytes are reached.
+ * called, the count of bytes the daemon holds against a cap, and how much
+ * room each backend has left.  It does not know what a section is or how
+ * its bytes are reached.
  */
 #include "config.h"
 
@@ -16,6 +17,7 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/statvfs.h>
+#include <sys/sysinfo.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -126,6 +128,45 @@ bool store_counts(void)
 	return store.backend == BACKEND_COUNTED;
 }
 
+/*
+ * memfds are bounded by memory and swap.  What they may still take is
+ * what the kernel estimates it can give without swapping (MemAvailable,
+ * which counts reclaimable cache) plus free swap.  Without /proc/meminfo,
+ * sysinfo(2)'s free memory, a lower bound.
+ */
+static int memory_space(uint64_t *total, uint64_t *avail)
+{
+	uint64_t kb, mem = 0, mem_avail = 0, swap = 0, swap_free = 0;
+	FILE *f = fopen("/proc/meminfo", "re");
+	struct sysinfo si;
+	char line[128];
+	int seen = 0;
+
+	while (f && fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "MemTotal: %" SCNu64, &kb) == 1)
+			mem = kb, seen |= 1;
+		else if (sscanf(line, "MemAvailable: %" SCNu64, &kb) == 1)
+			mem_avail = kb, seen |= 2;
+		else if (sscanf(line, "SwapTotal: %" SCNu64, &kb) == 1)
+			swap = kb, seen |= 4;
+		else if (sscanf(line, "SwapFree: %" SCNu64, &kb) == 1)
+			swap_free = kb, seen |= 8;
+	}
+	if (f)
+		fclose(f);
+	if (seen == 15) {
+		*total = (mem + swap) * 1024;
+		*avail = (mem_avail + swap_free) * 1024;
+		return 0;
+	}
+	if (sysinfo(&si))
+		return -errno;
+	*total = ((uint64_t)si.totalram + si.totalswap) * si.mem_unit;
+	*avail = ((uint64_t)si.freeram + si.bufferram + si.freeswap) *
+		 si.mem_unit;
+	return 0;
+}
+
 int store_space(uint64_t *cap, uint64_t *avail)
 {
 	struct statvfs st;
@@ -133,7 +174,7 @@ int store_space(uint64_t *cap, uint64_t *avail)
 
 	switch (store.backend) {
 	case BACKEND_MEMFD:
-		return -ENOSYS;
+		return memory_space(cap, avail);
 	case BACKEND_COUNTED:
 		used = atomic_load(&store.used);
 		*cap = store.cap;

@@ -41,7 +41,11 @@ bool store_can_seal(void);
 /* The daemon counts this store's bytes against a cap (counted backend). */
 bool store_counts(void);
 
-/* Cap and free bytes; -ENOSYS when there is no cap. */
+/*
+ * The bytes the store may hold and may still take: the cap and what is
+ * left of it, or without a cap the machine's memory and swap and what
+ * of them is available.
+ */
 int store_space(uint64_t *cap, uint64_t *avail);
 
 /*

@@ -878,6 +878,28 @@ def test_commit_eager(mount_factory, datapath):
         os.close(fd)
 
 
+def test_commit_eager_without_cap_stops_at_memory(mount_factory, datapath):
+    """commit=eager without size=: a growth larger than the memory and
+    swap df shows (twice the machine's) fails with ENOSPC at once and
+    changes nothing, rather than allocating until the OOM killer strikes;
+    a growth that fits still commits."""
+    mnt = mount_factory(datapath, options=['commit=eager'])
+    st = os.statvfs(mnt.path)
+    machine = st.f_blocks * st.f_frsize
+    assert st.f_bavail * st.f_frsize <= machine
+    path = mnt / 'eager'
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        assert outcome(os.ftruncate, fd, 2 * machine) == 'ENOSPC'
+        st = os.fstat(fd)
+        assert (st.st_size, st.st_blocks) == (0, 0)
+        os.ftruncate(fd, MiB)
+        st = os.fstat(fd)
+        assert (st.st_size, st.st_blocks * 512) == (MiB, MiB)
+    finally:
+        os.close(fd)
+
+
 def test_commit_lazy_contrast(mount_factory, datapath):
     """commit=lazy (the default): the same growth past the cap succeeds and
     allocates nothing; on the passthrough path a later fault then SIGBUSes
