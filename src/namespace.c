@@ -161,6 +161,13 @@ static unsigned int count_open(struct node *n, int flags)
 	return n->u.file.handle_epoch + 1u;
 }
 
+/* A handle on n's section is gone (released, or its open undone). */
+static void count_close(struct node *n, int flags)
+{
+	n->u.file.opens--;
+	n->u.file.writers -= is_writer(flags);
+}
+
 /*
  * A lifetime that becomes handle counts only handles opened from then
  * on.  The kernel reports a close asynchronously: a handle closed just
@@ -1108,8 +1115,7 @@ void ns_open_undo(struct ns *ns, fuse_ino_t ino, int flags, unsigned int undo)
 	struct node *n = node_of(ns, ino);
 
 	pthread_mutex_lock(&ns->lock);
-	n->u.file.opens--;
-	n->u.file.writers -= is_writer(flags);
+	count_close(n, flags);
 	/* Only a count made since the lifetime last became handle. */
 	if (undo && undo == n->u.file.handle_epoch + 1u &&
 	    n->u.file.handle_opens > 0 && n->u.file.handle_opens < UINT_MAX)
@@ -1152,8 +1158,7 @@ int ns_release(struct ns *ns, fuse_ino_t ino, int flags,
 	memset(gone, 0, sizeof(*gone));
 	gone->ino = ino;
 	pthread_mutex_lock(&ns->lock);
-	n->u.file.opens--;
-	n->u.file.writers -= is_writer(flags);
+	count_close(n, flags);
 	if (n->u.file.opens == 0 && n->u.file.lifetime == LIFETIME_HANDLE &&
 	    n->u.file.handle_opens > 0 && n->nlink > 0) {
 		sec = expire_names(ns, n, gone);
