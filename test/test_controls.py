@@ -833,6 +833,14 @@ def test_handle_lifetime_file_backed(mount_factory, datapath, base_dir):
 # --------------------------------------------------------------------------
 # commit
 
+def growth_refused(fd, size):
+    """An eager ftruncate of the empty section fd to size fails with
+    ENOSPC and leaves it empty, nothing allocated."""
+    assert outcome(os.ftruncate, fd, size) == 'ENOSPC'
+    st = os.fstat(fd)
+    assert (st.st_size, st.st_blocks) == (0, 0)
+
+
 def test_commit_eager(mount_factory, datapath):
     """size=8m,commit=eager: growth past the cap fails with ENOSPC and
     changes nothing; growth within it allocates at once; with the rest of
@@ -842,9 +850,7 @@ def test_commit_eager(mount_factory, datapath):
     path = mnt / 'eager'
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
     try:
-        assert outcome(os.ftruncate, fd, 16 * MiB) == 'ENOSPC'
-        st = os.fstat(fd)
-        assert (st.st_size, st.st_blocks) == (0, 0)
+        growth_refused(fd, 16 * MiB)
         assert used(mnt.path) == 0
 
         os.ftruncate(fd, 4 * MiB)
@@ -890,9 +896,7 @@ def test_commit_eager_without_cap_stops_at_memory(mount_factory, datapath):
     path = mnt / 'eager'
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
     try:
-        assert outcome(os.ftruncate, fd, 2 * machine) == 'ENOSPC'
-        st = os.fstat(fd)
-        assert (st.st_size, st.st_blocks) == (0, 0)
+        growth_refused(fd, 2 * machine)
         os.ftruncate(fd, MiB)
         st = os.fstat(fd)
         assert (st.st_size, st.st_blocks * 512) == (MiB, MiB)
