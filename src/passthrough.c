@@ -31,32 +31,11 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include <linux/fuse.h>
-
+#include "kabi.h"
 #include "log.h"
 #include "passthrough.h"
 #include "privilege.h"
 #include "uring.h"
-
-/*
- * Kernel ABI newer than the installed <linux/fuse.h> (7.38).  All of it
- * comes from FUSE ABI 7.40 (Linux 6.9), which added passthrough.
- */
-#define PT_FUSE_PASSTHROUGH_FLAGS2	(1u << (37 - 32))	/* FUSE_PASSTHROUGH */
-#define PT_FOPEN_PASSTHROUGH		(1u << 7)
-#define PT_FUSE_HANDLE_KILLPRIV_V2	(1u << 28)	/* 7.33 */
-#define PT_FUSE_DIRECT_IO_ALLOW_MMAP_FLAGS2 (1u << (36 - 32))	/* 7.39 */
-#define PT_FUSE_OVER_IO_URING_FLAGS2	(1u << (41 - 32))	/* 7.42 */
-
-struct pt_backing_map {			/* struct fuse_backing_map */
-	int32_t fd;
-	uint32_t flags;
-	uint64_t padding;
-};
-
-#define PT_DEV_IOC_MAGIC		229
-#define PT_DEV_IOC_BACKING_OPEN	_IOW(PT_DEV_IOC_MAGIC, 1, struct pt_backing_map)
-#define PT_DEV_IOC_BACKING_CLOSE	_IOW(PT_DEV_IOC_MAGIC, 2, uint32_t)
 
 /*
  * The mount's passthrough state.  mode, privileged and dev_fd are written
@@ -157,35 +136,6 @@ static int pt_backend_reply_create(fuse_req_t req,
 /* Backend: wire shim for libfuse 3.14                                  */
 /* -------------------------------------------------------------------- */
 
-/* fuse_init_out as of ABI 7.40: max_stack_depth took unused[0]. */
-struct pt_init_out {
-	uint32_t major;
-	uint32_t minor;
-	uint32_t max_readahead;
-	uint32_t flags;
-	uint16_t max_background;
-	uint16_t congestion_threshold;
-	uint32_t max_write;
-	uint32_t time_gran;
-	uint16_t max_pages;
-	uint16_t map_alignment;
-	uint32_t flags2;
-	uint32_t max_stack_depth;
-	uint32_t unused[6];
-};
-
-/* fuse_open_out as of ABI 7.40: backing_id took the padding. */
-struct pt_open_out {
-	uint64_t fh;
-	uint32_t open_flags;
-	int32_t backing_id;
-};
-
-_Static_assert(sizeof(struct pt_init_out) == sizeof(struct fuse_init_out),
-	       "7.40 fuse_init_out must keep the 7.38 size");
-_Static_assert(sizeof(struct pt_open_out) == sizeof(struct fuse_open_out),
-	       "7.40 fuse_open_out must keep the 7.38 size");
-
 /*
  * What the hooks learn from INIT.  The kernel holds every other request
  * until INIT is answered, and libfuse reads, handles and answers INIT on
@@ -257,13 +207,13 @@ static void pt_see_request(const void *buf, ssize_t len)
 	       (size_t)len >= flags2_end ? flags2_end - sizeof(in) :
 	       (size_t)len - sizeof(in));
 	atomic_store(&pt_offered, (init.flags & FUSE_INIT_EXT) &&
-		     (init.flags2 & PT_FUSE_PASSTHROUGH_FLAGS2));
+		     (init.flags2 & KABI_FLAGS2(FUSE_PASSTHROUGH)));
 	atomic_store(&pt_killpriv_offered,
-		     !!(init.flags & PT_FUSE_HANDLE_KILLPRIV_V2));
+		     !!(init.flags & FUSE_HANDLE_KILLPRIV_V2));
 	atomic_store(&pt_dio_mmap_offered, (init.flags & FUSE_INIT_EXT) &&
-		     (init.flags2 & PT_FUSE_DIRECT_IO_ALLOW_MMAP_FLAGS2));
+		     (init.flags2 & KABI_FLAGS2(FUSE_DIRECT_IO_ALLOW_MMAP)));
 	atomic_store(&pt_uring_offered, (init.flags & FUSE_INIT_EXT) &&
-		     (init.flags2 & PT_FUSE_OVER_IO_URING_FLAGS2));
+		     (init.flags2 & KABI_FLAGS2(FUSE_OVER_IO_URING)));
 	atomic_store(&pt_init_unique, in.unique);
 	atomic_store(&pt_init_seen, true);
 	log_debug("kernel FUSE %u.%u %s passthrough", init.major, init.minor,
@@ -300,7 +250,7 @@ static bool pt_patch_init(struct iovec *iov, int count)
 	const struct fuse_out_header *out = iov[0].iov_base;
 	bool uring = uring_prepared();
 	const size_t hdr = sizeof(struct fuse_out_header);
-	struct pt_init_out arg;
+	struct kabi_init_out arg;
 	void *p;
 
 	if (out->error)
@@ -321,23 +271,23 @@ static bool pt_patch_init(struct iovec *iov, int count)
 	 * security.capability is ever stored.  libfuse 3.14 cannot ask.
 	 */
 	if (atomic_load(&pt_killpriv_offered))
-		arg.flags |= PT_FUSE_HANDLE_KILLPRIV_V2;
+		arg.flags |= FUSE_HANDLE_KILLPRIV_V2;
 	if (atomic_load(&pt_dio_mmap)) {
 		arg.flags |= FUSE_INIT_EXT;
-		arg.flags2 |= PT_FUSE_DIRECT_IO_ALLOW_MMAP_FLAGS2;
+		arg.flags2 |= KABI_FLAGS2(FUSE_DIRECT_IO_ALLOW_MMAP);
 	}
 	if (atomic_load(&pt.active)) {
 		arg.flags |= FUSE_INIT_EXT;
 		/* The kernel silently drops passthrough under the writeback
 		 * cache. */
 		arg.flags &= ~FUSE_WRITEBACK_CACHE;
-		arg.flags2 |= PT_FUSE_PASSTHROUGH_FLAGS2;
+		arg.flags2 |= KABI_FLAGS2(FUSE_PASSTHROUGH);
 		/* Backing files live on plain filesystems: one level. */
 		arg.max_stack_depth = 1;
 	}
 	if (uring) {
 		arg.flags |= FUSE_INIT_EXT;
-		arg.flags2 |= PT_FUSE_OVER_IO_URING_FLAGS2;
+		arg.flags2 |= KABI_FLAGS2(FUSE_OVER_IO_URING);
 	}
 	memcpy(p, &arg, sizeof(arg));
 	return uring;
@@ -358,7 +308,7 @@ static void pt_patch_open(struct iovec *iov, int count)
 	const struct fuse_out_header *out = iov[0].iov_base;
 	const size_t hdr = sizeof(struct fuse_out_header);
 	size_t len = pt_iov_len(iov, count);
-	struct pt_open_out arg;
+	struct kabi_open_out arg;
 	void *p;
 
 	if (out->error)
@@ -373,7 +323,7 @@ static void pt_patch_open(struct iovec *iov, int count)
 	}
 	memcpy(&arg, p, sizeof(arg));
 	/* Any flag besides FOPEN_PASSTHROUGH makes the kernel fail with EIO. */
-	arg.open_flags = PT_FOPEN_PASSTHROUGH;
+	arg.open_flags = FOPEN_PASSTHROUGH;
 	arg.backing_id = pt_reply.backing_id;
 	memcpy(p, &arg, sizeof(arg));
 }
@@ -493,7 +443,7 @@ static int pt_backend_reply_open(fuse_req_t req, struct fuse_file_info *fi,
 	int res;
 
 	pt_reply.backing_id = backing_id;
-	pt_reply.payload = sizeof(struct pt_open_out);
+	pt_reply.payload = sizeof(struct kabi_open_out);
 	res = fuse_reply_open(req, fi);
 	pt_reply.backing_id = 0;
 	return res;
@@ -507,7 +457,7 @@ static int pt_backend_reply_create(fuse_req_t req,
 
 	pt_reply.backing_id = backing_id;
 	pt_reply.payload = sizeof(struct fuse_entry_out) +
-			   sizeof(struct pt_open_out);
+			   sizeof(struct kabi_open_out);
 	res = fuse_reply_create(req, e, fi);
 	pt_reply.backing_id = 0;
 	return res;
@@ -580,12 +530,12 @@ bool pt_io_uring_offered(void)
 
 int pt_backing_open(int fd)
 {
-	struct pt_backing_map map = { .fd = fd };
+	struct fuse_backing_map map = { .fd = fd };
 	int id;
 
 	if (!pt_active())
 		return -EOPNOTSUPP;
-	id = ioctl(pt.dev_fd, PT_DEV_IOC_BACKING_OPEN, &map);
+	id = ioctl(pt.dev_fd, FUSE_DEV_IOC_BACKING_OPEN, &map);
 	if (id < 0)
 		return -errno;
 	return id;
@@ -597,7 +547,7 @@ void pt_backing_close(int backing_id)
 
 	if (backing_id <= 0 || pt.dev_fd < 0)
 		return;
-	if (ioctl(pt.dev_fd, PT_DEV_IOC_BACKING_CLOSE, &id) < 0)
+	if (ioctl(pt.dev_fd, FUSE_DEV_IOC_BACKING_CLOSE, &id) < 0)
 		log_err("cannot release backing id %d: %s", backing_id,
 			strerror(errno));
 }

@@ -29,37 +29,10 @@
 #include <unistd.h>
 
 #include <liburing.h>
-#include <linux/fuse.h>
 
+#include "kabi.h"
 #include "log.h"
 #include "uring.h"
-
-/* FUSE ABI 7.42 (Linux 6.14), newer than the installed <linux/fuse.h>. */
-#define UR_IN_OUT_SZ		128
-#define UR_OP_IN_SZ		128
-#define UR_CMD_REGISTER		1
-#define UR_CMD_COMMIT_AND_FETCH	2
-
-struct ur_ent_in_out {			/* struct fuse_uring_ent_in_out */
-	uint64_t flags;
-	uint64_t commit_id;		/* the request's unique id */
-	uint32_t payload_sz;
-	uint32_t padding;
-	uint64_t reserved;
-};
-
-struct ur_req_header {			/* struct fuse_uring_req_header */
-	char in_out[UR_IN_OUT_SZ];	/* fuse_in_header, fuse_out_header */
-	char op_in[UR_OP_IN_SZ];	/* the operation's header */
-	struct ur_ent_in_out ent;
-};
-
-struct ur_cmd_req {			/* struct fuse_uring_cmd_req */
-	uint64_t flags;
-	uint64_t commit_id;
-	uint16_t qid;
-	uint8_t padding[6];
-};
 
 /*
  * Entries per queue.  A queue's thread serves one request at a time; the
@@ -74,7 +47,7 @@ struct ur_queue;
 /* One ring entry: buffers the kernel fills with a request. */
 struct ur_ent {
 	struct ur_queue *q;
-	struct ur_req_header hdr;	/* registered: iov[0] */
+	struct fuse_uring_req_header hdr;	/* registered: iov[0] */
 	struct iovec iov[2];
 	char *area;			/* mmap: a page of room, then payload */
 	char *payload;			/* registered: iov[1] */
@@ -210,7 +183,7 @@ static void queue_free(struct ur_queue *q)
 static void queue_cmd(struct ur_queue *q, struct ur_ent *e, uint32_t op)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
-	struct ur_cmd_req *req;
+	struct fuse_uring_cmd_req *req;
 
 	/* Each entry has at most one command queued, so this is for form. */
 	while (!sqe) {
@@ -222,9 +195,9 @@ static void queue_cmd(struct ur_queue *q, struct ur_ent *e, uint32_t op)
 	sqe->fd = ur.dev_fd;
 	sqe->cmd_op = op;
 	sqe->user_data = (uintptr_t)e;
-	req = (struct ur_cmd_req *)sqe->cmd;
+	req = (struct fuse_uring_cmd_req *)sqe->cmd;
 	req->qid = q->qid;
-	if (op == UR_CMD_REGISTER) {
+	if (op == FUSE_IO_URING_CMD_REGISTER) {
 		sqe->addr = (uintptr_t)e->iov;
 		sqe->len = 2;
 	} else {
@@ -239,7 +212,7 @@ static void reply_error(struct ur_ent *e, int err)
 	};
 
 	memcpy(e->hdr.in_out, &out, sizeof(out));
-	e->hdr.ent.payload_sz = 0;
+	e->hdr.ring_ent_in_out.payload_sz = 0;
 	e->replied = true;
 }
 
@@ -252,19 +225,19 @@ static void reply_error(struct ur_ent *e, int err)
 static void serve_request(struct ur_ent *e)
 {
 	struct fuse_in_header in;
-	struct ur_ent_in_out io;
+	struct fuse_uring_ent_in_out io;
 	struct fuse_buf buf = { 0 };
 	size_t op_len;
 	char *start;
 
 	memcpy(&in, e->hdr.in_out, sizeof(in));
-	memcpy(&io, &e->hdr.ent, sizeof(io));
+	memcpy(&io, &e->hdr.ring_ent_in_out, sizeof(io));
 	e->registered = true;
 	e->unique = io.commit_id;
 	e->replied = false;
 	/* What is neither in header nor payload is the operation's header. */
 	op_len = in.len - sizeof(in) - io.payload_sz;	/* huge if negative */
-	if (op_len > UR_OP_IN_SZ || io.payload_sz > ur.payload_sz) {
+	if (op_len > FUSE_URING_OP_IN_OUT_SZ || io.payload_sz > ur.payload_sz) {
 		log_err("malformed io_uring request (opcode %u, %u bytes)",
 			in.opcode, in.len);
 		reply_error(e, EIO);
@@ -314,12 +287,12 @@ static void complete(struct ur_queue *q, struct ur_ent *e, int res,
 	switch (res) {
 	case 0:
 		serve_request(e);
-		queue_cmd(q, e, UR_CMD_COMMIT_AND_FETCH);
+		queue_cmd(q, e, FUSE_IO_URING_CMD_COMMIT_AND_FETCH);
 		return;
 	case -EAGAIN:
 	case -EINTR:
-		queue_cmd(q, e, e->registered ? UR_CMD_COMMIT_AND_FETCH :
-			  UR_CMD_REGISTER);
+		queue_cmd(q, e, e->registered ? FUSE_IO_URING_CMD_COMMIT_AND_FETCH :
+			  FUSE_IO_URING_CMD_REGISTER);
 		return;
 	case -ENOTCONN:
 	case -ECONNABORTED:
@@ -354,7 +327,7 @@ static void queue_serve(struct ur_queue *q)
 			   sizeof(q->wake_buf), 0);
 	io_uring_sqe_set_data(sqe, NULL);
 	for (int i = 0; i < UR_ENTRIES; i++)
-		queue_cmd(q, &q->ents[i], UR_CMD_REGISTER);
+		queue_cmd(q, &q->ents[i], FUSE_IO_URING_CMD_REGISTER);
 
 	while (!stop && live > 0) {
 		unsigned int head, seen = 0;
@@ -501,7 +474,7 @@ ssize_t uring_take_reply(const struct iovec *iov, int count)
 		skip = 0;
 	}
 	memcpy(e->hdr.in_out, &out, sizeof(out));
-	e->hdr.ent.payload_sz = (uint32_t)at;
+	e->hdr.ring_ent_in_out.payload_sz = (uint32_t)at;
 	e->replied = true;
 	return (ssize_t)total;
 }
