@@ -3,9 +3,8 @@
  *
  * With passthrough the kernel reads, writes and maps a section's store or
  * backing file itself; the daemon only names the file when a section is
- * opened.  libfuse 3.14 has no API for it, so passthrough.c speaks the
- * wire protocol through fuse_session_custom_io(); with libfuse >= 3.17 it
- * uses the library's own API.  Callers never know which.
+ * opened.  libfuse 3.14 has no API for it, so the INIT handshake and the
+ * open replies go through the wire shim (wire.h).
  *
  * The data-path mode is decided once per mount, at FUSE_INIT, before any
  * file is opened: the kernel keeps one io mode per inode, so mixing

@@ -9,7 +9,7 @@
  * before each entry's payload, handed to fuse_session_process_buf(), and
  * its reply caught on the same thread by the session's writev or splice
  * hook.  It knows nothing of sections or names, and decides nothing about
- * INIT: passthrough.c's hooks ask for io_uring and report the answer.
+ * INIT: wire.c's hooks ask for io_uring and report the answer.
  */
 #include "config.h"
 

@@ -1,0 +1,59 @@
+/*
+ * wire.h - what sectionfs says to the kernel past libfuse 3.14.
+ *
+ * libfuse 3.14 cannot ask the kernel for passthrough, for shared maps of
+ * direct_io files, for HANDLE_KILLPRIV_V2 or for io_uring, and cannot
+ * name a backing file in an open reply.  The wire shim hooks the session
+ * fd's read and writev (fuse_session_custom_io()) to do it: it reads
+ * what the kernel offers in its INIT request, adds what init() asked for
+ * to the INIT reply, turns a plain open reply into a passthrough one, and
+ * hands replies to requests that came by ring to uring.c.  It decides
+ * nothing: what to ask for is init()'s business.
+ */
+#ifndef SECTIONFS_WIRE_H
+#define SECTIONFS_WIRE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <fuse_lowlevel.h>
+
+/*
+ * Hook a mounted session (after fuse_session_mount(), before the loop).
+ * Should the INIT reply turn out not to be editable (libfuse answered
+ * with an error or an older protocol), nothing asked for through
+ * wire_ask() is in it, and unedited(userdata) is called, on the thread
+ * that answers INIT, before the kernel sees the reply: the caller then
+ * takes back what it decided on the strength of it.  userdata is the
+ * session's.  Returns 0 or -errno, after logging why.
+ */
+int wire_setup(struct fuse_session *se, void (*unedited)(void *userdata));
+
+/*
+ * What the kernel offered in its INIT request: flags, and flags2 in the
+ * upper 32 bits (as kabi.h spells the flags); 0 before INIT.  Valid from
+ * the init() operation on.
+ */
+uint64_t wire_offered(void);
+
+/*
+ * From init(): what the INIT reply adds to libfuse's answer.  set and
+ * clear are flags as wire_offered() gives them; restore is what to put
+ * back into the reply should it not be editable (what init() gave up
+ * for what it asked); a max_stack_depth above 0 sets that field.  Calls
+ * add up.  FUSE_OVER_IO_URING is asked for here when uring_prepared()
+ * is true as INIT is answered, and uring_start() hears the outcome.
+ */
+void wire_ask(uint64_t set, uint64_t clear, uint64_t restore,
+	      uint32_t max_stack_depth);
+
+/*
+ * Reply to OPEN or CREATE, the open reply carrying FOPEN_PASSTHROUGH and
+ * backing_id (> 0) in place of fi's open flags, which the kernel would
+ * refuse beside it.  Otherwise as fuse_reply_open()/fuse_reply_create().
+ */
+int wire_reply_open(fuse_req_t req, struct fuse_file_info *fi, int backing_id);
+int wire_reply_create(fuse_req_t req, const struct fuse_entry_param *e,
+		      struct fuse_file_info *fi, int backing_id);
+
+#endif /* SECTIONFS_WIRE_H */
