@@ -11,20 +11,17 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "connection.h"
 #include "datapath.h"
 #include "log.h"
 #include "mount.h"
-#include "passthrough.h"
-#include "uring.h"
 #include "requests.h"
-#include "store.h"
 #include "xattr.h"
 
 /*
@@ -34,9 +31,6 @@
  * the daemon hearing of it.
  */
 #define NEGATIVE_TIMEOUT	86400.0
-
-/* Large requests: fewer round trips on the cached path. */
-#define MAX_WRITE		(1024 * 1024)
 
 static struct section *section_of(struct fuse_file_info *fi)
 {
@@ -97,77 +91,6 @@ static void reply_attr_or_err(fuse_req_t req, int err, const struct stat *st)
 		fuse_reply_err(req, -err);
 	else
 		fuse_reply_attr(req, st, ns_of(req)->attr_timeout);
-}
-
-/*
- * FUSE over io_uring: asked for in the INIT answer when the rings are
- * ready (uring.h).  False only when io_uring=on cannot be had.
- */
-static bool start_uring(struct sfs_mount *m)
-{
-	char why[160];
-	int err;
-
-	if (m->opts.io_uring == URING_OFF)
-		return true;
-	if (m->single_thread) {
-		snprintf(why, sizeof(why), "-s serves all requests on one thread");
-	} else if (!m->notify.running) {
-		/* Notices sent inline from a queue's only thread could wait
-		 * on requests queued behind it. */
-		snprintf(why, sizeof(why), "notices have no thread of their own");
-	} else if (!pt_io_uring_offered()) {
-		snprintf(why, sizeof(why), "the kernel does not offer it (Linux >= 6.14, with the fuse module's enable_uring set)");
-	} else if ((err = uring_prepare(m->se, MAX_WRITE))) {
-		snprintf(why, sizeof(why), "cannot set up the rings: %s",
-			 err == -EOPNOTSUPP ? "built without liburing" :
-			 strerror(-err));
-	} else {
-		log_info("requests over io_uring, one queue per CPU");
-		return true;
-	}
-	if (m->opts.io_uring == URING_ON) {
-		log_err("io_uring=on, but %s", why);
-		return false;
-	}
-	log_debug("requests over /dev/fuse: %s", why);
-	return true;
-}
-
-static void sfs_init(void *userdata, struct fuse_conn_info *conn)
-{
-	struct sfs_mount *m = userdata;
-	bool passthrough;
-
-	conn->time_gran = 1;
-	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
-		conn->want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
-	if (conn->capable & FUSE_CAP_SPLICE_READ)
-		conn->want |= FUSE_CAP_SPLICE_READ;
-	conn->max_write = MAX_WRITE;
-	conn->max_readahead = MAX_WRITE;
-	/* Writes go through to the daemon unless -o writeback_cache asks
-	 * otherwise on the cached path (passthrough forbids the cache). */
-	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
-
-	passthrough = pt_negotiate(conn);
-	m->ns.passthrough = passthrough;
-	if (!passthrough && m->opts.passthrough == PT_ON)
-		goto fail;
-	if (!passthrough) {
-		dp_negotiate_cached(conn);
-		m->ns.writeback = m->opts.writeback && dp_want_writeback(conn);
-	} else if (m->opts.writeback) {
-		log_info("writeback_cache has no effect with passthrough");
-	}
-	if (store_init(m->opts.size, passthrough))
-		goto fail;
-	if (!start_uring(m))
-		goto fail;
-	return;
-fail:
-	m->init_failed = 1;
-	fuse_session_exit(m->se);
 }
 
 static void sfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -599,27 +522,17 @@ static void sfs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
 
 static void sfs_statfs(fuse_req_t req, fuse_ino_t ino)
 {
-	struct statvfs st = { .f_bsize = 4096, .f_frsize = 4096,
-			      .f_namemax = NAME_MAX };
-	uint64_t nodes, total, avail;
-	/* The cap, or without one the memory and swap that bound sections. */
-	int err = store_space(&total, &avail);
+	struct statvfs st;
+	int err = conn_statfs(mount_of(req), &st);
 
-	if (err) {
+	if (err)
 		fuse_reply_err(req, -err);
-		return;
-	}
-	ns_counts(ns_of(req), &nodes);
-	st.f_blocks = total / st.f_frsize;
-	st.f_bfree = st.f_bavail = avail / st.f_frsize;
-	/* One inode per page, as tmpfs (at least a million with a small cap). */
-	st.f_files = st.f_blocks > (1 << 20) ? st.f_blocks : (1 << 20);
-	st.f_ffree = st.f_favail = st.f_files > nodes ? st.f_files - nodes : 0;
-	fuse_reply_statfs(req, &st);
+	else
+		fuse_reply_statfs(req, &st);
 }
 
 const struct fuse_lowlevel_ops sfs_ops = {
-	.init		= sfs_init,
+	.init		= conn_init,
 	.lookup		= sfs_lookup,
 	.forget		= sfs_forget,
 	.forget_multi	= sfs_forget_multi,

@@ -1,0 +1,33 @@
+/*
+ * connection.h - what this mount asked the kernel for, and what it
+ * reports about itself.
+ *
+ * The FUSE connection is settled once, at INIT: the data path, the
+ * kernel's caches, request sizes, io_uring.  Afterwards the mount only
+ * answers questions about itself (statfs).  The request layer hands both
+ * here and replies.
+ */
+#ifndef SECTIONFS_CONNECTION_H
+#define SECTIONFS_CONNECTION_H
+
+#include <sys/statvfs.h>
+
+#include <fuse_lowlevel.h>
+
+#include "mount.h"
+
+/*
+ * The init() operation; userdata is the mount.  What cannot be had as
+ * the options demand (passthrough=on, io_uring=on, a store) ends the
+ * session with init_failed set, after logging why.
+ */
+void conn_init(void *userdata, struct fuse_conn_info *conn);
+
+/*
+ * What statfs reports: the cap, or without one the memory and swap that
+ * bound sections, in pages; and one inode per page, as tmpfs.  Returns 0
+ * or -errno.
+ */
+int conn_statfs(struct sfs_mount *m, struct statvfs *st);
+
+#endif /* SECTIONFS_CONNECTION_H */
