@@ -17,10 +17,13 @@
 
 #include "connection.h"
 #include "datapath.h"
+#include "kabi.h"
 #include "log.h"
 #include "passthrough.h"
+#include "privilege.h"
 #include "store.h"
 #include "uring.h"
+#include "wire.h"
 
 /* Large requests: fewer round trips on the cached path. */
 #define MAX_WRITE		(1024 * 1024)
@@ -42,7 +45,7 @@ static bool start_uring(struct sfs_mount *m)
 		/* Notices sent inline from a queue's only thread could wait
 		 * on requests queued behind it. */
 		snprintf(why, sizeof(why), "notices have no thread of their own");
-	} else if (!pt_io_uring_offered()) {
+	} else if (!(wire_offered() & FUSE_OVER_IO_URING)) {
 		snprintf(why, sizeof(why), "the kernel does not offer it (Linux >= 6.14, with the fuse module's enable_uring set)");
 	} else if ((err = uring_prepare(m->se, MAX_WRITE))) {
 		snprintf(why, sizeof(why), "cannot set up the rings: %s",
@@ -60,10 +63,60 @@ static bool start_uring(struct sfs_mount *m)
 	return true;
 }
 
+/*
+ * Whether this mount passes through: asked for, privileged (conn_setup)
+ * and offered by the kernel.  Without HANDLE_KILLPRIV_V2 the kernel asks
+ * the daemon for security.capability before every write, passthrough or
+ * cached (FUSE clears SB_NOSEC): a round trip per write.  With it, an
+ * inode without set-ID bits is checked once.  What the flag hands to the
+ * daemon is clearing set-ID bits on write, chown and truncate: on chown
+ * the namespace does it; writes cannot run set-ID programs here, since
+ * sectionfs always mounts nosuid; and no security.capability is ever
+ * stored.  So it is asked for on every mount.
+ */
+static bool negotiate_passthrough(struct sfs_mount *m,
+				  struct fuse_conn_info *conn)
+{
+	uint64_t offered = wire_offered();
+
+	if (offered & FUSE_HANDLE_KILLPRIV_V2)
+		wire_ask(FUSE_HANDLE_KILLPRIV_V2, 0, 0, 0);
+	if (!m->may_passthrough)
+		return false;
+	if (!(offered & FUSE_PASSTHROUGH)) {
+		if (m->opts.passthrough == PT_ON)
+			log_err("passthrough=on, but the kernel does not offer FUSE passthrough (needs Linux >= 6.9 with CONFIG_FUSE_PASSTHROUGH)");
+		else
+			log_info("the kernel does not offer FUSE passthrough; using the cached data path");
+		return false;
+	}
+	/* The kernel turns passthrough off silently under writeback. */
+	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	/* Backing files live on plain filesystems: one level of stacking. */
+	wire_ask(FUSE_PASSTHROUGH, FUSE_WRITEBACK_CACHE, 0, 1);
+	return true;
+}
+
+/*
+ * A cached mount: shared maps of direct_io files where the kernel offers
+ * them (DIRECT_IO_ALLOW_MMAP, Linux 6.6), which libfuse 3.14 cannot ask
+ * for; the data path says what it gives up for them, and gets it back
+ * should the INIT reply not be editable (conn_unedited()).
+ */
+static void negotiate_cached(struct sfs_mount *m, struct fuse_conn_info *conn)
+{
+	m->modes.direct_io_mmap =
+		(wire_offered() & FUSE_DIRECT_IO_ALLOW_MMAP) != 0;
+	if (m->modes.direct_io_mmap)
+		wire_ask(FUSE_DIRECT_IO_ALLOW_MMAP, 0, FUSE_AUTO_INVAL_DATA, 0);
+	dp_negotiate_cached(conn, m->modes.direct_io_mmap);
+	m->modes.writeback = m->opts.writeback &&
+		dp_want_writeback(conn, m->modes.direct_io_mmap);
+}
+
 void conn_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct sfs_mount *m = userdata;
-	bool passthrough;
 
 	conn->time_gran = 1;
 	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
@@ -76,17 +129,15 @@ void conn_init(void *userdata, struct fuse_conn_info *conn)
 	 * otherwise on the cached path (passthrough forbids the cache). */
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
 
-	passthrough = pt_negotiate(conn);
-	m->ns.passthrough = passthrough;
-	if (!passthrough && m->opts.passthrough == PT_ON)
+	m->modes.passthrough = negotiate_passthrough(m, conn);
+	if (!m->modes.passthrough && m->opts.passthrough == PT_ON)
 		goto fail;
-	if (!passthrough) {
-		dp_negotiate_cached(conn);
-		m->ns.writeback = m->opts.writeback && dp_want_writeback(conn);
-	} else if (m->opts.writeback) {
+	if (!m->modes.passthrough)
+		negotiate_cached(m, conn);
+	else if (m->opts.writeback)
 		log_info("writeback_cache has no effect with passthrough");
-	}
-	if (store_init(m->opts.size, passthrough))
+	mount_share_modes(m);
+	if (store_init(m->opts.size, m->modes.passthrough))
 		goto fail;
 	if (!start_uring(m))
 		goto fail;
@@ -94,6 +145,43 @@ void conn_init(void *userdata, struct fuse_conn_info *conn)
 fail:
 	m->init_failed = 1;
 	fuse_session_exit(m->se);
+}
+
+/*
+ * The INIT reply could not carry what conn_init() asked for (wire.h):
+ * the mount is cached, and the kernel keeps the page cache of file-backed
+ * sections as before DIRECT_IO_ALLOW_MMAP.
+ */
+static void conn_unedited(void *userdata)
+{
+	struct sfs_mount *m = userdata;
+
+	if (m->modes.passthrough)
+		log_err("passthrough off");
+	else if (m->modes.direct_io_mmap)
+		log_err("file-backed sections keep the page cache");
+	m->modes.passthrough = false;
+	m->modes.direct_io_mmap = false;
+	mount_share_modes(m);
+}
+
+int conn_setup(struct sfs_mount *m)
+{
+	enum pt_mode mode = m->opts.passthrough;
+	bool privileged = privilege_sys_admin();
+
+	if (mode != PT_OFF && !privileged) {
+		if (mode == PT_ON) {
+			log_err("passthrough=on needs CAP_SYS_ADMIN in the initial user namespace (the kernel checks it when a backing file is registered)");
+			return -EPERM;
+		}
+		log_info("passthrough needs CAP_SYS_ADMIN; using the cached data path");
+	}
+	m->may_passthrough = mode != PT_OFF && privileged;
+	pt_setup(m->se);
+	/* Hooked on every mount: INIT asks for HANDLE_KILLPRIV_V2 on both
+	 * data paths. */
+	return wire_setup(m->se, conn_unedited);
 }
 
 int conn_statfs(struct sfs_mount *m, struct statvfs *st)

@@ -17,6 +17,17 @@
 #include "mount.h"
 
 /*
+ * Prepare a mounted session (after fuse_session_mount(), before the
+ * loop): check the privilege passthrough needs (CAP_SYS_ADMIN) and hook
+ * the session so that INIT can ask for what libfuse cannot (wire.h).
+ * Returns 0, or -EPERM when passthrough=on and the daemon lacks the
+ * privilege, or -errno when the session cannot be hooked (logged).  With
+ * passthrough=auto and no privilege it logs one line; the mount is then
+ * cached.
+ */
+int conn_setup(struct sfs_mount *m);
+
+/*
  * The init() operation; userdata is the mount.  What cannot be had as
  * the options demand (passthrough=on, io_uring=on, a store) ends the
  * session with init_failed set, after logging why.

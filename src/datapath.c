@@ -19,14 +19,6 @@
 #include "log.h"
 #include "passthrough.h"
 
-/* The kernel's writeback cache is on (set once, at INIT). */
-static atomic_bool writeback_on;
-
-int dp_passthrough(void)
-{
-	return pt_active();
-}
-
 /*
  * How the cached path keeps the kernel's page cache true to the section.
  *
@@ -47,9 +39,9 @@ int dp_passthrough(void)
  * sections use the page cache too and the mount keeps auto_inval_data,
  * so that a backing file's changes are seen within the attribute timeout.
  */
-void dp_negotiate_cached(struct fuse_conn_info *conn)
+void dp_negotiate_cached(struct fuse_conn_info *conn, bool direct_io_mmap)
 {
-	if (pt_allow_direct_io_mmap(conn))
+	if (direct_io_mmap)
 		conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
 }
 
@@ -63,24 +55,24 @@ void dp_negotiate_cached(struct fuse_conn_info *conn)
  * outside the mount: such a mount makes no file-backed sections
  * (ns_symlink).
  */
-bool dp_want_writeback(struct fuse_conn_info *conn)
+bool dp_want_writeback(struct fuse_conn_info *conn, bool direct_io_mmap)
 {
 	/* A grow-sealed section's writes must bypass the cache, and views
 	 * of such an open need DIRECT_IO_ALLOW_MMAP (dp_direct_io()). */
 	if (!(conn->capable & FUSE_CAP_WRITEBACK_CACHE) ||
-	    !pt_direct_io_mmap()) {
+	    !direct_io_mmap) {
 		log_warn("writeback_cache needs Linux 6.6 or later; writes go through to sectionfs");
 		return false;
 	}
 	conn->want |= FUSE_CAP_WRITEBACK_CACHE;
-	atomic_store(&writeback_on, true);
 	return true;
 }
 
-static void cached_flags(struct section *sec, struct fuse_file_info *fi)
+static void cached_flags(const struct sfs_modes *modes, struct section *sec,
+			 struct fuse_file_info *fi)
 {
 	fi->keep_cache = sec->kind == SECTION_PAGEFILE;
-	fi->direct_io = dp_direct_io(sec);
+	fi->direct_io = dp_direct_io(modes, sec);
 }
 
 /* Passthrough: the reply names the section's one backing id. */
@@ -93,26 +85,27 @@ static int backing_for(fuse_req_t req, struct section *sec)
 	return id;
 }
 
-int dp_reply_open(fuse_req_t req, struct section *sec,
-		  struct fuse_file_info *fi)
+int dp_reply_open(const struct sfs_modes *modes, fuse_req_t req,
+		  struct section *sec, struct fuse_file_info *fi)
 {
 	int id;
 
-	if (!pt_active()) {
-		cached_flags(sec, fi);
+	if (!modes->passthrough) {
+		cached_flags(modes, sec, fi);
 		return fuse_reply_open(req, fi);
 	}
 	id = backing_for(req, sec);
 	return id < 0 ? -EIO : pt_reply_open(req, fi, id);
 }
 
-int dp_reply_create(fuse_req_t req, struct section *sec,
-		    const struct fuse_entry_param *e, struct fuse_file_info *fi)
+int dp_reply_create(const struct sfs_modes *modes, fuse_req_t req,
+		    struct section *sec, const struct fuse_entry_param *e,
+		    struct fuse_file_info *fi)
 {
 	int id;
 
-	if (!pt_active()) {
-		cached_flags(sec, fi);
+	if (!modes->passthrough) {
+		cached_flags(modes, sec, fi);
 		return fuse_reply_create(req, e, fi);
 	}
 	id = backing_for(req, sec);
@@ -194,10 +187,11 @@ static ssize_t append_write(struct section *sec, struct fuse_bufvec *in,
 	return res;
 }
 
-bool dp_appends(struct section *sec, int open_flags)
+bool dp_appends(const struct sfs_modes *modes, struct section *sec,
+		int open_flags)
 {
 	return (open_flags & O_APPEND) && sec->kind == SECTION_FILE &&
-	       dp_direct_io(sec);
+	       dp_direct_io(modes, sec);
 }
 
 ssize_t dp_write(struct section *sec, struct fuse_bufvec *in, off_t off,
@@ -236,14 +230,14 @@ ssize_t dp_write(struct section *sec, struct fuse_bufvec *in, off_t off,
  * Which opens bypass the page cache: a file-backed section's, which can
  * change underneath, and under the writeback cache a grow-sealed
  * section's, since only the store can refuse a write past its end.
- * pt_direct_io_mmap() is only ever true on a cached mount.
+ * modes->direct_io_mmap is only ever true on a cached mount.
  */
-bool dp_direct_io(struct section *sec)
+bool dp_direct_io(const struct sfs_modes *modes, struct section *sec)
 {
-	if (!pt_direct_io_mmap())
+	if (!modes->direct_io_mmap)
 		return false;
 	if (sec->kind == SECTION_FILE)
 		return true;
-	return atomic_load(&writeback_on) &&
+	return modes->writeback &&
 	       (atomic_load(&sec->seals) & F_SEAL_GROW);
 }

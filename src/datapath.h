@@ -1,7 +1,8 @@
 /*
  * datapath.h - how the kernel reaches a section's bytes.
  *
- * Two paths, chosen once per mount (passthrough.h explains why):
+ * Two paths, chosen once per mount (passthrough.h explains why, and
+ * modes->passthrough says which):
  * passthrough, where the kernel reads, writes and maps the section's file
  * itself and the daemon only answers OPEN; and cached, where the FUSE
  * inode's page cache sits in front of the section and misses come to the
@@ -16,21 +17,20 @@
 
 #include <fuse_lowlevel.h>
 
+#include "modes.h"
 #include "section.h"
-
-/* Whether this mount uses kernel passthrough (decided at INIT). */
-int dp_passthrough(void);
 
 /*
  * From init() of a mount that will not use passthrough: settle how the
- * kernel's page cache is kept coherent with sections (datapath.c).
+ * kernel's page cache is kept coherent with sections (datapath.c), given
+ * whether files opened direct_io may be mapped shared.
  */
-void dp_negotiate_cached(struct fuse_conn_info *conn);
+void dp_negotiate_cached(struct fuse_conn_info *conn, bool direct_io_mmap);
 
 /* On such a mount, ask for the kernel's writeback cache (-o
  * writeback_cache); false, with a warning, where the kernel cannot give
- * what it needs (Linux before 6.6). */
-bool dp_want_writeback(struct fuse_conn_info *conn);
+ * what it needs (Linux before 6.6: no direct_io_mmap). */
+bool dp_want_writeback(struct fuse_conn_info *conn, bool direct_io_mmap);
 
 /*
  * Reply to OPEN / CREATE for sec (fi->fh already set).  Returns 0, or the
@@ -38,10 +38,11 @@ bool dp_want_writeback(struct fuse_conn_info *conn);
  * handle will never be released).  On a setup error the request has been
  * answered with that error and -EIO is returned.
  */
-int dp_reply_open(fuse_req_t req, struct section *sec,
-		  struct fuse_file_info *fi);
-int dp_reply_create(fuse_req_t req, struct section *sec,
-		    const struct fuse_entry_param *e, struct fuse_file_info *fi);
+int dp_reply_open(const struct sfs_modes *modes, fuse_req_t req,
+		  struct section *sec, struct fuse_file_info *fi);
+int dp_reply_create(const struct sfs_modes *modes, fuse_req_t req,
+		    struct section *sec, const struct fuse_entry_param *e,
+		    struct fuse_file_info *fi);
 
 /*
  * Serve READ on the cached path (replies to req).
@@ -64,7 +65,8 @@ ssize_t dp_write(struct section *sec, struct fuse_bufvec *in, off_t off,
  * section opened direct_io, whose backing file another writer may have
  * grown since the kernel last learned its size.
  */
-bool dp_appends(struct section *sec, int open_flags);
+bool dp_appends(const struct sfs_modes *modes, struct section *sec,
+		int open_flags);
 
 /*
  * Whether sec's opens bypass the kernel's page cache (a file-backed
@@ -73,6 +75,6 @@ bool dp_appends(struct section *sec, int open_flags);
  * them back in meanwhile reads the old bytes, so the caller must drop
  * them again once the write is done.
  */
-bool dp_direct_io(struct section *sec);
+bool dp_direct_io(const struct sfs_modes *modes, struct section *sec);
 
 #endif /* SECTIONFS_DATAPATH_H */

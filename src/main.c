@@ -21,9 +21,9 @@
 
 #include <fuse_lowlevel.h>
 
+#include "connection.h"
 #include "log.h"
 #include "mount.h"
-#include "passthrough.h"
 #include "requests.h"
 #include "store.h"
 #include "uring.h"
@@ -158,7 +158,7 @@ int main(int argc, char *argv[])
 		goto out_session;
 	if (fuse_session_mount(m.se, cl.mountpoint) != 0)
 		goto out_signals;
-	if (pt_setup(m.se, m.opts.passthrough) != 0)
+	if (conn_setup(&m) != 0)
 		goto out_unmount;
 	/* The tree lives inside the mount: sections release their
 	 * passthrough ids on the session's fd, which unmount closes. */
@@ -170,11 +170,11 @@ int main(int argc, char *argv[])
 		log_err("out of memory");
 		goto out_unmount;
 	}
-	if (mount_device(cl.mountpoint, &m.ns.self_dev))
+	if (mount_device(cl.mountpoint, &m.modes.self_dev))
 		goto out_ns;
-	m.ns.commit_eager = m.opts.commit == COMMIT_EAGER;
+	m.modes.commit_eager = m.opts.commit == COMMIT_EAGER;
+	m.modes.lifetime = m.opts.lifetime;
 	m.single_thread = cl.singlethread;
-	m.ns.lifetime = m.opts.lifetime;
 
 	fuse_daemonize(cl.foreground);
 

@@ -261,7 +261,7 @@ static void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	fi->fh = (uintptr_t)sec;
 	/* A failed reply means no RELEASE will come for this handle. */
-	if (dp_reply_open(req, sec, fi))
+	if (dp_reply_open(modes_of(req), req, sec, fi))
 		undo_open(req, ino, sec, fi->flags, undo);
 }
 
@@ -280,7 +280,7 @@ static void sfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		return;
 	}
 	fi->fh = (uintptr_t)sec;
-	if (dp_reply_create(req, sec, &e, fi))
+	if (dp_reply_create(modes_of(req), req, sec, &e, fi))
 		abandon_handle(req, e.ino, sec, fi->flags);
 }
 
@@ -306,11 +306,11 @@ static void sfs_write_buf(fuse_req_t req, fuse_ino_t ino,
 	struct notifier *notify = &mount_of(req)->notify;
 	struct section *sec = section_of(fi);
 	size_t total = fuse_buf_size(in);
-	bool append = !fi->writepage && dp_appends(sec, fi->flags);
+	bool append = !fi->writepage && dp_appends(modes_of(req), sec, fi->flags);
 	ssize_t res = dp_write(sec, in, off, fi->writepage, append);
 
 	/* An append's range is not known: drop every page (len 0). */
-	if (res > 0 && !fi->writepage && dp_direct_io(sec))
+	if (res > 0 && !fi->writepage && dp_direct_io(modes_of(req), sec))
 		notify_inval(notify, ino, append ? 0 : off, append ? 0 : res,
 			     true);
 	if (res < 0)
@@ -372,7 +372,7 @@ static void sfs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 	 * and the kernel does not write them back first: ENOSYS has it answer
 	 * itself from then on, the whole file being data.
 	 */
-	if (ns_of(req)->writeback) {
+	if (modes_of(req)->writeback) {
 		fuse_reply_err(req, ENOSYS);
 		return;
 	}
