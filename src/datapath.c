@@ -241,3 +241,17 @@ bool dp_direct_io(const struct sfs_modes *modes, struct section *sec)
 	return modes->writeback &&
 	       (atomic_load(&sec->seals) & F_SEAL_GROW);
 }
+
+off_t dp_seek(const struct sfs_modes *modes, struct section *sec, off_t off,
+	      int whence)
+{
+	/*
+	 * Ask the store where its data is.  Under the writeback cache the
+	 * store may not have the newest writes yet, and the kernel does not
+	 * write them back first: ENOSYS has it answer itself from then on,
+	 * the whole file being data.
+	 */
+	if (modes->writeback)
+		return -ENOSYS;
+	return section_seek(sec, off, whence);
+}

@@ -77,4 +77,11 @@ bool dp_appends(const struct sfs_modes *modes, struct section *sec,
  */
 bool dp_direct_io(const struct sfs_modes *modes, struct section *sec);
 
+/*
+ * SEEK_DATA and SEEK_HOLE in sec: the offset, or -errno.  -ENOSYS under
+ * the writeback cache, which has the kernel answer itself from then on.
+ */
+off_t dp_seek(const struct sfs_modes *modes, struct section *sec, off_t off,
+	      int whence);
+
 #endif /* SECTIONFS_DATAPATH_H */

@@ -1470,3 +1470,8 @@ void ns_counts(struct ns *ns, uint64_t *nodes)
 	*nodes = ns->nnodes;
 	pthread_mutex_unlock(&ns->lock);
 }
+
+int ns_removexattr(struct ns *ns, fuse_ino_t ino, const char *name)
+{
+	return xattr_remove(name);
+}

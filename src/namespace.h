@@ -152,6 +152,8 @@ ssize_t ns_getxattr(struct ns *ns, fuse_ino_t ino, const char *name,
 ssize_t ns_listxattr(struct ns *ns, fuse_ino_t ino, char *buf, size_t size);
 int ns_setxattr(struct ns *ns, fuse_ino_t ino, const struct caller *who,
 		const char *name, const char *value, size_t size, int flags);
+/* Nothing can be removed: EPERM for ours, EOPNOTSUPP for any other. */
+int ns_removexattr(struct ns *ns, fuse_ino_t ino, const char *name);
 
 
 int ns_opendir(struct ns *ns, fuse_ino_t ino, struct ns_dir **out);

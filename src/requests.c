@@ -3,9 +3,10 @@
  *
  * Each handler decodes one request, asks the namespace (or, for bytes, the
  * data path) to do the work, and sends exactly one reply.  No policy lives
- * here: what is allowed and what it means is decided below.  An open
- * handle's fh is the section it holds a reference on; a directory
- * handle's fh is its listing.
+ * here: what is allowed and what it means is decided below, and what the
+ * connection is (INIT, statfs) in connection.c.  An open handle's fh is
+ * the section it holds a reference on; a directory handle's fh is its
+ * listing.
  */
 #include "config.h"
 
@@ -15,14 +16,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "connection.h"
 #include "datapath.h"
 #include "log.h"
 #include "mount.h"
 #include "requests.h"
-#include "xattr.h"
 
 /*
  * Names change only through this daemon, so the kernel may keep them (and
@@ -364,22 +363,10 @@ static void sfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
 static void sfs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		      struct fuse_file_info *fi)
 {
-	off_t res;
-
-	/*
-	 * SEEK_DATA and SEEK_HOLE: ask the store where its data is.  Under
-	 * the writeback cache the store may not have the newest writes yet,
-	 * and the kernel does not write them back first: ENOSYS has it answer
-	 * itself from then on, the whole file being data.
-	 */
-	if (modes_of(req)->writeback) {
-		fuse_reply_err(req, ENOSYS);
-		return;
-	}
-	res = lseek(section_of(fi)->fd, off, whence);
+	off_t res = dp_seek(modes_of(req), section_of(fi), off, whence);
 
 	if (res < 0)
-		fuse_reply_err(req, errno);
+		fuse_reply_err(req, (int)-res);
 	else
 		fuse_reply_lseek(req, res);
 }
@@ -428,7 +415,7 @@ static void sfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 
 static void sfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
-	fuse_reply_err(req, -xattr_remove(name));
+	fuse_reply_err(req, -ns_removexattr(ns_of(req), ino, name));
 }
 
 static void sfs_opendir(fuse_req_t req, fuse_ino_t ino,

@@ -468,3 +468,10 @@ int section_backing_id(struct section *sec)
 	}
 	return id;
 }
+
+off_t section_seek(struct section *sec, off_t off, int whence)
+{
+	off_t res = lseek(sec->fd, off, whence);
+
+	return res < 0 ? -errno : res;
+}

@@ -110,4 +110,8 @@ int section_sync(struct section *sec, int datasync);
  */
 int section_backing_id(struct section *sec);
 
+/* lseek(2) on the section's file, for SEEK_DATA and SEEK_HOLE: the
+ * offset found, or -errno (ENXIO past the last data). */
+off_t section_seek(struct section *sec, off_t off, int whence);
+
 #endif /* SECTIONFS_SECTION_H */
