@@ -1,0 +1,172 @@
+/*
+ * ns_internal.h - the namespace's private types, shared by its files.
+ *
+ * The nodes, dentries and listings of the tree, the small helpers every
+ * namespace file needs, and the few functions one namespace file lends
+ * another.  Only namespace.c and the ns_*.c files include it: everything
+ * else reaches the tree through namespace.h.
+ */
+#ifndef SECTIONFS_NS_INTERNAL_H
+#define SECTIONFS_NS_INTERNAL_H
+
+#include <fcntl.h>
+#include <time.h>
+
+#include "namespace.h"
+
+struct dentry {
+	struct dentry *hnext;		/* hash chain */
+	struct dentry *next_name;	/* the child's other names */
+	struct dentry *prev, *next;	/* parent's children, newest first */
+	struct node *parent;
+	struct node *child;
+	uint32_t hash;
+	char name[];
+};
+
+/* What only a section's node has. */
+struct node_file {
+	struct section *sec;		/* immutable */
+	unsigned int opens;		/* open handles (and so views) */
+	unsigned int writers;		/* of which opened for writing */
+	enum lifetime_mode lifetime;	/* when the section dies */
+	unsigned int handle_opens;	/* opens since lifetime became handle:
+					   only then may a release destroy
+					   it (see set_lifetime) */
+	unsigned short handle_epoch;	/* times lifetime became handle */
+	unsigned short sealing;		/* seals being added that writers
+					   wait for (seal_without_writers) */
+};
+
+/* What directories and special files have instead: sections read their
+ * data times from their file. */
+struct node_other {
+	struct timespec atime, mtime;
+	struct dentry *first;		/* directories: children, newest first */
+	uint32_t nchildren;		/* directories: how many */
+	uint32_t rdev;			/* device nodes (FUSE's rdev is 32 bits) */
+};
+
+/*
+ * One node per directory, section or special file: 120 bytes, so that
+ * with its dentry and section a section costs the daemon under 300.
+ */
+struct node {
+	uint64_t ino;			/* st_ino; immutable */
+	uint64_t nlookup;		/* kernel references */
+	mode_t mode;			/* the type bits are immutable */
+	uid_t uid;
+	gid_t gid;
+	uint32_t nlink;
+	struct timespec ctime;		/* metadata changes made here */
+	struct dentry *names;		/* every name; a directory has one */
+	LIST_ENTRY(node) orphan;	/* ns->orphans */
+	union {
+		struct node_file file;	/* S_ISREG */
+		struct node_other other; /* everything else */
+	} u;
+};
+
+/* malloc rounds 120 bytes to a 128-byte chunk; 121 would cost 144. */
+_Static_assert(sizeof(struct node) <= 120, "struct node outgrew its chunk");
+
+/* The readdir listing: names copied at opendir, so removals cannot
+ * invalidate a reader's position. */
+struct ns_dirent {
+	char *name;
+	uint64_t ino;
+	mode_t mode;
+};
+
+struct ns_dir {
+	LIST_ENTRY(ns_dir) link;	/* ns->listings; lock */
+	struct node *dir;
+	size_t n;
+	struct ns_dirent *ents;
+	int fresh;			/* taken and not yet read from */
+};
+
+static inline struct timespec now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return ts;
+}
+
+static inline struct node *node_of(struct ns *ns, fuse_ino_t ino)
+{
+	return ino == FUSE_ROOT_ID ? ns->root : (struct node *)(uintptr_t)ino;
+}
+
+static inline fuse_ino_t ino_of(struct ns *ns, struct node *n)
+{
+	return n == ns->root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)n;
+}
+
+static inline int is_dir(const struct node *n)
+{
+	return S_ISDIR(n->mode);
+}
+
+/* The section of a regular file's node; NULL for every other node. */
+static inline struct section *node_sec(const struct node *n)
+{
+	return S_ISREG(n->mode) ? n->u.file.sec : NULL;
+}
+
+/* A directory's one name; NULL for the root and removed directories. */
+static inline struct dentry *dir_name(const struct node *n)
+{
+	return n->names;
+}
+
+static inline int is_writer(int open_flags)
+{
+	return (open_flags & O_ACCMODE) != O_RDONLY;
+}
+
+static inline void put_if(struct section *sec)
+{
+	if (sec)
+		section_put(sec);
+}
+
+/*
+ * namespace.c: the tree itself.  All but attr_finish() are called with
+ * ns->lock held.
+ */
+struct dentry *dentry_find(struct ns *ns, const struct node *parent,
+			   const char *name);
+/* A dentry for name in parent, not yet linked anywhere; NULL on ENOMEM. */
+struct dentry *dentry_new(struct node *parent, const char *name);
+/* Link a prepared dentry into its parent and the hash. */
+void dentry_attach(struct ns *ns, struct dentry *d, struct node *child);
+/* Unlink a dentry from its parent and the hash; the caller frees it. */
+void dentry_detach(struct ns *ns, struct dentry *d);
+/* A new node with no name and no lookup; NULL on ENOMEM. */
+struct node *node_new(struct ns *ns, mode_t mode, uid_t uid, gid_t gid);
+/* Free a node nobody names or holds; returns its section to put after
+ * unlocking, or NULL. */
+struct section *node_free(struct ns *ns, struct node *n);
+/* A node lost a name.  Returns a section to put after unlocking, or NULL. */
+struct section *node_unnamed(struct ns *ns, struct node *n);
+/* Fill what the node knows of st, and pin its section (returned, or NULL)
+ * for attr_finish() to read the rest from its file. */
+struct section *attr_start(struct ns *ns, struct node *n, struct stat *st);
+/* Without the lock: the rest of st from the pinned section, which it puts. */
+int attr_finish(struct section *sec, struct stat *st);
+/* Count a kernel lookup of n and start the entry's attributes. */
+struct section *entry_start(struct ns *ns, struct node *n,
+			    struct fuse_entry_param *e);
+/* The live directory parent, for a request naming name in it. */
+int dir_for_entry(struct ns *ns, fuse_ino_t parent, const char *name,
+		  struct node **out);
+/* The dentry name names in directory parent, or ENOENT. */
+int find_entry(struct ns *ns, fuse_ino_t parent, const char *name,
+	       struct dentry **out);
+
+/* ns_open.c: a handle is opened on n's section (ns->lock held). */
+unsigned int count_open(struct node *n, int flags);
+
+#endif /* SECTIONFS_NS_INTERNAL_H */
