@@ -9,8 +9,9 @@
  * keep for an open handle.
  *
  * Locking: one mutex guards the whole tree and is held only for memory
- * work, never across a syscall on a store; work on a section's fd happens
- * after the lock is dropped, under a section reference.
+ * work, never across a syscall on a store, and never together with
+ * another lock; work on a section's fd happens after the lock is dropped,
+ * under a section reference.
  */
 #ifndef SECTIONFS_NAMESPACE_H
 #define SECTIONFS_NAMESPACE_H
@@ -29,22 +30,28 @@ struct node;
 struct dentry;
 struct ns_dir;
 
+/* The mount's tree.  What guards each field is named on it, as in
+ * ns_internal.h: ns->lock, or immutable once ns_init() (or main) has set
+ * it. */
 struct ns {
 	pthread_mutex_t lock;
-	pthread_cond_t sealed;		/* a seal writers wait for is made */
+	pthread_cond_t sealed;		/* a seal writers wait for is made;
+					   with ns->lock */
 	struct node *root;		/* immutable */
-	struct dentry **buckets;	/* (parent, name) -> dentry; lock */
-	size_t nbuckets;		/* lock */
-	size_t nentries;		/* lock */
-	LIST_HEAD(, node) orphans;	/* unnamed nodes the kernel holds; lock */
-	LIST_HEAD(, ns_dir) listings;	/* open directory handles; lock */
-	uint64_t next_ino;		/* lock */
-	uint64_t nnodes;		/* lock */
+	struct dentry **buckets;	/* (parent, name) -> dentry; ns->lock */
+	size_t nbuckets;		/* ns->lock */
+	size_t nentries;		/* ns->lock */
+	LIST_HEAD(, node) orphans;	/* unnamed nodes the kernel holds;
+					   ns->lock */
+	LIST_HEAD(, ns_dir) listings;	/* open directory handles; ns->lock */
+	uint64_t next_ino;		/* ns->lock */
+	uint64_t nnodes;		/* ns->lock */
 	double entry_timeout;		/* immutable */
 	double attr_timeout;		/* immutable */
 	dev_t self_dev;			/* this mount's st_dev; immutable */
-	/* Set before the session loop starts, or (passthrough) at INIT,
-	 * before any request that reads it. */
+	/* Set once, before the session loop starts or (passthrough,
+	 * writeback) at INIT, before any request that reads them; then
+	 * immutable. */
 	int passthrough;		/* the mount's data path */
 	int writeback;			/* the kernel's writeback cache is on */
 	int commit_eager;		/* -o commit=eager */
@@ -170,7 +177,7 @@ int ns_readdir_entry(struct ns *ns, struct ns_dir *dir, size_t index, int plus,
 		     const char **name, struct fuse_entry_param *e);
 int ns_readdir_rewind(struct ns *ns, fuse_ino_t ino, struct ns_dir *dir);
 
-/* Node and byte counts for statfs. */
+/* The number of nodes, for statfs (bytes are the store's: store.h). */
 void ns_counts(struct ns *ns, uint64_t *nodes);
 
 #endif /* SECTIONFS_NAMESPACE_H */

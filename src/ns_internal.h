@@ -14,53 +14,83 @@
 
 #include "namespace.h"
 
+/*
+ * Locking.  One mutex, ns->lock, guards the whole tree; the comment on
+ * each field below names what guards it:
+ *
+ *   ns->lock    read and written only with ns->lock held;
+ *   immutable   set before the object is published (linked into the tree
+ *               or handed out) and never changed after;
+ *   handle      a directory handle's own: the kernel sends one READDIR of
+ *               a handle at a time, and RELEASEDIR after the last.
+ *
+ * No other lock is ever taken while ns->lock is held, and ns->lock is
+ * never taken while another lock is held.  Work on a section's file
+ * happens after the lock is dropped, under a section reference; a
+ * section's own fields are atomics or immutable (section.h).
+ */
+
+/* A name: 56 bytes and then the name itself, in one allocation. */
 struct dentry {
-	struct dentry *hnext;		/* hash chain */
-	struct dentry *next_name;	/* the child's other names */
-	struct dentry *prev, *next;	/* parent's children, newest first */
-	struct node *parent;
-	struct node *child;
-	uint32_t hash;
-	char name[];
+	struct dentry *hnext;		/* hash chain; ns->lock */
+	struct dentry *next_name;	/* the child's other names; ns->lock */
+	struct dentry *prev, *next;	/* parent's children, newest first;
+					   ns->lock */
+	struct node *parent;		/* immutable (rename makes a new one) */
+	struct node *child;		/* set when attached; ns->lock */
+	uint32_t hash;			/* immutable */
+	char name[];			/* immutable */
 };
+_Static_assert(sizeof(struct dentry) <= 56, "struct dentry grew");
 
 /* What only a section's node has. */
 struct node_file {
 	struct section *sec;		/* immutable */
-	unsigned int opens;		/* open handles (and so views) */
-	unsigned int writers;		/* of which opened for writing */
-	enum lifetime_mode lifetime;	/* when the section dies */
+	unsigned int opens;		/* open handles (and so views);
+					   ns->lock */
+	unsigned int writers;		/* of which opened for writing;
+					   ns->lock */
+	enum lifetime_mode lifetime;	/* when the section dies; ns->lock */
 	unsigned int handle_opens;	/* opens since lifetime became handle:
 					   only then may a release destroy
-					   it (see set_lifetime) */
-	unsigned short handle_epoch;	/* times lifetime became handle */
+					   it (see set_lifetime); ns->lock */
+	unsigned short handle_epoch;	/* times lifetime became handle;
+					   ns->lock */
 	unsigned short sealing;		/* seals being added that writers
-					   wait for (seal_without_writers) */
+					   wait for (seal_without_writers);
+					   ns->lock */
 };
 
 /* What directories and special files have instead: sections read their
  * data times from their file. */
 struct node_other {
-	struct timespec atime, mtime;
-	struct dentry *first;		/* directories: children, newest first */
-	uint32_t nchildren;		/* directories: how many */
-	uint32_t rdev;			/* device nodes (FUSE's rdev is 32 bits) */
+	struct timespec atime, mtime;	/* ns->lock */
+	struct dentry *first;		/* directories: children, newest
+					   first; ns->lock */
+	uint32_t nchildren;		/* directories: how many; ns->lock */
+	uint32_t rdev;			/* device nodes (FUSE's rdev is 32
+					   bits); set at mknod; ns->lock */
 };
 
 /*
- * One node per directory, section or special file: 120 bytes, so that
- * with its dentry and section a section costs the daemon under 300.
+ * One node per directory, section or special file: 120 bytes, which
+ * malloc serves from a 128-byte chunk.  With its section (40 bytes, a
+ * 48-byte chunk) and one dentry (56 bytes and the name), a page-file-
+ * backed section named by up to 47 bytes costs the daemon under 300.
  */
 struct node {
 	uint64_t ino;			/* st_ino; immutable */
-	uint64_t nlookup;		/* kernel references */
-	mode_t mode;			/* the type bits are immutable */
-	uid_t uid;
-	gid_t gid;
-	uint32_t nlink;
-	struct timespec ctime;		/* metadata changes made here */
-	struct dentry *names;		/* every name; a directory has one */
-	LIST_ENTRY(node) orphan;	/* ns->orphans */
+	uint64_t nlookup;		/* kernel references; ns->lock */
+	mode_t mode;			/* the type bits are immutable, the
+					   rest ns->lock */
+	uid_t uid;			/* ns->lock */
+	gid_t gid;			/* ns->lock */
+	uint32_t nlink;			/* ns->lock */
+	struct timespec ctime;		/* metadata changes made here;
+					   ns->lock */
+	struct dentry *names;		/* every name; a directory has one;
+					   ns->lock */
+	LIST_ENTRY(node) orphan;	/* ns->orphans; ns->lock */
 	union {
 		struct node_file file;	/* S_ISREG */
 		struct node_other other; /* everything else */
@@ -71,7 +101,7 @@ struct node {
 _Static_assert(sizeof(struct node) <= 120, "struct node outgrew its chunk");
 
 /* The readdir listing: names copied at opendir, so removals cannot
- * invalidate a reader's position. */
+ * invalidate a reader's position.  Immutable once the listing is taken. */
 struct ns_dirent {
 	char *name;
 	uint64_t ino;
@@ -79,11 +109,12 @@ struct ns_dirent {
 };
 
 struct ns_dir {
-	LIST_ENTRY(ns_dir) link;	/* ns->listings; lock */
-	struct node *dir;
-	size_t n;
-	struct ns_dirent *ents;
-	int fresh;			/* taken and not yet read from */
+	LIST_ENTRY(ns_dir) link;	/* ns->listings; ns->lock */
+	struct node *dir;		/* immutable */
+	size_t n;			/* handle */
+	struct ns_dirent *ents;		/* handle; names in the same block */
+	int fresh;			/* taken and not yet read from;
+					   handle */
 };
 
 static inline struct timespec now(void)
