@@ -304,11 +304,18 @@ int find_entry(struct ns *ns, fuse_ino_t parent, const char *name,
 int ns_init(struct ns *ns, mode_t root_mode, uid_t uid, gid_t gid,
 	    double entry_timeout, double attr_timeout)
 {
+	pthread_condattr_t attr;
+
 	memset(ns, 0, sizeof(*ns));
 	LIST_INIT(&ns->orphans);
 	LIST_INIT(&ns->listings);
 	pthread_mutex_init(&ns->lock, NULL);
 	pthread_cond_init(&ns->sealed, NULL);
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	/* A seal waits for writers against the clock that never jumps. */
+	pthread_cond_init(&ns->writers_gone, &attr);
+	pthread_condattr_destroy(&attr);
 	ns->entry_timeout = entry_timeout;
 	ns->attr_timeout = attr_timeout;
 	ns->next_ino = FUSE_ROOT_ID;
@@ -368,6 +375,7 @@ void ns_destroy(struct ns *ns)
 		ns_releasedir(ns, LIST_FIRST(&ns->listings));
 	free_tree(ns->root);
 	free(ns->buckets);
+	pthread_cond_destroy(&ns->writers_gone);
 	pthread_cond_destroy(&ns->sealed);
 	pthread_mutex_destroy(&ns->lock);
 }

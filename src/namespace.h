@@ -37,6 +37,9 @@ struct ns {
 	pthread_mutex_t lock;
 	pthread_cond_t sealed;		/* a seal writers wait for is made;
 					   with ns->lock */
+	pthread_cond_t writers_gone;	/* a section's last writer went, for
+					   a seal that waits; with ns->lock
+					   (CLOCK_MONOTONIC) */
 	struct node *root;		/* immutable */
 	struct dentry **buckets;	/* (parent, name) -> dentry; ns->lock */
 	size_t nbuckets;		/* ns->lock */

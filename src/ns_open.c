@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/xattr.h>
-#include <unistd.h>
+#include <time.h>
 
 #include "ns_internal.h"
 #include "xattr.h"
@@ -38,10 +38,14 @@ unsigned int count_open(struct node *n, int flags)
 }
 
 /* A handle on n's section is gone (released, or its open undone). */
-static void count_close(struct node *n, int flags)
+static void count_close(struct ns *ns, struct node *n, int flags)
 {
 	n->u.file.opens--;
-	n->u.file.writers -= is_writer(flags);
+	if (!is_writer(flags))
+		return;
+	/* A seal may be waiting for the last writer (wait_for_writers). */
+	if (--n->u.file.writers == 0)
+		pthread_cond_broadcast(&ns->writers_gone);
 }
 
 /*
@@ -99,7 +103,7 @@ void ns_open_undo(struct ns *ns, fuse_ino_t ino, int flags, unsigned int undo)
 	struct node *n = node_of(ns, ino);
 
 	pthread_mutex_lock(&ns->lock);
-	count_close(n, flags);
+	count_close(ns, n, flags);
 	/* Only a count made since the lifetime last became handle. */
 	if (undo && undo == n->u.file.handle_epoch + 1u &&
 	    n->u.file.handle_opens > 0 && n->u.file.handle_opens < UINT_MAX)
@@ -142,7 +146,7 @@ int ns_release(struct ns *ns, fuse_ino_t ino, int flags,
 	memset(gone, 0, sizeof(*gone));
 	gone->ino = ino;
 	pthread_mutex_lock(&ns->lock);
-	count_close(n, flags);
+	count_close(ns, n, flags);
 	if (n->u.file.opens == 0 && n->u.file.lifetime == LIFETIME_HANDLE &&
 	    n->u.file.handle_opens > 0 && n->nlink > 0) {
 		sec = expire_names(ns, n, gone);
@@ -222,34 +226,69 @@ static unsigned int waits_for_writers(const struct ns *ns)
 	return F_SEAL_WRITE | (ns->writeback ? F_SEAL_GROW : 0);
 }
 
+/* How long a seal waits for a section's writers to go before EBUSY. */
+#define WRITERS_WAIT_NS	200000000L
+
+/*
+ * Whether n's section may be sealed now, ns->lock held: the one decision
+ * of the wait below, kept apart so that whoever waits (this thread, or
+ * one day something woken by count_close) asks the same question.
+ */
+static bool seal_ready(const struct node *n)
+{
+	return n->u.file.writers == 0;
+}
+
+/*
+ * ns->lock held: wait until seal_ready(n), woken by count_close(), for
+ * at most WRITERS_WAIT_NS.  Returns 0 (ready, the lock still held) or
+ * -EBUSY.
+ */
+static int wait_for_writers(struct ns *ns, struct node *n)
+{
+	struct timespec until;
+	int err = 0;
+
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_nsec += WRITERS_WAIT_NS;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	while (!seal_ready(n)) {
+		if (err == ETIMEDOUT)
+			return -EBUSY;
+		err = pthread_cond_timedwait(&ns->writers_gone, &ns->lock,
+					     &until);
+	}
+	return 0;
+}
+
 /*
  * Seal once the section has no writers.  On the cached path the daemon
  * cannot see the kernel's views, so it counts the section's writers.
  * RELEASE reaches the daemon asynchronously to close(2): a writer that
- * closed a moment ago may still be counted, so wait briefly for it before
- * saying EBUSY.  From the check that finds none until the seal is made,
- * opens for writing wait (ns_open), so that an open either comes first
- * (the seal is EBUSY) or finds the seal (a writer is refused a
- * write-sealed section; a grow-sealed one is opened direct_io).  The
- * namespace lock is not held across F_ADD_SEALS: a write seal walks every
- * page of the store, and waits up to 150 ms on pages still referenced (a
- * read reply on its way through a pipe), which must not stall every
- * other request of the mount.
+ * closed a moment ago may still be counted, so wait briefly for it
+ * (wait_for_writers) before saying EBUSY.  From the check that finds
+ * none until the seal is made, opens for writing wait (ns_open), so that
+ * an open either comes first (the seal is EBUSY) or finds the seal (a
+ * writer is refused a write-sealed section; a grow-sealed one is opened
+ * direct_io).  The namespace lock is not held across F_ADD_SEALS: a
+ * write seal walks every page of the store, and waits up to 150 ms on
+ * pages still referenced (a read reply on its way through a pipe), which
+ * must not stall every other request of the mount.
  */
 static int seal_without_writers(struct ns *ns, fuse_ino_t ino,
 				struct section *sec, unsigned int seals)
 {
 	struct node *n = node_of(ns, ino);
-	int tries = 20, err;
+	int err;
 
-	for (;;) {
-		pthread_mutex_lock(&ns->lock);
-		if (n->u.file.writers == 0)
-			break;
+	pthread_mutex_lock(&ns->lock);
+	err = wait_for_writers(ns, n);
+	if (err) {
 		pthread_mutex_unlock(&ns->lock);
-		if (--tries == 0)
-			return -EBUSY;
-		usleep(10000);
+		return err;
 	}
 	n->u.file.sealing++;
 	pthread_mutex_unlock(&ns->lock);
