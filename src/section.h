@@ -28,13 +28,14 @@ struct section {
 	unsigned int kind : 1;		/* enum section_kind */
 	unsigned int writable : 1;	/* fd is O_RDWR */
 	unsigned int counted : 1;	/* bytes counted against the cap by
-					   the daemon (store_counts()) */
+					   the daemon (store_counts(), cap.h) */
 	atomic_uint refs;
 	atomic_int backing_id;		/* passthrough id; 0 until first open */
 	atomic_uint seals;		/* F_SEAL_* added so far; only the
 					   daemon can seal, so this is exact */
 	char *backing_path;		/* file-backed: the file */
-	atomic_int_fast64_t charged;	/* counted: bytes charged to the cap */
+	atomic_int_fast64_t charged;	/* counted: bytes charged to the cap
+					   (cap.c) */
 };
 /* All but the atomics are immutable once the section is made.  40 bytes:
  * a 48-byte malloc chunk, counted in what a section costs the daemon. */
