@@ -1,8 +1,8 @@
 """Section controls: the size cap, lifetime, commit policy, seals,
 residency and the attribute list, on both data paths.
 
-The contract is DESIGN.md section 1 (options and the user.sectionfs.*
-table); README and sectionfs(8) state the exact semantics:
+The contract is the one README and sectionfs(8) state for the mount
+options and the user.sectionfs.* attributes, exactly:
 
 - size=N[k|m|g|t|%]: statfs shows the cap; used grows with what is written
   and comes back once an unlinked section is destroyed; a write past the cap

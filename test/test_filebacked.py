@@ -1,5 +1,5 @@
 """File-backed sections: symlink(TARGET, MOUNT/name) binds a section to a
-real file (DESIGN.md section 1).
+real file, as README ("File-backed sections") and sectionfs(8) state it.
 
 Every data test runs on both data paths through the mnt fixture.  The
 errno table for symlink targets is held by test_bad_target_* (one test per
