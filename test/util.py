@@ -1,11 +1,14 @@
 """Helpers for the sectionfs integration suite.
 
-What lives here: where the build is, how a daemon is started, waited for,
+What lives here: where the build is, the attribute names of the public
+header (include/sectionfs.h), how a daemon is started, waited for,
 unmounted and judged (exit status, stderr), the byte pattern the C helpers
-share (pattern_byte() in test/helpers/mmap_view.c), a handle on a long-lived mmap view held by
-another process, small wrappers over calls Python's os module lacks
-(renameat2, fallocate), how to act as another user (setpriv), and what the
-daemon holds open (/proc/PID/fd).  No test logic lives here.
+share (pattern_byte() in test/helpers/mmap_view.c), a handle on a
+long-lived mmap view held by another process, how sections are made and
+the size cap read (df), small wrappers over calls Python's os module lacks
+(renameat2, fallocate), how to act as another user (setpriv), what the
+daemon holds open (/proc/PID/fd), and how a call's outcome is named.  No
+test logic lives here.
 
 Nothing in this file kills a process by name: only the PIDs it started.
 """
@@ -68,6 +71,41 @@ PATIENCE = 120.0 if VALGRIND else 20.0
 
 NOBODY = 65534          # uid and gid of the "other user" tests
 PAGE = mmap.PAGESIZE
+KiB = 1 << 10
+MiB = 1 << 20
+GiB = 1 << 30
+TiB = 1 << 40
+
+
+def _header_strings(path):
+    """The string macros of a C header, {NAME: value}, read as the
+    compiler reads them: each #define a run of string literals and of
+    macros defined above it (include/sectionfs.h has no other kind)."""
+    with open(path) as f:
+        text = re.sub(r'/\*.*?\*/', ' ', f.read(), flags=re.S)
+    names = {}
+    for m in re.finditer(r'^#define[ \t]+(\w+)[ \t]+(.+)$', text, re.M):
+        value = ''
+        for literal, macro in re.findall(r'"([^"\\]*)"|(\w+)', m.group(2)):
+            value += names[macro] if macro else literal
+        names[m.group(1)] = value
+    return names
+
+
+#: The extended attributes, named as the public header names them, so
+#: that the suite holds the daemon to what programs compile against.
+HEADER = os.path.join(TEST_DIR, '..', 'include', 'sectionfs.h')
+_HEADER_STRINGS = _header_strings(HEADER)
+XATTR_PREFIX = _HEADER_STRINGS['SECTIONFS_XATTR_PREFIX']
+KIND = _HEADER_STRINGS['SECTIONFS_XATTR_KIND']
+BACKING = _HEADER_STRINGS['SECTIONFS_XATTR_BACKING']
+LIFETIME = _HEADER_STRINGS['SECTIONFS_XATTR_LIFETIME']
+SEALS = _HEADER_STRINGS['SECTIONFS_XATTR_SEALS']
+RESIDENT = _HEADER_STRINGS['SECTIONFS_XATTR_RESIDENT']
+#: Every attribute the header names.
+XATTRS = frozenset(value for name, value in _HEADER_STRINGS.items()
+                   if name.startswith('SECTIONFS_XATTR_')
+                   and name != 'SECTIONFS_XATTR_PREFIX')
 
 
 def uring_param():
@@ -793,6 +831,89 @@ def fault(path, mode, access, offset, length=None):
 
 
 # --------------------------------------------------------------------------
+# Sections and the size cap
+
+#: How a page-file-backed section comes to be: open(O_CREAT) (the kernel's
+#: CREATE, which also opens it) or mknod(2) (MKNOD, then a separate OPEN).
+CREATORS = ['create', 'mknod']
+
+
+def make_section(path, data=b'', how='create', mode=0o644):
+    """A page-file-backed section holding data, no handle left open."""
+    if how == 'create':
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, mode)
+    else:
+        os.mknod(path, stat.S_IFREG | mode)
+        if not data:
+            return
+        fd = os.open(path, os.O_WRONLY)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
+def df(path):
+    """(size, used, available) of the file system at path, in bytes."""
+    st = os.statvfs(path)
+    return (st.f_blocks * st.f_frsize,
+            (st.f_blocks - st.f_bfree) * st.f_frsize,
+            st.f_bavail * st.f_frsize)
+
+
+def used(path):
+    return df(path)[1]
+
+
+def write_until_enospc(fd, chunk=MiB):
+    """Write chunks from offset 0 until ENOSPC (more than 64 MiB is a
+    failure); returns the bytes written."""
+    import pytest
+    written = 0
+    with pytest.raises(OSError) as e:
+        while written <= 64 * MiB:
+            written += os.pwrite(fd, b'y' * chunk, written)
+    assert e.value.errno == errno.ENOSPC, e.value
+    return written
+
+
+def fill(path, chunk=65536):
+    """Write to a new section at path until ENOSPC; returns bytes written."""
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    try:
+        return write_until_enospc(fd, chunk)
+    finally:
+        os.close(fd)
+
+
+def gone(path):
+    return lambda: not os.path.lexists(path)
+
+
+def drop_cache(path):
+    """Drop the clean page cache pages of path (a FUSE inode or a file)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def view_cmd(view, command):
+    """A View command whose helper may have died (a fault): its answer, or
+    a description of how it ended."""
+    line = view.cmd(command)
+    if not line:
+        rc = view.close()
+        return 'view process ended with status %s (%s)' % (
+            rc, 'SIGBUS' if rc == -7 else 'signal %d' % -rc if rc < 0
+            else 'exit')
+    return line
+
+
+# --------------------------------------------------------------------------
 # Calls the os module lacks
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -883,3 +1004,15 @@ def user_op(op, path, uid=NOBODY):
 
 def errno_name(exc):
     return errno.errorcode.get(exc.errno, str(exc.errno))
+
+
+def outcome(fn, *args):
+    """'ok' or the errno name fn(*args) raised (EOPNOTSUPP, the name the
+    contract uses, for Linux's one number of EOPNOTSUPP and ENOTSUP)."""
+    try:
+        fn(*args)
+        return 'ok'
+    except OSError as e:
+        if e.errno == errno.EOPNOTSUPP:
+            return 'EOPNOTSUPP'
+        return errno_name(e)
