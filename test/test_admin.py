@@ -28,7 +28,7 @@ import subprocess
 import pytest
 
 import util
-from util import read_file, write_file
+from util import GiB, read_file, write_file
 
 SRC_DIR = os.path.dirname(util.TEST_DIR)
 MAN_SECTIONFS = os.path.join(SRC_DIR, 'man', 'sectionfs.8')
@@ -39,9 +39,6 @@ SECTIONCTL = os.path.join(util.BUILD_DIR, 'src', 'sectionctl')
 
 #: Where the namespace "installs" the daemon: first on sh's default PATH.
 INSTALL_DIR = '/usr/local/sbin'
-
-GiB = 1 << 30
-MiB = 1 << 20
 
 
 # --------------------------------------------------------------------------

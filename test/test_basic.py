@@ -14,9 +14,7 @@ import time
 import pytest
 
 import util
-from util import PAGE, pattern, read_file, write_file
-
-MiB = 1 << 20
+from util import MiB, PAGE, RESIDENT, pattern, read_file, write_file
 
 
 def test_cp_in_and_out(mnt, tmp_path):
@@ -192,7 +190,7 @@ def test_open_read_only_trunc(mnt):
         assert os.read(fd, 10) == b''
     finally:
         os.close(fd)
-    assert os.getxattr(mnt / 'ro', 'user.sectionfs.resident') == b'0'
+    assert os.getxattr(mnt / 'ro', RESIDENT) == b'0'
     assert read_file(mnt / 'ro') == b''
 
 

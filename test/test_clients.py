@@ -295,8 +295,8 @@ def test_lmdb_writers_and_reader(mnt, base_dir, writemap, kind):
                 LMDB_TXNS * LMDB_PER_TXN)
     env.close()
     assert sorted(os.listdir(path)) == ['data.mdb', 'lock.mdb']
-    assert os.getxattr(os.path.join(path, 'data.mdb'),
-                       'user.sectionfs.kind') == kind.encode()
+    assert os.getxattr(os.path.join(path, 'data.mdb'), util.KIND) == \
+        kind.encode()
 
 
 # --------------------------------------------------------------------------
@@ -373,7 +373,7 @@ def test_fio_verify_file_backed(mnt, base_dir):
     os.symlink(real, mnt / 'fb')
     fio_jobs(mnt / 'fb', ['mmap', 'psync'])
     assert os.lstat(mnt / 'fb').st_size == 32 << 20
-    assert os.getxattr(mnt / 'fb', 'user.sectionfs.kind') == b'file'
+    assert os.getxattr(mnt / 'fb', util.KIND) == b'file'
     fio_jobs(mnt / 'fb', ['psync', 'psync'], ['--verify_only'])
     assert os.path.getsize(real) == 32 << 20
     assert util.read_file(real) == util.read_file(mnt / 'fb')

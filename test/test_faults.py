@@ -27,7 +27,7 @@ import pytest
 
 import util
 from test_stress import deadline  # noqa: F401 (autouse: bounds each test)
-from util import PAGE
+from util import MiB, PAGE
 
 #: Errors a process may get from a mount whose daemon died.  Over io_uring
 #: the kernel also ends a request it was handing to the dead daemon's ring
@@ -353,7 +353,7 @@ def _try_symlink(target, path):
 # --------------------------------------------------------------------------
 # ENOSPC at the cap (-o size=)
 
-CAP = 1 << 20
+CAP = MiB
 
 
 def test_enospc_mid_copy_leaves_what_fit(mount_factory, datapath, base_dir):

@@ -20,6 +20,7 @@ import time
 import pytest
 
 import util
+from util import BACKING, KIND, XATTR_PREFIX
 
 # Every test here makes file-backed sections.
 pytestmark = pytest.mark.file_backed
@@ -95,35 +96,34 @@ def test_kind_and_backing_xattrs(mnt, backing):
     target = backing()
     os.symlink(target, mnt / 'file')
     util.write_file(mnt / 'page', b'x')
-    assert os.getxattr(mnt / 'file', 'user.sectionfs.kind') == b'file'
-    assert os.getxattr(mnt / 'file', 'user.sectionfs.backing') == \
+    assert os.getxattr(mnt / 'file', KIND) == b'file'
+    assert os.getxattr(mnt / 'file', BACKING) == \
         os.path.realpath(target).encode()
-    assert set(os.listxattr(mnt / 'file')) >= {'user.sectionfs.kind',
-                                              'user.sectionfs.backing'}
-    assert os.getxattr(mnt / 'page', 'user.sectionfs.kind') == b'pagefile'
-    assert 'user.sectionfs.backing' not in os.listxattr(mnt / 'page')
+    assert set(os.listxattr(mnt / 'file')) >= {KIND, BACKING}
+    assert os.getxattr(mnt / 'page', KIND) == b'pagefile'
+    assert BACKING not in os.listxattr(mnt / 'page')
     with pytest.raises(OSError) as e:
-        os.getxattr(mnt / 'page', 'user.sectionfs.backing')
+        os.getxattr(mnt / 'page', BACKING)
     assert e.value.errno == errno.ENODATA
 
 
 def test_xattr_refusals(mnt, backing):
     os.symlink(backing(), mnt / 'file')
     for name, value, err in [
-            ('user.sectionfs.kind', b'pagefile', errno.EPERM),
-            ('user.sectionfs.backing', b'/etc/passwd', errno.EPERM),
-            ('user.sectionfs.nonsense', b'1', errno.ENODATA),
+            (KIND, b'pagefile', errno.EPERM),
+            (BACKING, b'/etc/passwd', errno.EPERM),
+            (XATTR_PREFIX + 'nonsense', b'1', errno.ENODATA),
             ('user.other', b'1', errno.EOPNOTSUPP)]:
         with pytest.raises(OSError) as e:
             os.setxattr(mnt / 'file', name, value)
         assert e.value.errno == err, name
     with pytest.raises(OSError) as e:
-        os.getxattr(mnt / 'file', 'user.sectionfs.nonsense')
+        os.getxattr(mnt / 'file', XATTR_PREFIX + 'nonsense')
     assert e.value.errno == errno.ENODATA
     with pytest.raises(OSError) as e:
-        os.removexattr(mnt / 'file', 'user.sectionfs.kind')
+        os.removexattr(mnt / 'file', KIND)
     assert e.value.errno == errno.EPERM
-    assert os.getxattr(mnt / 'file', 'user.sectionfs.kind') == b'file'
+    assert os.getxattr(mnt / 'file', KIND) == b'file'
 
 
 def test_symlink_over_existing_name_is_eexist(mnt, backing):
@@ -205,7 +205,7 @@ def test_unlink_and_rename_touch_only_the_name(mnt, backing):
     target = backing(data=data)
     os.symlink(target, mnt / 'a')
     os.rename(mnt / 'a', mnt / 'b')
-    assert os.getxattr(mnt / 'b', 'user.sectionfs.backing') == \
+    assert os.getxattr(mnt / 'b', BACKING) == \
         os.path.realpath(target).encode()
     assert util.read_file(target) == data
     os.unlink(mnt / 'b')
@@ -230,7 +230,7 @@ def test_cp_100mib_out_is_identical(mnt, backing, base_dir):
     target = os.path.join(base_dir, 'big')
     with open(target, 'wb') as f:
         for _ in range(100):
-            f.write(os.urandom(1 << 20))
+            f.write(os.urandom(util.MiB))
     os.symlink(target, mnt / 'big')
     out = os.path.join(base_dir, 'copy')
     subprocess.run(['cp', mnt / 'big', out], check=True)
@@ -483,7 +483,7 @@ def test_target_through_outside_symlink_is_followed(mnt, backing, base_dir):
     os.symlink('backing', link)           # relative, resolved where it is
     os.symlink(link, mnt / 's')
     assert util.read_file(mnt / 's') == b'via a link'
-    assert os.getxattr(mnt / 's', 'user.sectionfs.backing') == \
+    assert os.getxattr(mnt / 's', BACKING) == \
         os.path.realpath(target).encode()
 
 

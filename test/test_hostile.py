@@ -30,23 +30,11 @@ import pytest
 
 import util
 from test_stress import deadline  # noqa: F401 (autouse: bounds each test)
-from util import PAGE, read_file, write_file
+from util import (BACKING, KIND, LIFETIME, PAGE, RESIDENT, SEALS,
+                  XATTR_PREFIX, outcome, read_file, write_file)
 
 NOBODY = util.NOBODY        # 65534
 OTHER = 65533               # a second non-root user
-LIFETIME = 'user.sectionfs.lifetime'
-SEALS = 'user.sectionfs.seals'
-KIND = 'user.sectionfs.kind'
-
-
-def outcome(fn, *args):
-    """'ok' or the errno name of fn(*args) (ENOTSUP is EOPNOTSUPP)."""
-    try:
-        fn(*args)
-        return 'ok'
-    except OSError as e:
-        return 'EOPNOTSUPP' if e.errno == errno.EOPNOTSUPP \
-            else util.errno_name(e)
 
 
 def still_serving(mnt):
@@ -273,12 +261,12 @@ def test_xattr_names_and_buffers(mnt):
     assert KIND.encode() + b'\0' in names
     # Odd names.
     cases = {
-        'user.sectionfs.': 'ENODATA',
-        'user.sectionfs.bogus': 'ENODATA',
-        'user.sectionfs.kind\n': 'ENODATA',
-        'user.sectionfs.kind.': 'ENODATA',
-        'user.sectionfs.KIND': 'ENODATA',
-        'user.sectionfs.' + 'x' * 240: 'ENODATA',
+        XATTR_PREFIX: 'ENODATA',
+        XATTR_PREFIX + 'bogus': 'ENODATA',
+        KIND + '\n': 'ENODATA',
+        KIND + '.': 'ENODATA',
+        XATTR_PREFIX + 'KIND': 'ENODATA',
+        XATTR_PREFIX + 'x' * 240: 'ENODATA',
         'user.other': 'ENODATA',
     }
     for name, want in cases.items():
@@ -287,11 +275,9 @@ def test_xattr_names_and_buffers(mnt):
     assert getxattr_size(path, 'user.' + 'x' * 251, 100)[1] == 'ERANGE'
     # Setting: read-only names EPERM, names not ours EOPNOTSUPP.
     assert outcome(os.setxattr, path, KIND, b'file') == 'EPERM'
-    assert outcome(os.setxattr, path, 'user.sectionfs.resident', b'0') \
-        == 'EPERM'
-    assert outcome(os.setxattr, path, 'user.sectionfs.backing', b'/x') \
-        == 'EPERM'
-    assert outcome(os.setxattr, path, 'user.sectionfs.bogus', b'x') \
+    assert outcome(os.setxattr, path, RESIDENT, b'0') == 'EPERM'
+    assert outcome(os.setxattr, path, BACKING, b'/x') == 'EPERM'
+    assert outcome(os.setxattr, path, XATTR_PREFIX + 'bogus', b'x') \
         == 'ENODATA'
     assert outcome(os.setxattr, path, 'user.other', b'x') == 'EOPNOTSUPP'
     assert outcome(os.setxattr, path, 'user.other', b'x' * 65536) \
@@ -462,7 +448,7 @@ def test_symlink_bad_targets(mnt, base_dir):
                    os.path.join(base_dir, 'chain39')]:
         os.symlink(target, mnt / 'good')
         assert read_file(mnt / 'good') == b'outside'
-        assert os.getxattr(mnt / 'good', 'user.sectionfs.backing') == \
+        assert os.getxattr(mnt / 'good', BACKING) == \
             os.fsencode(os.path.realpath(f))
         os.unlink(mnt / 'good')
     still_serving(mnt)
@@ -595,6 +581,7 @@ print(i)
 _ATTACKER = r'''
 import errno, json, os, sys, time
 target, pub, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+BACKING = sys.argv[4]
 seen, errors, n = {}, {}, 0
 deadline = time.monotonic() + seconds
 while time.monotonic() < deadline:
@@ -609,7 +596,7 @@ while time.monotonic() < deadline:
     try:
         with open(name, 'rb') as f:
             data = f.read().decode('latin-1')
-        backing = os.getxattr(name, 'user.sectionfs.backing').decode()
+        backing = os.getxattr(name, BACKING).decode()
         key = '%s via %s' % (data, backing)
     except OSError as e:
         key = 'made, then ' + errno.errorcode.get(e.errno, str(e.errno))
@@ -632,7 +619,8 @@ def run_race(mnt, slot, kinds, target=None, seconds=RACE_SECONDS):
     try:
         res = subprocess.run(util.as_user_argv(NOBODY)
                              + [util.PYTHON, '-I', '-c', _ATTACKER,
-                                target or slot, mnt / 'pub', str(seconds)],
+                                target or slot, mnt / 'pub', str(seconds),
+                                BACKING],
                              capture_output=True, text=True, cwd='/',
                              timeout=seconds + util.PATIENCE)
     finally:

@@ -20,17 +20,8 @@ import subprocess
 import pytest
 
 import util
-
-# The names of include/sectionfs.h.
-KIND = 'user.sectionfs.kind'
-BACKING = 'user.sectionfs.backing'
-LIFETIME = 'user.sectionfs.lifetime'
-SEALS = 'user.sectionfs.seals'
-RESIDENT = 'user.sectionfs.resident'
-
-KiB = 1 << 10
-MiB = 1 << 20
-GiB = 1 << 30
+from util import (BACKING, GiB, KIND, KiB, LIFETIME, MiB, RESIDENT, SEALS,
+                  TiB)
 
 COLUMNS = ['NAME', 'KIND', 'SIZE', 'RESIDENT', 'LIFETIME', 'SEALS',
            'BACKING']
@@ -258,7 +249,7 @@ def test_create_mode_follows_umask(mnt, umask, mode):
 
 @pytest.mark.parametrize('arg,size', [
     ('0', 0), ('1', 1), ('4096', 4096), ('4k', 4 * KiB), ('3K', 3 * KiB),
-    ('1m', MiB), ('5M', 5 * MiB), ('2g', 2 * GiB), ('1T', 1 << 40),
+    ('1m', MiB), ('5M', 5 * MiB), ('2g', 2 * GiB), ('1T', TiB),
 ])
 def test_create_size(mnt, arg, size):
     ok('create', '--size', arg, mnt / 's')

@@ -510,7 +510,8 @@ class Worker:
         self.held = []
 
 
-def outcome(fn, *args):
+def nlink_or_errno(fn, *args):
+    """'ok, nlink N' for the stat fn(*args) returns, or its errno name."""
     try:
         st = fn(*args)
         return 'ok, nlink %d' % st.st_nlink
@@ -535,7 +536,8 @@ def worker_main(root, wid, seconds, seed):
         for key, path in (('path', e.filename), ('path2', e.filename2)):
             if path:
                 for p in (path, os.path.dirname(path)):
-                    result.setdefault('now', {})[p] = outcome(os.lstat, p)
+                    result.setdefault('now', {})[p] = nlink_or_errno(
+                        os.lstat, p)
         rc = 1
     result['ops'] = w.counts
     result['live_sections'] = len(w.content)
@@ -563,7 +565,7 @@ def prowler_main(root, seconds, seed):
                 for sub in os.listdir(path):
                     os.lstat(os.path.join(path, sub))
                 return
-            if os.getxattr(path, 'user.sectionfs.kind') != b'pagefile':
+            if os.getxattr(path, util.KIND) != b'pagefile':
                 raise AssertionError('%s: kind is not pagefile' % path)
             fd = os.open(path, os.O_RDONLY)
             try:

@@ -8,6 +8,7 @@ import os
 import pytest
 
 import util
+from util import MiB
 
 pytestmark = [
     pytest.mark.skipif(util.uring_skip_reason() is not None,
@@ -15,8 +16,6 @@ pytestmark = [
     pytest.mark.skipif(util.VALGRIND, reason='valgrind 3.19 hangs a daemon '
                        'serving io_uring (see util.IO_URING)'),
 ]
-
-MIB = 1024 * 1024
 
 
 def names_and_data(mnt, count=100):
@@ -54,8 +53,8 @@ def test_payloads_of_every_size_cross_the_rings(mount_factory, datapath):
     with util.enable_uring('Y'):
         mnt = mount_factory(datapath, options=['io_uring=on'])
     backing = os.path.join(os.path.dirname(mnt.path), 'backing')
-    data = util.pattern(0, 3 * MIB + 123, seed=7)
-    for name, size in (('small', 1), ('page', 4096), ('one', MIB),
+    data = util.pattern(0, 3 * MiB + 123, seed=7)
+    for name, size in (('small', 1), ('page', 4096), ('one', MiB),
                        ('more', len(data))):
         util.write_file(mnt / name, data[:size])
         got = util.read_file(mnt / name)

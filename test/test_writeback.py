@@ -13,11 +13,7 @@ import subprocess
 import pytest
 
 import util
-from util import PAGE
-
-MiB = 1024 * 1024
-SEALS = 'user.sectionfs.seals'
-RESIDENT = 'user.sectionfs.resident'
+from util import MiB, PAGE, RESIDENT, SEALS
 
 
 @pytest.fixture
