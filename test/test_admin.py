@@ -35,7 +35,7 @@ MAN_SECTIONFS = os.path.join(SRC_DIR, 'man', 'sectionfs.8')
 MAN_SECTIONCTL = os.path.join(SRC_DIR, 'man', 'sectionctl.1')
 FSTAB_EXAMPLE = os.path.join(SRC_DIR, 'contrib', 'fstab.example')
 UNIT = os.path.join(SRC_DIR, 'contrib', 'sectionfs@.service')
-SECTIONCTL = os.path.join(util.BUILD_DIR, 'src', 'sectionctl')
+SECTIONCTL = util.SECTIONCTL
 
 #: Where the namespace "installs" the daemon: first on sh's default PATH.
 INSTALL_DIR = '/usr/local/sbin'

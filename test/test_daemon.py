@@ -89,8 +89,8 @@ def test_subtype_sectionfs_accepted(mount_factory):
     fuse.sectionfs, which sectionctl goes by."""
     m = mount_factory('cached', options=['subtype=sectionfs'])
     assert util.fstype_of(m.path) == 'fuse.sectionfs'
-    res = subprocess.run([os.path.join(util.BUILD_DIR, 'src', 'sectionctl'),
-                          'ls', m.path], capture_output=True, text=True,
+    res = subprocess.run([util.SECTIONCTL, 'ls', m.path],
+                         capture_output=True, text=True,
                          timeout=util.PATIENCE)
     assert res.returncode == 0, res.stderr
 

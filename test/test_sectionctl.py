@@ -34,10 +34,10 @@ JSON_KEYS = {'name', 'kind', 'size', 'resident', 'lifetime', 'seals',
 
 def sectionctl():
     """Path of the tool under test; fails the test if it is not built."""
-    path = os.path.join(util.BUILD_DIR, 'src', 'sectionctl')
+    path = util.SECTIONCTL
     if not os.access(path, os.X_OK):
         pytest.fail('sectionctl %s is not built (run make, or make '
-                    'src/sectionctl; SECTIONFS_BUILD_DIR=%s)'
+                    'sectionctl/sectionctl; SECTIONFS_BUILD_DIR=%s)'
                     % (path, util.BUILD_DIR))
     return path
 

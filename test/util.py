@@ -35,6 +35,7 @@ TEST_DIR = os.path.dirname(os.path.abspath(__file__))
 BUILD_DIR = os.path.abspath(os.environ.get('SECTIONFS_BUILD_DIR')
                             or os.path.join(TEST_DIR, '..'))
 DAEMON = os.path.join(BUILD_DIR, 'src', 'sectionfs')
+SECTIONCTL = os.path.join(BUILD_DIR, 'sectionctl', 'sectionctl')
 HELPER_DIR = os.path.join(BUILD_DIR, 'test', 'helpers')
 PYTHON = '/usr/bin/python3'
 
