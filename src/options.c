@@ -2,8 +2,11 @@
  * options.c - parse and validate sectionfs's -o options.
  *
  * Owns the option table (fuse_opt, offsetof into struct sfs_options), the
- * value grammars (sizes, modes) and the -h text for our options.  It does
- * no I/O beyond writing an error message into the caller's buffer, and it
+ * value grammars (sizes, modes) and the -h text for our options.  It reads
+ * nothing (the machine's memory, which size=N% needs, is the caller's to
+ * give) and writes only text: the -h text on stdout, one line on stderr
+ * for what libfuse's parser rejects through its callback (a wrong subtype,
+ * an extra argument), and any other error into the caller's buffer.  It
  * decides nothing about how a mount behaves.
  */
 #include "config.h"
