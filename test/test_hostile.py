@@ -607,11 +607,27 @@ print(json.dumps({'sections': seen, 'errors': errors, 'tries': n}))
 
 RACE_SECONDS = 5
 
+#: What symlink(2) may answer while the slot is swapped: EACCES (a file
+#: or directory the caller may not read or search), ELOOP (a file inside
+#: the mount), and ENOENT, though the slot always has a name.  The daemon
+#: resolves the target as the caller, with the kernel's own lookup, and
+#: the kernel can answer ENOENT for a name that rename(2) is replacing at
+#: that moment: O_PATH opens of a name another thread kept replacing by
+#: rename failed ENOENT 28 times in 179,000 on tmpfs and 602 in 145,000
+#: on ext4.  The daemon's walk meets the same answer and passes it on.
+#: What the race tests hold is that no section is ever made over anything
+#: but the readable file.
+RACE_REFUSALS = {'EACCES', 'ELOOP', 'ENOENT'}
+
 
 def run_race(mnt, slot, kinds, target=None, seconds=RACE_SECONDS):
     """Swap slot between kinds while uid 65534 calls symlink(target or
-    slot, MOUNT/pub/sN) for seconds; the attacker's JSON summary."""
+    slot, MOUNT/pub/sN) for seconds; the attacker's JSON summary.  The
+    slot has its first kind before the race, so that it is never missing
+    for want of a first swap."""
     tmp = slot + '.tmp'
+    kind, _, path = kinds[0].partition(':')
+    (os.link if kind == 'link' else os.symlink)(path, slot)
     swapper = subprocess.Popen([util.PYTHON, '-I', '-c', _SWAPPER, slot, tmp]
                                + kinds, stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -671,7 +687,7 @@ def test_race_symlink_against_swapped_file(shared_mnt, base_dir, race_files):
     wrong = {k: v for k, v in result['sections'].items() if k not in good}
     assert not wrong, 'sections over something else than %s: %s' \
         % (pub, result)
-    unexpected = set(result['errors']) - {'EACCES', 'ELOOP'}
+    unexpected = set(result['errors']) - RACE_REFUSALS
     assert not unexpected, result
     # Each state on its own, so each answer is seen at least once.
     for kind, want in [('link:' + pub, 'ok'), ('sym:' + inside, 'ELOOP'),
@@ -717,7 +733,7 @@ def test_race_symlink_against_swapped_directory(shared_mnt, base_dir,
     good = 'PUBLIC via ' + os.path.join(open_dir, 'f')
     wrong = {k: v for k, v in result['sections'].items() if k != good}
     assert not wrong, result
-    unexpected = set(result['errors']) - {'EACCES', 'ELOOP'}
+    unexpected = set(result['errors']) - RACE_REFUSALS
     assert not unexpected, result
 
 
