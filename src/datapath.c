@@ -75,41 +75,27 @@ static void cached_flags(const struct sfs_modes *modes, struct section *sec,
 	fi->direct_io = dp_direct_io(modes, sec);
 }
 
-/* Passthrough: the reply names the section's one backing id. */
-static int backing_for(fuse_req_t req, struct section *sec)
-{
-	int id = section_backing_id(sec);
-
-	if (id < 0)
-		fuse_reply_err(req, -id);
-	return id;
-}
-
-int dp_reply_open(const struct sfs_modes *modes, fuse_req_t req,
-		  struct section *sec, struct fuse_file_info *fi)
-{
-	int id;
-
-	if (!modes->passthrough) {
-		cached_flags(modes, sec, fi);
-		return fuse_reply_open(req, fi);
-	}
-	id = backing_for(req, sec);
-	return id < 0 ? -EIO : pt_reply_open(req, fi, id);
-}
-
-int dp_reply_create(const struct sfs_modes *modes, fuse_req_t req,
-		    struct section *sec, const struct fuse_entry_param *e,
+int dp_open_prepare(const struct sfs_modes *modes, struct section *sec,
 		    struct fuse_file_info *fi)
 {
-	int id;
-
 	if (!modes->passthrough) {
 		cached_flags(modes, sec, fi);
-		return fuse_reply_create(req, e, fi);
+		return 0;
 	}
-	id = backing_for(req, sec);
-	return id < 0 ? -EIO : pt_reply_create(req, e, fi, id);
+	/* Passthrough: the reply names the section's one backing id. */
+	return section_backing_id(sec);
+}
+
+int dp_reply_open(fuse_req_t req, struct fuse_file_info *fi, int id)
+{
+	return id > 0 ? pt_reply_open(req, fi, id) : fuse_reply_open(req, fi);
+}
+
+int dp_reply_create(fuse_req_t req, const struct fuse_entry_param *e,
+		    struct fuse_file_info *fi, int id)
+{
+	return id > 0 ? pt_reply_create(req, e, fi, id) :
+			fuse_reply_create(req, e, fi);
 }
 
 /* A one-buffer vector naming size bytes of the section's file at off. */

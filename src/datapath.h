@@ -33,16 +33,23 @@ void dp_negotiate_cached(struct fuse_conn_info *conn, bool direct_io_mmap);
 bool dp_want_writeback(struct fuse_conn_info *conn, bool direct_io_mmap);
 
 /*
- * Reply to OPEN / CREATE for sec (fi->fh already set).  Returns 0, or the
- * -errno of a failed reply (-ENOENT: the opener was interrupted and the
- * handle will never be released).  On a setup error the request has been
- * answered with that error and -EIO is returned.
+ * Make ready to open sec: set the cached path's open flags in fi, or
+ * with passthrough get the section's backing id.  Returns the id to
+ * pass to dp_reply_open / dp_reply_create (0 on the cached path) or
+ * -errno; it never replies, so the caller answers every request once.
  */
-int dp_reply_open(const struct sfs_modes *modes, fuse_req_t req,
-		  struct section *sec, struct fuse_file_info *fi);
-int dp_reply_create(const struct sfs_modes *modes, fuse_req_t req,
-		    struct section *sec, const struct fuse_entry_param *e,
+int dp_open_prepare(const struct sfs_modes *modes, struct section *sec,
 		    struct fuse_file_info *fi);
+
+/*
+ * Reply to OPEN / CREATE (fi->fh already set) with what dp_open_prepare
+ * gave.  Returns 0, or the -errno of a failed reply (-ENOENT: the opener
+ * was interrupted and the handle will never be released).  Either way
+ * req is gone once these return.
+ */
+int dp_reply_open(fuse_req_t req, struct fuse_file_info *fi, int id);
+int dp_reply_create(fuse_req_t req, const struct fuse_entry_param *e,
+		    struct fuse_file_info *fi, int id);
 
 /*
  * Serve READ on the cached path (replies to req).

@@ -223,64 +223,79 @@ static int open_truncate(struct section *sec, int flags)
 	return (flags & O_TRUNC) ? section_resize(sec, 0, 0) : 0;
 }
 
-/* A handle the kernel never got: undo the open as a release would. */
-static void abandon_handle(fuse_req_t req, fuse_ino_t ino,
+/*
+ * A created entry and handle the kernel never got: undo the open as a
+ * release would, and drop the lookup as a forget would (the name stays).
+ * A reply frees its request even when it fails, so these take the
+ * namespace, read from the request before it was answered.
+ */
+static void abandon_handle(struct ns *ns, fuse_ino_t ino,
 			   struct section *sec, int flags)
 {
 	struct ns_expired gone;
 
 	section_put(sec);
-	ns_release(ns_of(req), ino, flags, &gone);
+	ns_release(ns, ino, flags, &gone);
 	ns_expired_free(&gone);
+	ns_forget(ns, ino, 1);
 }
 
 /* An open that failed after ns_open: as if it had never been made. */
-static void undo_open(fuse_req_t req, fuse_ino_t ino, struct section *sec,
+static void undo_open(struct ns *ns, fuse_ino_t ino, struct section *sec,
 		      int flags, unsigned int undo)
 {
-	ns_open_undo(ns_of(req), ino, flags, undo);
+	ns_open_undo(ns, ino, flags, undo);
 	section_put(sec);
 }
 
 static void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	struct ns *ns = ns_of(req);
 	struct section *sec;
 	unsigned int undo;
-	int err = ns_open(ns_of(req), ino, fi->flags, &sec, &undo);
+	int id, err = ns_open(ns, ino, fi->flags, &sec, &undo);
 
 	if (err) {
 		fuse_reply_err(req, -err);
 		return;
 	}
 	err = open_truncate(sec, fi->flags);
-	if (err) {
-		undo_open(req, ino, sec, fi->flags, undo);
-		fuse_reply_err(req, -err);
+	id = err ? err : dp_open_prepare(modes_of(req), sec, fi);
+	if (id < 0) {
+		undo_open(ns, ino, sec, fi->flags, undo);
+		fuse_reply_err(req, -id);
 		return;
 	}
 	fi->fh = (uintptr_t)sec;
 	/* A failed reply means no RELEASE will come for this handle. */
-	if (dp_reply_open(modes_of(req), req, sec, fi))
-		undo_open(req, ino, sec, fi->flags, undo);
+	if (dp_reply_open(req, fi, id))
+		undo_open(ns, ino, sec, fi->flags, undo);
 }
 
 static void sfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		       mode_t mode, struct fuse_file_info *fi)
 {
+	struct ns *ns = ns_of(req);
 	struct caller who = caller_of(req);
 	struct fuse_entry_param e;
 	struct section *sec;
-	int err;
+	int id, err;
 
-	err = ns_mknod(ns_of(req), parent, name, S_IFREG | (mode & 07777), 0,
+	err = ns_mknod(ns, parent, name, S_IFREG | (mode & 07777), 0,
 		       &who, &e, &sec, fi->flags);
 	if (err) {
 		fuse_reply_err(req, -err);
 		return;
 	}
+	id = dp_open_prepare(modes_of(req), sec, fi);
+	if (id < 0) {
+		abandon_handle(ns, e.ino, sec, fi->flags);
+		fuse_reply_err(req, -id);
+		return;
+	}
 	fi->fh = (uintptr_t)sec;
-	if (dp_reply_create(modes_of(req), req, sec, &e, fi))
-		abandon_handle(req, e.ino, sec, fi->flags);
+	if (dp_reply_create(req, &e, fi, id))
+		abandon_handle(ns, e.ino, sec, fi->flags);
 }
 
 static void sfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
