@@ -3,14 +3,17 @@
  *
  * Owns the credential switch (raw setfsuid/setfsgid/setgroups syscalls,
  * which act on the calling thread only, unlike their glibc wrappers that
- * change every thread) and the component-by-component path walk.  It knows
- * nothing of sections or names.
+ * change every thread) and the component-by-component path walk, which
+ * never sends a request to a FUSE filesystem.  It knows nothing of
+ * sections or names.
  */
 #include "config.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,15 +98,94 @@ int as_caller(const struct caller *who, int (*fn)(void *), void *arg)
 	return err;
 }
 
-/* The device of what fd names, without asking any FUSE daemon (us). */
-static int fd_dev_mode(int fd, dev_t *dev, mode_t *mode)
+/*
+ * Where an O_PATH fd is: its device and mount.  A statx that asks for
+ * nothing and must not sync is answered by the VFS and a FUSE inode's
+ * cached attributes, never with a request to a FUSE daemon (not even
+ * when the mount would refuse the caller: it then says EACCES only to a
+ * statx that asks for something).  The VFS fills the mount id whatever
+ * was asked (Linux 5.8 and later).
+ */
+struct place {
+	dev_t dev;
+	uint64_t mnt_id;
+	bool has_mnt_id;
+};
+
+static int fd_place(int fd, struct place *at)
+{
+	struct statx stx;
+
+	if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, 0, &stx))
+		return -errno;
+	at->dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
+	at->has_mnt_id = stx.stx_mask & STATX_MNT_ID;
+	at->mnt_id = at->has_mnt_id ? stx.stx_mnt_id : 0;
+	return 0;
+}
+
+/* Whether a step from one place to the other crosses into another mount. */
+static bool crosses(const struct place *from, const struct place *to)
+{
+	if (from->has_mnt_id && to->has_mnt_id)
+		return from->mnt_id != to->mnt_id;
+	return from->dev != to->dev;
+}
+
+/* fuse, fuseblk and fuse.NAME: every filesystem served by a FUSE daemon. */
+static bool fuse_type(const char *type, size_t len)
+{
+	return (len == 4 && !strncmp(type, "fuse", 4)) ||
+	       (len == 7 && !strncmp(type, "fuseblk", 7)) ||
+	       (len > 5 && !strncmp(type, "fuse.", 5));
+}
+
+/*
+ * Refuse a mount served by a FUSE daemon: EINVAL.  The daemon's own
+ * /proc/self/mountinfo names each mount's type without asking the
+ * filesystem (statfs would send it a STATFS).  A mount it does not list
+ * (one made and gone meanwhile) is refused too: better than a guess.
+ */
+static int refuse_fuse(const struct place *at)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char *line = NULL;
+	size_t cap = 0;
+	int err = -EINVAL;
+
+	if (!f)
+		return -errno;
+	while (getline(&line, &cap, f) > 0) {
+		unsigned long long id;
+		unsigned int major, minor;
+		char *type;
+
+		if (sscanf(line, "%llu %*u %u:%u", &id, &major, &minor) != 3)
+			continue;
+		if (at->has_mnt_id ? id != at->mnt_id :
+				     makedev(major, minor) != at->dev)
+			continue;
+		/* Paths in mountinfo escape blanks: " - " is the separator. */
+		type = strstr(line, " - ");
+		if (!type)
+			continue;
+		type += 3;
+		err = fuse_type(type, strcspn(type, " ")) ? -EINVAL : 0;
+		break;
+	}
+	free(line);
+	fclose(f);
+	return err;
+}
+
+/* The type of what fd names; only ever asked of a file not on FUSE. */
+static int fd_mode(int fd, mode_t *mode)
 {
 	struct statx stx;
 
 	if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC,
 		  STATX_TYPE, &stx))
 		return -errno;
-	*dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
 	*mode = stx.stx_mode;
 	return 0;
 }
@@ -113,6 +195,8 @@ struct walk {
 	char done[PATH_MAX];		/* canonical path so far */
 	size_t done_len;
 	int links;
+	struct place root;		/* where "/" is */
+	struct place here;		/* where the directory walked is */
 };
 
 /* Replace what is left with a symlink's target followed by the rest. */
@@ -142,6 +226,7 @@ static int walk_follow(struct walk *w, int linkfd, const char *rest, int *dirfd)
 		*dirfd = root;
 		w->done_len = 0;
 		w->done[0] = '\0';
+		w->here = w->root;
 	}
 	return 0;
 }
@@ -166,9 +251,38 @@ static int walk_record(struct walk *w, const char *comp)
 }
 
 /*
+ * Step onto what fd names, found in the directory at w->here: never onto
+ * self_dev (ELOOP), never into a FUSE filesystem (EINVAL).
+ */
+static int walk_step(struct walk *w, int fd, dev_t self_dev)
+{
+	struct place at;
+	int err = fd_place(fd, &at);
+
+	if (err)
+		return err;
+	if (at.dev == self_dev)
+		return -ELOOP;
+	if (crosses(&w->here, &at)) {
+		err = refuse_fuse(&at);
+		if (err)
+			return err;
+	}
+	w->here = at;
+	return 0;
+}
+
+/*
  * Resolve path to an O_PATH fd of the file it names, one component at a
  * time, never stepping onto self_dev.  Runs with the caller's credentials,
  * so every directory searched is one the caller may search.
+ *
+ * Nothing is ever looked up inside a FUSE filesystem.  The kernel holds
+ * the directory a SYMLINK request makes its entry in for the whole
+ * request: a walk that waited on another FUSE daemon (stalled, or itself
+ * a sectionfs walking into this mount) would wait with it held, and its
+ * callers could not even be killed.  So each step that crosses into
+ * another mount is checked before anything is looked up there.
  */
 static int walk_path(const char *path, dev_t self_dev, struct walk *w,
 		     int *out)
@@ -181,9 +295,13 @@ static int walk_path(const char *path, dev_t self_dev, struct walk *w,
 	w->done_len = 0;
 	w->done[0] = '\0';
 	w->links = 0;
+	if (!err)
+		err = fd_place(dirfd, &w->root);
+	if (!err)
+		err = refuse_fuse(&w->root);
+	w->here = w->root;
 	while (!err) {
 		char *comp, rest_copy[sizeof(w->rest)];
-		dev_t dev = 0;
 		mode_t mode = 0;
 		int fd;
 
@@ -204,9 +322,9 @@ static int walk_path(const char *path, dev_t self_dev, struct walk *w,
 			err = -errno;
 			break;
 		}
-		err = fd_dev_mode(fd, &dev, &mode);
-		if (!err && dev == self_dev)
-			err = -ELOOP;
+		err = walk_step(w, fd, self_dev);
+		if (!err)
+			err = fd_mode(fd, &mode);
 		if (!err && S_ISLNK(mode)) {
 			err = walk_follow(w, fd, rest_copy, &dirfd);
 			close(fd);

@@ -7,8 +7,9 @@
  * groups, switched on the calling thread only).  The path is walked one
  * component at a time without following anything into this mount, so a
  * target inside it is refused (ELOOP) before the daemon could ever wait
- * on itself, and the file that is type-checked is the file that is
- * opened.
+ * on itself, nor into any other FUSE filesystem (EINVAL), whose daemon
+ * it could wait on forever; and the file that is type-checked is the
+ * file that is opened.
  */
 #ifndef SECTIONFS_BACKING_H
 #define SECTIONFS_BACKING_H
@@ -28,7 +29,8 @@ struct caller {
  * (O_RDWR where the caller may write the file, else O_RDONLY; *writable
  * says which) and a malloc'd absolute path of the file in *resolved.
  * self_dev is this mount's device: any route into it is ELOOP.
- * Errors: EINVAL (relative or empty target, not a regular file), ENOENT,
+ * Errors: EINVAL (relative or empty target, not a regular file, a path
+ * through a FUSE filesystem), ENOENT,
  * ELOOP, EACCES, ENAMETOOLONG, EMFILE/ENFILE, EPERM (the daemon cannot act
  * as this caller).
  */

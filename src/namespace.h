@@ -108,6 +108,8 @@ int ns_mknod(struct ns *ns, fuse_ino_t parent, const char *name, mode_t mode,
  * opened as who.  The section is a regular file, but the kernel insists
  * that a SYMLINK reply names a symlink: *e is a short-lived placeholder
  * with zero timeouts, so the kernel's next lookup finds the section.
+ * With passthrough the file is registered with the kernel here: EINVAL
+ * when the kernel cannot pass it through (a file of a stacked filesystem).
  */
 int ns_symlink(struct ns *ns, fuse_ino_t parent, const char *name,
 	       const char *target, const struct caller *who,

@@ -183,6 +183,23 @@ static void symlink_placeholder(struct ns *ns, struct node *ph,
 	e->generation = ph->ino;
 }
 
+/*
+ * With passthrough the kernel must accept a backing file when its section
+ * is made, or every open of the section would fail.  What it refuses for
+ * the file's sake (ELOOP: a stacked filesystem such as overlayfs, past the
+ * one level of stacking FUSE allows; EOPNOTSUPP or EISDIR from kernels
+ * that check the file otherwise) is a bad target, EINVAL.
+ */
+static int passthrough_refusal(int backing_id)
+{
+	if (backing_id >= 0)
+		return 0;
+	if (backing_id == -ELOOP || backing_id == -EOPNOTSUPP ||
+	    backing_id == -EISDIR)
+		return -EINVAL;
+	return backing_id;
+}
+
 int ns_symlink(struct ns *ns, fuse_ino_t parent, const char *name,
 	       const char *target, const struct caller *who,
 	       struct fuse_entry_param *e)
@@ -206,6 +223,11 @@ int ns_symlink(struct ns *ns, fuse_ino_t parent, const char *name,
 	/* Opening the backing file may block: never under the lock. */
 	if (!err)
 		err = section_create_file(target, ns->self_dev, who, &sec);
+	if (!err && ns->passthrough) {
+		err = passthrough_refusal(section_backing_id(sec));
+		if (err)
+			section_put(sec);
+	}
 	if (err)
 		return err;
 
