@@ -346,8 +346,12 @@ int ns_setxattr(struct ns *ns, fuse_ino_t ino, const struct caller *who,
 	if (err)
 		return xattr_parse_set(name, value, size, &change) == -EOPNOTSUPP ?
 			-EOPNOTSUPP : -ENODATA;
+	/* Who may comes first: one who may not is told EPERM whatever the
+	 * value, malformed or not.  Names no section has stay ENODATA, and
+	 * names outside ours EOPNOTSUPP, for everyone. */
 	err = xattr_parse_set(name, value, size, &change);
-	if (!err && who->uid != 0 && who->uid != owner)
+	if (err != -ENODATA && err != -EOPNOTSUPP && who->uid != 0 &&
+	    who->uid != owner)
 		err = -EPERM;
 	if (!err)
 		err = xattr_flags_allow(&v, name, flags);

@@ -8,6 +8,8 @@ daemon must do with them: answer every call, keep serving everyone.
   paths, without sending that filesystem a request: two shared mounts
   whose users make symlinks into each other, and a FUSE daemon that no
   longer answers, must not hang symlink();
+- who may change lifetime and seals is decided before the value is
+  looked at;
 
 Each test that could hang runs under a watchdog that aborts the FUSE
 connections involved, so that a regression fails instead of hanging.
@@ -22,12 +24,14 @@ import threading
 import pytest
 
 import util
-from test_hostile import still_serving
+from test_hostile import as_user, make_owned, still_serving
 from test_stress import deadline  # noqa: F401 (autouse: bounds each test)
 from util import read_file, write_file
 
 NOBODY = util.NOBODY
 OTHER = 65533
+LIFETIME = 'user.sectionfs.lifetime'
+SEALS = 'user.sectionfs.seals'
 
 #: How long calls that must return may take before the watchdog aborts
 #: the connections (a bound for a hang, not a measure of speed).
@@ -247,3 +251,33 @@ def test_target_on_stalled_fuse_mount(mount_factory, datapath):
     assert os.listdir(a / 'pub') == []
     still_serving(a)
     still_serving(b)
+
+
+# --------------------------------------------------------------------------
+# Section controls: who first, then what
+
+@pytest.mark.root
+@pytest.mark.other_user
+def test_malformed_control_from_non_owner_is_eperm(shared_mnt):
+    """A user who may not change a section's lifetime or seals learns
+    EPERM whatever the value; the owner learns EINVAL for a bad one."""
+    mnt = shared_mnt
+    p = mnt / 'pub'
+    make_owned(p + '/r', 0, 0o666)
+    assert as_user(NOBODY, [('create', p + '/n', '666')]) == ['ok']
+    bad = [('setxattr', p + '/r', SEALS, 'grow,bogus'),
+           ('setxattr', p + '/r', SEALS, ''),
+           ('setxattr', p + '/r', LIFETIME, 'forever'),
+           ('setxattr', p + '/r', LIFETIME, 'name\0')]
+    assert as_user(NOBODY, bad) == ['EPERM'] * 4
+    assert as_user(OTHER, [(op, p + '/n', name, v)
+                           for op, _, name, v in bad]) == ['EPERM'] * 4
+    # The owner is told what is wrong with the value.
+    assert as_user(NOBODY, [(op, p + '/n', name, v)
+                            for op, _, name, v in bad
+                            if v]) == ['EINVAL'] * 3
+    # Unknown names stay unknown, and nothing changed.
+    assert as_user(NOBODY, [('setxattr', p + '/r',
+                             'user.sectionfs.nothing', 'x')]) == ['ENODATA']
+    assert os.getxattr(p + '/r', LIFETIME) == b'name'
+    assert os.getxattr(p + '/n', SEALS) == b''
