@@ -20,9 +20,15 @@
 
 /* Read-only: the section's kind, one of the SECTIONFS_KIND_* values. */
 #define SECTIONFS_XATTR_KIND		SECTIONFS_XATTR_PREFIX "kind"
-/* Read-only: absolute path of the backing file (file-backed only;
- * ENODATA on a page-file-backed section). */
+/* Read-only: absolute path of the backing file, as it was when the
+ * section was made (file-backed only; ENODATA on a page-file-backed
+ * section). */
 #define SECTIONFS_XATTR_BACKING		SECTIONFS_XATTR_PREFIX "backing"
+/* Read-only: absolute path that names the backing file now (file-backed
+ * only).  The same as SECTIONFS_XATTR_BACKING until the file is moved;
+ * empty once the file has no name: deleted, or replaced by a rename over
+ * its path (as editors save), while the section still uses it. */
+#define SECTIONFS_XATTR_BACKING_NOW	SECTIONFS_XATTR_PREFIX "backing_now"
 /* Writable by the owner: one of the SECTIONFS_LIFETIME_* values. */
 #define SECTIONFS_XATTR_LIFETIME	SECTIONFS_XATTR_PREFIX "lifetime"
 /* Writable by the owner: comma list of SECTIONFS_SEAL_* words; seals can

@@ -377,6 +377,8 @@ struct row {
 	char *lifetime;		/* NULL: the section has none */
 	char *seals;		/* canonical list, "" none; NULL: unsealable */
 	char *backing;		/* NULL: page-file-backed */
+	char *backing_now;	/* where that file is now; "": no name;
+				   NULL: the daemon does not say */
 	uint64_t resident;
 	bool has_resident;
 	unsigned int unknown;	/* F_* bits whose read failed */
@@ -500,6 +502,9 @@ static int row_read(struct row *r, bool follow)
 	ok &= row_attr(r, SECTIONFS_XATTR_SEALS, F_SEALS, follow, &r->seals);
 	ok &= row_attr(r, SECTIONFS_XATTR_BACKING, F_BACKING, follow,
 		       &r->backing);
+	if (r->backing)
+		ok &= row_attr(r, SECTIONFS_XATTR_BACKING_NOW, F_BACKING,
+			       follow, &r->backing_now);
 	canonical_seals(&r->seals);
 	return ok ? 0 : 1;
 }
@@ -512,6 +517,7 @@ static void row_free(struct row *r)
 	free(r->lifetime);
 	free(r->seals);
 	free(r->backing);
+	free(r->backing_now);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -551,12 +557,45 @@ static void shown_size(uint64_t n, bool bytes, char *buf, size_t size)
 		human_size(n, buf, size);
 }
 
-/* The printable cells of r, each in new memory, and their widths. */
-static void row_cells(const struct row *r, bool bytes, char **cell,
-		      size_t *width)
+/*
+ * The backing file for people, in new memory: its path, and whether that
+ * path still names it.  A file moved, or replaced by a rename over its
+ * path (as editors save), still backs the section, which says so; with
+ * explain, in words.
+ */
+static char *shown_backing(const struct row *r, bool explain)
+{
+	const char *path = shown(r, F_BACKING, r->backing);
+	const char *now = r->backing_now;
+	struct stat st;
+	char *text;
+	int n;
+
+	if (!r->backing || (r->unknown & F_BACKING) || !now ||
+	    !strcmp(now, r->backing))
+		return xstrdup(path);
+	if (now[0])
+		n = asprintf(&text, explain ? "%s (moved: the file is now %s)" :
+					      "%s (moved to %s)", path, now);
+	else if (lstat(path, &st) == 0)
+		n = asprintf(&text, "%s (replaced%s)", path, explain ?
+			     ": the path now names another file" : "");
+	else
+		n = asprintf(&text, "%s (deleted%s)", path, explain ?
+			     ": the file has no name now" : "");
+	if (n < 0)
+		out_of_memory();
+	return text;
+}
+
+/* The printable cells of r, each in new memory, and their widths; with
+ * explain (info), what the table shortens is said in words. */
+static void row_cells(const struct row *r, bool bytes, bool explain,
+		      char **cell, size_t *width)
 {
 	char size[32], res[32];
 	const char *text[N_COLS];
+	char *backing = shown_backing(r, explain);
 	int i;
 
 	shown_size((uint64_t)r->st.st_size, bytes, size, sizeof(size));
@@ -570,9 +609,10 @@ static void row_cells(const struct row *r, bool bytes, char **cell,
 	text[3] = res;
 	text[4] = shown(r, F_LIFETIME, r->lifetime);
 	text[5] = shown_seals(r);
-	text[6] = shown(r, F_BACKING, r->backing);
+	text[6] = backing;
 	for (i = 0; i < N_COLS; i++)
 		cell[i] = printable(text[i], &width[i]);
+	free(backing);
 }
 
 static void print_cell(const char *s, size_t w, size_t col_w, bool right,
@@ -600,7 +640,7 @@ static void print_table(const struct row *rows, size_t n, bool bytes)
 	for (c = 0; c < N_COLS; c++)
 		cell[c] = printable(col_title[c], &width[c]);
 	for (i = 0; i < n; i++)
-		row_cells(&rows[i], bytes, cell + (i + 1) * N_COLS,
+		row_cells(&rows[i], bytes, false, cell + (i + 1) * N_COLS,
 			  width + (i + 1) * N_COLS);
 	for (i = 0; i < (n + 1) * N_COLS; i++)
 		if (width[i] > col_w[i % N_COLS])
@@ -667,6 +707,8 @@ static void json_row(const struct row *r)
 	json_seals(r);
 	fputs(", \"backing\": ", stdout);
 	json_opt(r->backing, r->unknown & F_BACKING);
+	fputs(", \"backing_now\": ", stdout);
+	json_opt(r->backing_now, r->unknown & F_BACKING);
 	putchar('}');
 }
 
@@ -694,7 +736,7 @@ static void print_info(const struct row *r)
 	size_t width[N_COLS];
 	int i;
 
-	row_cells(r, true, cell, width);
+	row_cells(r, true, true, cell, width);
 	for (i = 0; i < N_COLS; i++) {
 		printf("%s: %s\n", key[i], cell[i]);
 		free(cell[i]);

@@ -472,3 +472,33 @@ int backing_open(const char *target, dev_t self_dev, const struct caller *who,
 	free(a.w);
 	return err ? err : a.fd;
 }
+
+int backing_name_now(int fd, char *buf, size_t size)
+{
+	static const char deleted[] = " (deleted)";
+	const size_t dlen = sizeof(deleted) - 1;
+	char proc[64];
+	struct stat st;
+	ssize_t len;
+
+	if (size == 0)
+		return -ERANGE;
+	buf[0] = '\0';
+	if (fstat(fd, &st))
+		return -errno;
+	if (st.st_nlink == 0)
+		return 0;
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	len = readlink(proc, buf, size - 1);
+	if (len < 0)
+		return -errno;
+	buf[len] = '\0';
+	/* The name it was opened by is gone (another link may remain, but
+	 * the kernel does not say which), or it is out of our sight. */
+	if (buf[0] != '/' || ((size_t)len >= dlen &&
+			      !strcmp(buf + len - dlen, deleted))) {
+		buf[0] = '\0';
+		return 0;
+	}
+	return (int)len;
+}

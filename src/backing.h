@@ -38,6 +38,15 @@ int backing_open(const char *target, dev_t self_dev, const struct caller *who,
 		 int *writable, char **resolved);
 
 /*
+ * The absolute path that names the open file fd now, as the kernel sees
+ * it, into buf[size]: another path than it was opened by once the file
+ * was moved, "" once it has no name (deleted, or replaced by a rename
+ * over it, as editors save).  Returns its length (0 for ""), or -errno.
+ * Asks no filesystem: the kernel answers from its own dentries.
+ */
+int backing_name_now(int fd, char *buf, size_t size);
+
+/*
  * Run fn(arg) with the caller's credentials on this thread; returns fn's
  * result, or -EPERM when the daemon cannot take them on.
  */

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -17,7 +18,7 @@
 #include "values.h"
 #include "xattr.h"
 
-#define VALUE_MAX 64	/* the longest value of ours, with room to spare */
+#define VALUE_MAX (PATH_MAX + 1)	/* a path: the longest value of ours */
 
 #define ALL_SEALS (F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_WRITE)
 
@@ -45,6 +46,19 @@ static int get_backing(const struct xattr_view *v, char *buf,
 {
 	*value = v->sec->backing_path;
 	return *value ? 0 : -ENODATA;
+}
+
+/* Where the backing file is now: it may have been moved or replaced. */
+static int get_backing_now(const struct xattr_view *v, char *buf,
+			   const char **value)
+{
+	int len;
+
+	if (v->sec->kind != SECTION_FILE)
+		return -ENODATA;
+	len = backing_name_now(v->sec->fd, buf, VALUE_MAX);
+	*value = buf;
+	return len < 0 ? len : 0;
 }
 
 static int get_lifetime(const struct xattr_view *v, char *buf,
@@ -88,6 +102,7 @@ static const struct {
 } xattrs[] = {
 	{ SECTIONFS_XATTR_KIND, get_kind },
 	{ SECTIONFS_XATTR_BACKING, get_backing },
+	{ SECTIONFS_XATTR_BACKING_NOW, get_backing_now },
 	{ SECTIONFS_XATTR_LIFETIME, get_lifetime },
 	{ SECTIONFS_XATTR_SEALS, get_seals },
 	{ SECTIONFS_XATTR_RESIDENT, get_resident },

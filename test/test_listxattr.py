@@ -8,8 +8,8 @@ import os
 import pytest
 
 import util
-from util import (BACKING, KIND, LIFETIME, RESIDENT, SEALS, XATTRS,
-                  make_section, outcome)
+from util import (BACKING, BACKING_NOW, KIND, LIFETIME, RESIDENT, SEALS,
+                  XATTRS, make_section, outcome)
 
 
 
@@ -38,7 +38,8 @@ def test_listxattr_names(mnt, base_dir):
     target = os.path.join(base_dir, 'target')
     util.write_file(target, b'file')
     os.symlink(target, mnt / 'file')
-    assert ours(mnt / 'file') == {KIND, BACKING, LIFETIME, RESIDENT}
+    assert ours(mnt / 'file') == {KIND, BACKING, BACKING_NOW, LIFETIME,
+                                  RESIDENT}
     assert_list_matches_get(mnt / 'file')
     assert os.getxattr(mnt / 'file', KIND) == b'file'
     assert os.getxattr(mnt / 'file', BACKING) == target.encode()

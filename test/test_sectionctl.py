@@ -20,8 +20,8 @@ import subprocess
 import pytest
 
 import util
-from util import (BACKING, GiB, KIND, KiB, LIFETIME, MiB, RESIDENT, SEALS,
-                  TiB)
+from util import (BACKING, BACKING_NOW, GiB, KIND, KiB, LIFETIME, MiB,
+                  RESIDENT, SEALS, TiB)
 
 COLUMNS = ['NAME', 'KIND', 'SIZE', 'RESIDENT', 'LIFETIME', 'SEALS',
            'BACKING']
@@ -29,7 +29,7 @@ RIGHT_ALIGNED = {'SIZE', 'RESIDENT'}
 INFO_KEYS = ['path', 'kind', 'size', 'resident', 'lifetime', 'seals',
              'backing']
 JSON_KEYS = {'name', 'kind', 'size', 'resident', 'lifetime', 'seals',
-             'backing'}
+             'backing', 'backing_now'}
 
 
 def sectionctl():
@@ -467,10 +467,12 @@ def test_ls_json_matches_ordinary_calls(mnt, backing):
         if stat.S_ISDIR(st.st_mode):
             assert o == {'name': o['name'], 'kind': 'dir',
                          'size': st.st_size, 'resident': None,
-                         'lifetime': None, 'seals': None, 'backing': None}
+                         'lifetime': None, 'seals': None, 'backing': None,
+                         'backing_now': None}
             continue
         assert o['kind'] == xattr(path, KIND)
         assert o['backing'] == xattr(path, BACKING)
+        assert o['backing_now'] == xattr(path, BACKING_NOW)
         assert o['lifetime'] == xattr(path, LIFETIME)
         seals = xattr(path, SEALS)
         assert o['seals'] == (None if seals is None else

@@ -10,6 +10,8 @@ daemon must do with them: answer every call, keep serving everyone.
   longer answers, must not hang symlink();
 - who may change lifetime and seals is decided before the value is
   looked at;
+- a backing file replaced by a rename (an editor's save) or moved is
+  reported as such by user.sectionfs.backing_now and sectionctl.
 
 Each test that could hang runs under a watchdog that aborts the FUSE
 connections involved, so that a regression fails instead of hanging.
@@ -25,13 +27,13 @@ import pytest
 
 import util
 from test_hostile import as_user, make_owned, still_serving
+from test_sectionctl import run as sectionctl_run
 from test_stress import deadline  # noqa: F401 (autouse: bounds each test)
-from util import read_file, write_file
+from util import (BACKING, BACKING_NOW, LIFETIME, SEALS, read_file,
+                  write_file)
 
 NOBODY = util.NOBODY
 OTHER = 65533
-LIFETIME = 'user.sectionfs.lifetime'
-SEALS = 'user.sectionfs.seals'
 
 #: How long calls that must return may take before the watchdog aborts
 #: the connections (a bound for a hang, not a measure of speed).
@@ -281,3 +283,67 @@ def test_malformed_control_from_non_owner_is_eperm(shared_mnt):
                              'user.sectionfs.nothing', 'x')]) == ['ENODATA']
     assert os.getxattr(p + '/r', LIFETIME) == b'name'
     assert os.getxattr(p + '/n', SEALS) == b''
+
+
+# --------------------------------------------------------------------------
+# A backing file replaced or moved
+
+def ctl_info(path):
+    res = sectionctl_run('info', path)
+    assert res.returncode == 0, res.stderr
+    return dict(line.split(': ', 1) for line in res.stdout.splitlines())
+
+
+def ctl_json(path):
+    res = sectionctl_run('ls', '--json', path)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)[0]
+
+
+@pytest.mark.root
+@pytest.mark.file_backed
+def test_backing_replaced_by_rename(mnt, base_dir):
+    """An editor saves by writing a new file and renaming it over the
+    old: the section keeps the old file, and says so."""
+    f = os.path.join(base_dir, 'f')
+    write_file(f, b'old')
+    os.symlink(f, mnt / 's')
+    assert os.getxattr(mnt / 's', BACKING) == f.encode()
+    assert os.getxattr(mnt / 's', BACKING_NOW) == f.encode()
+    assert ctl_info(mnt / 's')['backing'] == f
+    assert ctl_json(mnt / 's')['backing_now'] == f
+
+    write_file(f + '.tmp', b'new')
+    os.rename(f + '.tmp', f)
+    # The section's writes still go to the old file, which has no name.
+    write_file(mnt / 's', b'written')
+    assert read_file(f) == b'new'
+    assert os.getxattr(mnt / 's', BACKING) == f.encode()
+    assert os.getxattr(mnt / 's', BACKING_NOW) == b''
+    info = ctl_info(mnt / 's')['backing']
+    assert info.startswith(f + ' (replaced'), info
+    assert ctl_json(mnt / 's')['backing_now'] == ''
+    res = sectionctl_run('ls', mnt.path)
+    assert f + ' (replaced)' in res.stdout, res.stdout
+
+    os.unlink(f)
+    info = ctl_info(mnt / 's')['backing']
+    assert info.startswith(f + ' (deleted'), info
+
+
+@pytest.mark.root
+@pytest.mark.file_backed
+def test_backing_moved(mnt, base_dir):
+    f = os.path.join(base_dir, 'f')
+    g = os.path.join(base_dir, 'g')
+    write_file(f, b'data')
+    os.symlink(f, mnt / 's')
+    os.rename(f, g)
+    write_file(mnt / 's', b'moved')
+    assert read_file(g) == b'moved'
+    assert os.getxattr(mnt / 's', BACKING) == f.encode()
+    assert os.getxattr(mnt / 's', BACKING_NOW) == g.encode()
+    info = ctl_info(mnt / 's')['backing']
+    assert info == '%s (moved: the file is now %s)' % (f, g), info
+    os.rename(g, f)
+    assert ctl_info(mnt / 's')['backing'] == f
