@@ -436,8 +436,9 @@ static void sfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 static void sfs_opendir(fuse_req_t req, fuse_ino_t ino,
 			struct fuse_file_info *fi)
 {
+	struct ns *ns = ns_of(req);
 	struct ns_dir *dir;
-	int err = ns_opendir(ns_of(req), ino, &dir);
+	int err = ns_opendir(ns, ino, &dir);
 
 	if (err) {
 		fuse_reply_err(req, -err);
@@ -445,8 +446,9 @@ static void sfs_opendir(fuse_req_t req, fuse_ino_t ino,
 	}
 	fi->fh = (uintptr_t)dir;
 	fi->cache_readdir = 0;
+	/* A failed reply has freed req too. */
 	if (fuse_reply_open(req, fi))
-		ns_releasedir(ns_of(req), dir);
+		ns_releasedir(ns, dir);
 }
 
 /* Append one entry; returns its size, or 0 when the buffer is full. */
