@@ -3,9 +3,10 @@
  *
  * Owns the credential switch (raw setfsuid/setfsgid/setgroups syscalls,
  * which act on the calling thread only, unlike their glibc wrappers that
- * change every thread) and the component-by-component path walk, which
- * never sends a request to a FUSE filesystem.  It knows nothing of
- * sections or names.
+ * change every thread; with privilege.c's capset, the same without the
+ * daemon's capabilities) and the component-by-component path walk,
+ * which never sends a request to a FUSE filesystem.  It knows nothing
+ * of sections or names.
  */
 #include "config.h"
 
@@ -25,6 +26,7 @@
 #include <unistd.h>
 
 #include "backing.h"
+#include "privilege.h"
 
 #define MAX_SYMLINKS	40	/* as the kernel's path walk */
 
@@ -95,6 +97,29 @@ int as_caller(const struct caller *who, int (*fn)(void *), void *arg)
 		return err;
 	err = fn(arg);
 	restore_creds(&s);
+	return err;
+}
+
+/*
+ * Order matters: the switch needs CAP_SETUID and CAP_SETGID, so the
+ * capabilities go after it and come back before it is undone.
+ */
+int as_creator(const struct caller *who, int keep, int (*fn)(void *),
+	       void *arg)
+{
+	struct privilege_saved caps;
+	struct saved_creds s;
+	int err = become(who, &s);
+
+	if (err)
+		return err;
+	err = privilege_lower(keep, &caps);
+	if (!err) {
+		err = fn(arg);
+		privilege_restore(&caps);
+	}
+	restore_creds(&s);
+	privilege_settle(&caps);
 	return err;
 }
 

@@ -52,4 +52,15 @@ int backing_name_now(int fd, char *buf, size_t size);
  */
 int as_caller(const struct caller *who, int (*fn)(void *), void *arg);
 
+/*
+ * As as_caller(), and without the daemon's capabilities: the thread's
+ * effective set is empty but for keep (a CAP_* number, or -1) while
+ * fn(arg) runs, so that the kernel treats what fn does as who's own call
+ * (a write clears set-ID bits, root's reserved blocks and disk quotas
+ * hold).  Everything is put back exactly afterwards.  A switch that fails
+ * is fn's failure (its -errno, never a run as root).
+ */
+int as_creator(const struct caller *who, int keep, int (*fn)(void *),
+	       void *arg);
+
 #endif /* SECTIONFS_BACKING_H */
