@@ -144,6 +144,35 @@ static void drain(struct fuse_bufvec *in, size_t left)
 }
 
 /*
+ * The copies into the section's file, run by section_io(): a file-backed
+ * section's as its creator, so that the write is theirs to the kernel.
+ */
+struct copy_args {
+	struct fuse_bufvec *out, *in;	/* dp_write's */
+	int fd;				/* append_write's */
+	struct iovec iov;
+	ssize_t res;
+};
+
+static int copy_in(void *arg)
+{
+	struct copy_args *a = arg;
+
+	a->res = fuse_buf_copy(a->out, a->in, 0);
+	return a->res < 0 ? (int)a->res : 0;
+}
+
+static int append_in(void *arg)
+{
+	struct copy_args *a = arg;
+
+	a->res = pwritev2(a->fd, &a->iov, 1, 0, RWF_APPEND);
+	if (a->res < 0)
+		a->res = -errno;
+	return a->res < 0 ? (int)a->res : 0;
+}
+
+/*
  * RWF_APPEND writes at the file's end as it is at that moment, as
  * O_APPEND does, without changing the fd every handle shares.  It takes
  * a memory buffer, so the request's data is copied out of the pipe.
@@ -152,7 +181,6 @@ static ssize_t append_write(struct section *sec, struct fuse_bufvec *in,
 			    size_t total)
 {
 	struct fuse_bufvec mem = FUSE_BUFVEC_INIT(total);
-	struct iovec iov;
 	ssize_t got, res;
 
 	mem.buf[0].mem = malloc(total ? total : 1);
@@ -163,10 +191,13 @@ static ssize_t append_write(struct section *sec, struct fuse_bufvec *in,
 	got = fuse_buf_copy(&mem, in, FUSE_BUF_NO_SPLICE);
 	res = got;
 	if (got > 0) {
-		iov = (struct iovec){ mem.buf[0].mem, (size_t)got };
-		res = pwritev2(sec->fd, &iov, 1, 0, RWF_APPEND);
-		if (res < 0)
-			res = -errno;
+		struct copy_args a = {
+			.fd = sec->fd,
+			.iov = { mem.buf[0].mem, (size_t)got },
+		};
+		int err = section_io(sec, append_in, &a);
+
+		res = err ? err : a.res;
 	}
 	drain(in, total - (got > 0 ? (size_t)got : 0));
 	free(mem.buf[0].mem);
@@ -198,7 +229,9 @@ ssize_t dp_write(struct section *sec, struct fuse_bufvec *in, off_t off,
 	if (writeback && len < total)
 		len = 0;
 	struct fuse_bufvec out = file_buf(sec, len, off);
-	ssize_t res = len ? fuse_buf_copy(&out, in, 0) : -ENOSPC;
+	struct copy_args a = { .out = &out, .in = in, .res = -ENOSPC };
+	int err = len ? section_io(sec, copy_in, &a) : 0;
+	ssize_t res = err ? err : a.res;
 
 	section_settle(sec, reserved);
 	drain(in, total - (res > 0 ? (size_t)res : 0));

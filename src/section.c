@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -63,26 +64,56 @@ int section_create_pagefile(const char *path, struct section **out)
 	return 0;
 }
 
+/* A copy of who that the section owns: its groups exactly, no more. */
+static int copy_caller(struct caller *to, const struct caller *who)
+{
+	*to = *who;
+	to->groups = NULL;
+	if (who->ngroups <= 0)
+		return 0;
+	to->groups = malloc(who->ngroups * sizeof(gid_t));
+	if (!to->groups)
+		return -ENOMEM;
+	memcpy(to->groups, who->groups, who->ngroups * sizeof(gid_t));
+	return 0;
+}
+
 int section_create_file(const char *target, dev_t self_dev,
 			const struct caller *who, struct section **out)
 {
-	struct section *sec;
-	char *path;
-	int writable;
-	int fd = backing_open(target, self_dev, who, &writable, &path);
+	struct section_file *file = calloc(1, sizeof(*file));
+	struct section *sec = NULL;
+	int writable, fd;
 
-	if (fd < 0)
+	if (!file || copy_caller(&file->creator, who)) {
+		free(file);
+		return -ENOMEM;
+	}
+	fd = backing_open(target, self_dev, who, &writable, &file->path);
+	if (fd < 0) {
+		free(file->creator.groups);
+		free(file);
 		return fd_trouble(fd, "a section over", target);
+	}
 	sec = section_new(fd, SECTION_FILE);
 	if (!sec) {
 		close(fd);
-		free(path);
+		free(file->path);
+		free(file->creator.groups);
+		free(file);
 		return -ENOMEM;
 	}
 	sec->writable = writable;
-	sec->backing_path = path;
+	sec->file = file;
 	*out = sec;
 	return 0;
+}
+
+int section_io(struct section *sec, int (*fn)(void *), void *arg)
+{
+	if (sec->kind == SECTION_PAGEFILE)
+		return fn(arg);
+	return as_creator(&sec->file->creator, -1, fn, arg);
 }
 
 void section_get(struct section *sec)
@@ -95,7 +126,11 @@ static void section_destroy(struct section *sec)
 	cap_uncharge(sec);
 	pt_backing_close(sec->backing_id);
 	close(sec->fd);
-	free(sec->backing_path);
+	if (sec->file) {
+		free(sec->file->path);
+		free(sec->file->creator.groups);
+		free(sec->file);
+	}
 	free(sec);
 }
 
@@ -125,8 +160,21 @@ void section_settle(struct section *sec, int64_t reserved)
 
 /* ---- size and space ---- */
 
+struct truncate_args {
+	int fd;
+	off_t size;
+};
+
+static int truncate_fd(void *arg)
+{
+	struct truncate_args *a = arg;
+
+	return ftruncate(a->fd, a->size) ? -errno : 0;
+}
+
 int section_resize(struct section *sec, off_t size, int eager)
 {
+	struct truncate_args trunc = { sec->fd, size };
 	struct stat st;
 	int64_t reserved = 0;
 	int err = 0;
@@ -142,14 +190,27 @@ int section_resize(struct section *sec, off_t size, int eager)
 		if (!err && fallocate(sec->fd, 0, st.st_size, size - st.st_size))
 			err = -errno;
 	}
-	if (!err && ftruncate(sec->fd, size))
-		err = -errno;
+	if (!err)
+		err = section_io(sec, truncate_fd, &trunc);
 	cap_settle(sec, reserved);
 	return err;
 }
 
+struct fallocate_args {
+	int fd, mode;
+	off_t off, len;
+};
+
+static int fallocate_fd(void *arg)
+{
+	struct fallocate_args *a = arg;
+
+	return fallocate(a->fd, a->mode, a->off, a->len) ? -errno : 0;
+}
+
 int section_fallocate(struct section *sec, int mode, off_t off, off_t len)
 {
+	struct fallocate_args alloc = { sec->fd, mode, off, len };
 	int64_t reserved = 0;
 	int err = 0;
 
@@ -159,8 +220,8 @@ int section_fallocate(struct section *sec, int mode, off_t off, off_t len)
 		return -EOPNOTSUPP;
 	if (!(mode & FALLOC_FL_PUNCH_HOLE))
 		err = cap_reserve(sec, off, len, &reserved);
-	if (!err && fallocate(sec->fd, mode, off, len))
-		err = -errno;
+	if (!err)
+		err = section_io(sec, fallocate_fd, &alloc);
 	cap_settle(sec, reserved);
 	return err;
 }
@@ -260,6 +321,26 @@ int section_sync(struct section *sec, int datasync)
 	return (datasync ? fdatasync(sec->fd) : fsync(sec->fd)) ? -errno : 0;
 }
 
+static int register_fd(void *arg)
+{
+	return pt_backing_open(*(int *)arg);
+}
+
+/*
+ * The kernel keeps the credentials of the thread that registers a
+ * backing file and does every passthrough read, write and mmap of it with
+ * them.  A backing file is registered as its creator, with CAP_SYS_ADMIN
+ * alone (which the registration needs, and which no set-ID, reserved
+ * block or quota check looks at): the kernel's I/O is then theirs.
+ */
+static int backing_open_as_creator(struct section *sec)
+{
+	if (sec->kind == SECTION_PAGEFILE)
+		return pt_backing_open(sec->fd);
+	return as_creator(&sec->file->creator, CAP_SYS_ADMIN, register_fd,
+			  &sec->fd);
+}
+
 int section_backing_id(struct section *sec)
 {
 	int id = atomic_load(&sec->backing_id);
@@ -267,7 +348,7 @@ int section_backing_id(struct section *sec)
 
 	if (id > 0)
 		return id;
-	id = pt_backing_open(sec->fd);
+	id = backing_open_as_creator(sec);
 	if (id <= 0)
 		return id;
 	/* Two first opens may race: the loser releases its id. */

@@ -23,6 +23,14 @@
 
 enum section_kind { SECTION_PAGEFILE, SECTION_FILE };
 
+/* What only a file-backed section has, apart so that page-file-backed
+ * sections do not pay for it. */
+struct section_file {
+	char *path;			/* the backing file, as resolved */
+	struct caller creator;		/* who made it: every change to the
+					   file is theirs (section_io()) */
+};
+
 struct section {
 	int fd;				/* store or backing fd */
 	unsigned int kind : 1;		/* enum section_kind */
@@ -33,7 +41,7 @@ struct section {
 	atomic_int backing_id;		/* passthrough id; 0 until first open */
 	atomic_uint seals;		/* F_SEAL_* added so far; only the
 					   daemon can seal, so this is exact */
-	char *backing_path;		/* file-backed: the file */
+	struct section_file *file;	/* file-backed only, else NULL */
 	atomic_int_fast64_t charged;	/* counted: bytes charged to the cap
 					   (cap.c) */
 };
@@ -50,10 +58,21 @@ int section_create_pagefile(const char *path, struct section **out);
 /*
  * Create a file-backed section over the file target names, opened with
  * who's credentials (backing.h: errors and the ELOOP rule for self_dev).
- * A file who may not write gives a read-only section.
+ * A file who may not write gives a read-only section.  The section keeps
+ * a copy of who (with its groups) as its creator: every write, truncate
+ * and fallocate of the file, and its passthrough registration, run as
+ * the creator without the daemon's capabilities (section_io()).
  */
 int section_create_file(const char *target, dev_t self_dev,
 			const struct caller *who, struct section **out);
+
+/*
+ * Run fn(arg) on the section's file: for a file-backed section as its
+ * creator, without the daemon's capabilities (as_creator(): a failed
+ * switch is -errno, never a run as root); for a page-file-backed one,
+ * whose file is the daemon's own, directly.  Returns fn's result.
+ */
+int section_io(struct section *sec, int (*fn)(void *), void *arg);
 
 /* Take and drop references; the last put destroys the section. */
 void section_get(struct section *sec);

@@ -44,8 +44,10 @@ static int get_kind(const struct xattr_view *v, char *buf, const char **value)
 static int get_backing(const struct xattr_view *v, char *buf,
 		       const char **value)
 {
-	*value = v->sec->backing_path;
-	return *value ? 0 : -ENODATA;
+	if (!v->sec->file)
+		return -ENODATA;
+	*value = v->sec->file->path;
+	return 0;
 }
 
 /* Where the backing file is now: it may have been moved or replaced. */
