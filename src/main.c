@@ -179,7 +179,11 @@ int main(int argc, char *argv[])
 	fuse_daemonize(cl.foreground);
 
 	notify_start(&m.notify, m.se);	/* without it, notices go inline */
+	if (ns_sealer_start(&m.ns))
+		log_warn("no sealer thread: seals that would wait are EBUSY");
 	ret = serve(m.se, &cl) < 0 ? 1 : 0;
+	/* Before the rings stop: its last answers go through them. */
+	ns_sealer_stop(&m.ns);
 	if (uring_stop())
 		ret = 1;
 	notify_stop(&m.notify);

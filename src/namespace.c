@@ -309,11 +309,12 @@ int ns_init(struct ns *ns, mode_t root_mode, uid_t uid, gid_t gid,
 	memset(ns, 0, sizeof(*ns));
 	LIST_INIT(&ns->orphans);
 	LIST_INIT(&ns->listings);
+	TAILQ_INIT(&ns->seals);
 	pthread_mutex_init(&ns->lock, NULL);
 	pthread_cond_init(&ns->sealed, NULL);
 	pthread_condattr_init(&attr);
 	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	/* A seal waits for writers against the clock that never jumps. */
+	/* The sealer's deadlines are on the clock that never jumps. */
 	pthread_cond_init(&ns->writers_gone, &attr);
 	pthread_condattr_destroy(&attr);
 	ns->entry_timeout = entry_timeout;

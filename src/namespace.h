@@ -17,6 +17,7 @@
 #define SECTIONFS_NAMESPACE_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/queue.h>
 #include <sys/statvfs.h>
@@ -29,6 +30,7 @@
 struct node;
 struct dentry;
 struct ns_dir;
+struct ns_seal;
 
 /* The mount's tree.  What guards each field is named on it, as in
  * ns_internal.h: ns->lock, or immutable once ns_init() (or main) has set
@@ -37,8 +39,9 @@ struct ns {
 	pthread_mutex_t lock;
 	pthread_cond_t sealed;		/* a seal writers wait for is made;
 					   with ns->lock */
-	pthread_cond_t writers_gone;	/* a section's last writer went, for
-					   a seal that waits; with ns->lock
+	pthread_cond_t writers_gone;	/* for the sealer: a section's last
+					   writer went, a seal was queued,
+					   or stop; with ns->lock
 					   (CLOCK_MONOTONIC) */
 	struct node *root;		/* immutable */
 	struct dentry **buckets;	/* (parent, name) -> dentry; ns->lock */
@@ -47,6 +50,13 @@ struct ns {
 	LIST_HEAD(, node) orphans;	/* unnamed nodes the kernel holds;
 					   ns->lock */
 	LIST_HEAD(, ns_dir) listings;	/* open directory handles; ns->lock */
+	/* Seals that wait for writers or pinned pages, kept by the sealer
+	 * thread (ns_sealer_start) so that no serving thread waits. */
+	TAILQ_HEAD(, ns_seal) seals;	/* ns->lock */
+	unsigned int nseals;		/* ns->lock */
+	pthread_t sealer;		/* set by ns_sealer_start() */
+	bool sealer_running;		/* ns->lock */
+	bool sealer_stopping;		/* ns->lock */
 	uint64_t next_ino;		/* ns->lock */
 	uint64_t nnodes;		/* ns->lock */
 	double entry_timeout;		/* immutable */
@@ -152,18 +162,45 @@ int ns_release(struct ns *ns, fuse_ino_t ino, int flags,
 void ns_expired_free(struct ns_expired *gone);
 
 /*
+ * How a request that waits is answered (ns_setxattr).  may_wait() runs
+ * on the serving thread, without ns->lock, before the request is left
+ * for later: false when its answer must come now.  answer() runs once,
+ * later, on the sealer thread.
+ */
+struct ns_answer {
+	bool (*may_wait)(void *cookie);
+	void (*answer)(void *cookie, int err);
+	void *cookie;
+};
+
+/* ns_setxattr's "answered later" */
+#define NS_LATER	1
+
+/*
  * The user.sectionfs.* attributes (xattr.h for values and errors).
  * Setting lifetime or seals is for the section's owner (or root): EPERM
  * for others.  A write seal is refused (EBUSY) as memfd refuses it while
- * the store is mapped writable (passthrough), or while the section is
- * open for writing (cached path, where the daemon cannot see views).
+ * the store is mapped writable or its pages are pinned (passthrough), or
+ * while the section is open for writing (cached path, where the daemon
+ * cannot see views).  Such a seal waits up to 200 ms for them to go, off
+ * the serving threads: ns_setxattr returns NS_LATER and the sealer
+ * thread calls later->answer() with 0 or the error; a seal that cannot
+ * be queued (too many waiting, or !may_wait()) is EBUSY at once.
  * XATTR_CREATE and XATTR_REPLACE in flags are honoured (EEXIST, ENODATA).
  */
 ssize_t ns_getxattr(struct ns *ns, fuse_ino_t ino, const char *name,
 		    char *buf, size_t size);
 ssize_t ns_listxattr(struct ns *ns, fuse_ino_t ino, char *buf, size_t size);
 int ns_setxattr(struct ns *ns, fuse_ino_t ino, const struct caller *who,
-		const char *name, const char *value, size_t size, int flags);
+		const char *name, const char *value, size_t size, int flags,
+		const struct ns_answer *later);
+/*
+ * The sealer thread: start it where requests are served (after any
+ * fork), stop it when they no longer are; the stop answers every seal
+ * still waiting EBUSY.  Without it, seals that would wait are EBUSY.
+ */
+int ns_sealer_start(struct ns *ns);
+void ns_sealer_stop(struct ns *ns);
 /* Nothing can be removed: EPERM for ours, EOPNOTSUPP for any other. */
 int ns_removexattr(struct ns *ns, fuse_ino_t ino, const char *name);
 

@@ -57,7 +57,7 @@ struct node_file {
 	unsigned short handle_epoch;	/* times lifetime became handle;
 					   ns->lock */
 	unsigned short sealing;		/* seals being added that writers
-					   wait for (seal_without_writers);
+					   wait for (seal_now);
 					   ns->lock */
 };
 

@@ -3,16 +3,19 @@
  *
  * Owns a section node's open and writer counts, the lifetime rule that
  * decides when a release destroys a section, the user.sectionfs.*
- * attributes, and adding seals, including the wait for a section's
- * writers to go on the cached path.  It never changes a name except to
+ * attributes, and adding seals, including the sealer thread that waits
+ * for a section's writers (cached path) or pinned pages (memfd) to go
+ * before it seals and answers.  It never changes a name except to
  * take every name of a section whose lifetime ended, and it never replies
- * to the kernel: the names that went are handed back for the caller to
- * tell it.
+ * to the kernel itself: the names that went are handed back for the
+ * caller to tell it, and a seal that waits is answered through the
+ * caller's struct ns_answer.
  */
 #include "config.h"
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/xattr.h>
@@ -43,7 +46,7 @@ static void count_close(struct ns *ns, struct node *n, int flags)
 	n->u.file.opens--;
 	if (!is_writer(flags))
 		return;
-	/* A seal may be waiting for the last writer (wait_for_writers). */
+	/* A seal may be waiting for the last writer (the sealer). */
 	if (--n->u.file.writers == 0)
 		pthread_cond_broadcast(&ns->writers_gone);
 }
@@ -215,89 +218,241 @@ ssize_t ns_listxattr(struct ns *ns, fuse_ino_t ino, char *buf, size_t size)
 }
 
 /*
- * The seals that, on the cached path, wait for the section's writers.
- * Under the writeback cache the kernel accepts a write past the end
- * before the daemon sees it, so a grow seal waits too, and the section's
- * later opens bypass the cache (dp_direct_io()), their writes reaching
- * the store, which refuses them.
+ * The seals that may wait.  A write seal waits on the cached path for the
+ * section's writers, and on either path inside memfd for pages still
+ * pinned (a read reply on its way through a pipe, or pages a user
+ * vmspliced into a pipe of their own: memfd waits up to 150 ms for those
+ * before it says EBUSY).  Under the writeback cache the kernel accepts a
+ * write past the end before the daemon sees it, so a grow seal waits for
+ * writers too, and the section's later opens bypass the cache
+ * (dp_direct_io()), their writes reaching the store, which refuses them.
  */
 static unsigned int waits_for_writers(const struct ns *ns)
 {
 	return F_SEAL_WRITE | (ns->writeback ? F_SEAL_GROW : 0);
 }
 
-/* How long a seal waits for a section's writers to go before EBUSY. */
-#define WRITERS_WAIT_NS	200000000L
-
 /*
- * Whether n's section may be sealed now, ns->lock held: the one decision
- * of the wait below, kept apart so that whoever waits (this thread, or
- * one day something woken by count_close) asks the same question.
+ * A seal that may wait is made by the sealer thread, never by a thread
+ * that serves requests: a user who keeps a section open for writing, or
+ * its pages pinned, and asks for its seal from many threads would
+ * otherwise hold every serving thread of the mount for the length of the
+ * wait.  The serving thread queues the seal and returns without
+ * answering; the sealer answers it when the seal is made, or EBUSY when
+ * its writers are still there after SEAL_WAIT_MS (RELEASE reaches the
+ * daemon asynchronously to close(2), so a writer that closed a moment
+ * ago may still be counted: the wait is for it).  What a user can make
+ * the daemon hold is bounded: at most SEALS_PER_USER of theirs wait, and
+ * SEALS_MAX in all; beyond that a seal is EBUSY at once.
  */
-static bool seal_ready(const struct node *n)
+#define SEAL_WAIT_MS	200
+#define SEALS_MAX	256
+#define SEALS_PER_USER	16
+
+struct ns_seal {
+	TAILQ_ENTRY(ns_seal) link;	/* ns->seals, or the sealer's done;
+					   ns->lock */
+	struct node *n;			/* immutable; the kernel holds it
+					   while its request is unanswered */
+	struct section *sec;		/* immutable; a reference */
+	unsigned int seals;		/* immutable: to add */
+	uid_t uid;			/* immutable: who asked */
+	bool writers;			/* immutable: wait for n's writers
+					   (cached path) */
+	int err;			/* the answer; the sealer's */
+	struct timespec deadline;	/* immutable; CLOCK_MONOTONIC */
+	struct ns_answer later;		/* immutable */
+};
+
+TAILQ_HEAD(ns_seal_list, ns_seal);
+
+static struct timespec mono_after(long ms)
 {
-	return n->u.file.writers == 0;
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	return ts;
+}
+
+static bool ts_before(struct timespec a, struct timespec b)
+{
+	return a.tv_sec < b.tv_sec ||
+	       (a.tv_sec == b.tv_sec && a.tv_nsec < b.tv_nsec);
 }
 
 /*
- * ns->lock held: wait until seal_ready(n), woken by count_close(), for
- * at most WRITERS_WAIT_NS.  Returns 0 (ready, the lock still held) or
- * -EBUSY.
+ * Queue a seal for the sealer: NS_LATER, or -errno when it cannot be.
+ * may_wait() comes first, without ns->lock (it may take a lock of its
+ * own): a seal refused after it is answered at once, as any other.
  */
-static int wait_for_writers(struct ns *ns, struct node *n)
+static int seal_later(struct ns *ns, fuse_ino_t ino, uid_t uid,
+		      struct section *sec, unsigned int seals,
+		      const struct ns_answer *later)
 {
-	struct timespec until;
+	struct ns_seal *s, *it;
+	unsigned int mine = 0;
 	int err = 0;
 
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_nsec += WRITERS_WAIT_NS;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
+	if (!later->may_wait(later->cookie))
+		return -EBUSY;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->n = node_of(ns, ino);
+	s->sec = sec;
+	s->seals = seals;
+	s->uid = uid;
+	/* With passthrough the daemon cannot count views: memfd refuses
+	 * the seal itself while one is writable. */
+	s->writers = !ns->passthrough;
+	s->deadline = mono_after(SEAL_WAIT_MS);
+	s->later = *later;
+	pthread_mutex_lock(&ns->lock);
+	TAILQ_FOREACH(it, &ns->seals, link)
+		mine += it->uid == uid;
+	if (!ns->sealer_running || ns->sealer_stopping ||
+	    ns->nseals >= SEALS_MAX || mine >= SEALS_PER_USER) {
+		err = -EBUSY;
+	} else {
+		section_get(sec);
+		TAILQ_INSERT_TAIL(&ns->seals, s, link);
+		ns->nseals++;
+		pthread_cond_broadcast(&ns->writers_gone);
 	}
-	while (!seal_ready(n)) {
-		if (err == ETIMEDOUT)
-			return -EBUSY;
-		err = pthread_cond_timedwait(&ns->writers_gone, &ns->lock,
-					     &until);
+	pthread_mutex_unlock(&ns->lock);
+	if (err)
+		free(s);
+	return err ? err : NS_LATER;
+}
+
+/*
+ * ns->lock held, dropped while memfd seals: make seal s.  From the check
+ * that finds no writers until the seal is made, opens for writing wait
+ * (ns_open), so that an open either comes first (the seal waits for it)
+ * or finds the seal (a writer is refused a write-sealed section; a
+ * grow-sealed one is opened direct_io).  The lock is not held across
+ * F_ADD_SEALS, which walks every page of the store.  With passthrough
+ * nothing is counted and nothing waits: memfd keeps writers out itself.
+ */
+static void seal_now(struct ns *ns, struct ns_seal *s)
+{
+	if (s->writers)
+		s->n->u.file.sealing++;
+	pthread_mutex_unlock(&ns->lock);
+	s->err = section_add_seals(s->sec, s->seals);
+	pthread_mutex_lock(&ns->lock);
+	if (s->writers && --s->n->u.file.sealing == 0)
+		pthread_cond_broadcast(&ns->sealed);
+}
+
+/*
+ * ns->lock held: move to done every seal that is answered now (made, or
+ * past its deadline, or the sealer is stopping), making at most one.
+ * Returns true with the earliest deadline still waited for in *next, or
+ * false when none is.
+ */
+static bool seals_step(struct ns *ns, struct ns_seal_list *done,
+		       struct timespec *next)
+{
+	struct timespec now = mono_after(0);
+	struct ns_seal *s, *tmp;
+	bool waiting = false;
+
+	for (s = TAILQ_FIRST(&ns->seals); s; s = tmp) {
+		tmp = TAILQ_NEXT(s, link);
+		if (!ns->sealer_stopping && ts_before(now, s->deadline) &&
+		    s->writers && s->n->u.file.writers > 0) {
+			if (!waiting || ts_before(s->deadline, *next))
+				*next = s->deadline;
+			waiting = true;
+			continue;
+		}
+		TAILQ_REMOVE(&ns->seals, s, link);
+		ns->nseals--;
+		TAILQ_INSERT_TAIL(done, s, link);
+		/* Past its deadline before its turn came: as long a wait as
+		 * any seal is given.  One seal made per step, so that the
+		 * deadlines of the others are looked at in between. */
+		if (ns->sealer_stopping || !ts_before(now, s->deadline)) {
+			s->err = -EBUSY;
+			continue;
+		}
+		seal_now(ns, s);
+		*next = now;		/* look again at once */
+		return true;
 	}
+	return waiting;
+}
+
+/* The sealer thread.  It answers from its own thread, never with
+ * ns->lock held (an answer is a write to the kernel). */
+static void *sealer_main(void *arg)
+{
+	struct ns *ns = arg;
+	struct ns_seal_list done = TAILQ_HEAD_INITIALIZER(done);
+	struct ns_seal *s;
+	struct timespec next;
+	bool waiting;
+
+	pthread_setname_np(pthread_self(), "sectionfs-seal");
+	pthread_mutex_lock(&ns->lock);
+	for (;;) {
+		waiting = seals_step(ns, &done, &next);
+		if (!TAILQ_EMPTY(&done)) {
+			pthread_mutex_unlock(&ns->lock);
+			while ((s = TAILQ_FIRST(&done))) {
+				TAILQ_REMOVE(&done, s, link);
+				s->later.answer(s->later.cookie, s->err);
+				section_put(s->sec);
+				free(s);
+			}
+			pthread_mutex_lock(&ns->lock);
+			continue;
+		}
+		if (ns->sealer_stopping && TAILQ_EMPTY(&ns->seals))
+			break;
+		if (waiting)
+			pthread_cond_timedwait(&ns->writers_gone, &ns->lock,
+					       &next);
+		else
+			pthread_cond_wait(&ns->writers_gone, &ns->lock);
+	}
+	pthread_mutex_unlock(&ns->lock);
+	return NULL;
+}
+
+int ns_sealer_start(struct ns *ns)
+{
+	int err = pthread_create(&ns->sealer, NULL, sealer_main, ns);
+
+	if (err)
+		return -err;
+	pthread_mutex_lock(&ns->lock);
+	ns->sealer_running = true;
+	pthread_mutex_unlock(&ns->lock);
 	return 0;
 }
 
-/*
- * Seal once the section has no writers.  On the cached path the daemon
- * cannot see the kernel's views, so it counts the section's writers.
- * RELEASE reaches the daemon asynchronously to close(2): a writer that
- * closed a moment ago may still be counted, so wait briefly for it
- * (wait_for_writers) before saying EBUSY.  From the check that finds
- * none until the seal is made, opens for writing wait (ns_open), so that
- * an open either comes first (the seal is EBUSY) or finds the seal (a
- * writer is refused a write-sealed section; a grow-sealed one is opened
- * direct_io).  The namespace lock is not held across F_ADD_SEALS: a
- * write seal walks every page of the store, and waits up to 150 ms on
- * pages still referenced (a read reply on its way through a pipe), which
- * must not stall every other request of the mount.
- */
-static int seal_without_writers(struct ns *ns, fuse_ino_t ino,
-				struct section *sec, unsigned int seals)
+void ns_sealer_stop(struct ns *ns)
 {
-	struct node *n = node_of(ns, ino);
-	int err;
+	bool running;
 
 	pthread_mutex_lock(&ns->lock);
-	err = wait_for_writers(ns, n);
-	if (err) {
-		pthread_mutex_unlock(&ns->lock);
-		return err;
-	}
-	n->u.file.sealing++;
+	running = ns->sealer_running;
+	ns->sealer_stopping = true;
+	pthread_cond_broadcast(&ns->writers_gone);
 	pthread_mutex_unlock(&ns->lock);
-	err = section_add_seals(sec, seals);
+	if (running)
+		pthread_join(ns->sealer, NULL);
 	pthread_mutex_lock(&ns->lock);
-	if (--n->u.file.sealing == 0)
-		pthread_cond_broadcast(&ns->sealed);
+	ns->sealer_running = false;
 	pthread_mutex_unlock(&ns->lock);
-	return err;
 }
 
 /*
@@ -306,8 +461,9 @@ static int seal_without_writers(struct ns *ns, fuse_ino_t ino,
  * cached path sectionfs refuses it while the section is open for
  * writing.  Once sealed, ns_open keeps writers out on both paths.
  */
-static int add_seals(struct ns *ns, fuse_ino_t ino, struct section *sec,
-		     unsigned int want)
+static int add_seals(struct ns *ns, fuse_ino_t ino, uid_t uid,
+		     struct section *sec, unsigned int want,
+		     const struct ns_answer *later)
 {
 	unsigned int have = 0;
 	int err = section_seals(sec, &have);
@@ -317,8 +473,8 @@ static int add_seals(struct ns *ns, fuse_ino_t ino, struct section *sec,
 	have &= F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_WRITE;
 	if ((have & want) != have)
 		return -EPERM;		/* removing a seal */
-	if (!ns->passthrough && (want & ~have & waits_for_writers(ns)))
-		return seal_without_writers(ns, ino, sec, want & ~have);
+	if (want & ~have & waits_for_writers(ns))
+		return seal_later(ns, ino, uid, sec, want & ~have, later);
 	return section_add_seals(sec, want & ~have);
 }
 
@@ -336,7 +492,8 @@ static int xattr_flags_allow(const struct xattr_view *v, const char *name,
 }
 
 int ns_setxattr(struct ns *ns, fuse_ino_t ino, const struct caller *who,
-		const char *name, const char *value, size_t size, int flags)
+		const char *name, const char *value, size_t size, int flags,
+		const struct ns_answer *later)
 {
 	struct xattr_change change;
 	struct xattr_view v;
@@ -356,7 +513,8 @@ int ns_setxattr(struct ns *ns, fuse_ino_t ino, const struct caller *who,
 	if (!err)
 		err = xattr_flags_allow(&v, name, flags);
 	if (!err && change.what == XATTR_SET_SEALS)
-		err = add_seals(ns, ino, v.sec, change.seals);
+		err = add_seals(ns, ino, who->uid, v.sec, change.seals,
+				later);
 	if (!err && change.what == XATTR_SET_LIFETIME)
 		set_lifetime(ns, node_of(ns, ino), change.lifetime);
 	section_put(v.sec);

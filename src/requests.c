@@ -22,6 +22,7 @@
 #include "log.h"
 #include "mount.h"
 #include "requests.h"
+#include "uring.h"
 
 /*
  * Names change only through this daemon, so the kernel may keep them (and
@@ -419,13 +420,33 @@ static void sfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	free(buf);
 }
 
+/*
+ * A seal that waits is answered from the sealer thread: over /dev/fuse
+ * any thread may answer, over io_uring the ring entry is parked until
+ * then (uring_park()).
+ */
+static bool seal_may_wait(void *req)
+{
+	return uring_park();
+}
+
+static void seal_answer(void *req, int err)
+{
+	fuse_reply_err(req, -err);
+}
+
 static void sfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			 const char *value, size_t size, int flags)
 {
 	struct caller who = caller_of(req);
+	const struct ns_answer later = {
+		.may_wait = seal_may_wait, .answer = seal_answer, .cookie = req,
+	};
+	int res = ns_setxattr(ns_of(req), ino, &who, name, value, size, flags,
+			      &later);
 
-	fuse_reply_err(req, -ns_setxattr(ns_of(req), ino, &who, name, value,
-					 size, flags));
+	if (res != NS_LATER)
+		fuse_reply_err(req, -res);
 }
 
 static void sfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)

@@ -10,6 +10,16 @@
  * its reply caught on the same thread by the session's writev or splice
  * hook.  It knows nothing of sections or names, and decides nothing about
  * INIT: wire.c's hooks ask for io_uring and report the answer.
+ *
+ * A request whose answer must wait (a seal: ns_open.c) is parked: its
+ * entry stays out of the ring, its answer comes from another thread and
+ * is put into the entry there, and the queue thread, woken through an
+ * eventfd, commits it.  The kernel finds a committed request by its
+ * unique id in the queue's list and does not mind which thread commits,
+ * but the commit command becomes the entry's next fetch, completed on
+ * the ring it was submitted to and copied out as task work of the
+ * submitting thread: so a commit belongs on the queue's own ring, from
+ * its own thread.
  */
 #include "config.h"
 
@@ -35,11 +45,14 @@
 #include "uring.h"
 
 /*
- * Entries per queue.  A queue's thread serves one request at a time; the
+ * Entries per queue.  A queue's thread serves one request at a time; a
  * second entry lets the kernel hand over the next request while the
- * first is being answered.
+ * first is being answered.  The other two may be parked (uring_park());
+ * the kernel holds a queue's requests while none of its entries is free,
+ * so two always stay for serving.
  */
-#define UR_ENTRIES	2
+#define UR_ENTRIES	4
+#define UR_PARK_MAX	(UR_ENTRIES - 2)
 #define UR_PAGE		4096
 
 struct ur_queue;
@@ -53,7 +66,10 @@ struct ur_ent {
 	char *payload;			/* registered: iov[1] */
 	uint64_t unique;		/* the request being answered */
 	bool registered;		/* the kernel has taken it once */
-	bool replied;
+	bool replied;			/* parked: under q->park_lock */
+	bool parked;			/* answered by another thread */
+	bool left;			/* parked, and serve_request() is done */
+	struct ur_ent *done_next;	/* q->done */
 };
 
 struct ur_queue {
@@ -64,6 +80,11 @@ struct ur_queue {
 	struct io_uring ring;
 	int wake_fd;			/* eventfd: uring_stop() */
 	uint64_t wake_buf;
+	pthread_mutex_t park_lock;
+	unsigned int nparked;		/* park_lock */
+	struct ur_ent *done;		/* parked and answered; park_lock */
+	int done_fd;			/* eventfd: done has entries */
+	uint64_t done_buf;
 	struct ur_ent ents[UR_ENTRIES];
 };
 
@@ -82,6 +103,7 @@ static struct {
 	unsigned int nready, nfailed;	/* threads done with setup */
 	atomic_bool prepared;
 	atomic_bool failed;		/* a queue ended the mount */
+	atomic_uint nparked;		/* entries parked in all queues */
 } ur = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
 	.cond = PTHREAD_COND_INITIALIZER,
@@ -158,6 +180,9 @@ static int queue_setup(struct ur_queue *q)
 	q->wake_fd = eventfd(0, EFD_CLOEXEC);
 	if (q->wake_fd < 0)
 		return -errno;
+	q->done_fd = eventfd(0, EFD_CLOEXEC);
+	if (q->done_fd < 0)
+		return -errno;
 	for (int i = 0; i < UR_ENTRIES; i++) {
 		err = ent_setup(q, &q->ents[i]);
 		if (err)
@@ -176,6 +201,9 @@ static void queue_free(struct ur_queue *q)
 			munmap(q->ents[i].area, UR_PAGE + ur.payload_sz);
 	if (q->wake_fd >= 0)
 		close(q->wake_fd);
+	if (q->done_fd >= 0)
+		close(q->done_fd);
+	pthread_mutex_destroy(&q->park_lock);
 }
 
 /* ---- serving ---- */
@@ -216,13 +244,24 @@ static void reply_error(struct ur_ent *e, int err)
 	e->replied = true;
 }
 
+/* Under q->park_lock: e is no longer parked. */
+static void unpark(struct ur_queue *q, struct ur_ent *e)
+{
+	e->parked = false;
+	e->left = false;
+	q->nparked--;
+	atomic_fetch_sub(&ur.nparked, 1);
+}
+
 /*
  * Give a ring request to libfuse as /dev/fuse would have: the in header
  * and the operation's header go back in front of the payload, in the
  * room the entry keeps there.  Every ring request must be committed, so
- * one left unanswered gets EIO.
+ * one left unanswered gets EIO, unless it was parked: then it is
+ * committed when answered (commit_done()).  True when e is to be
+ * committed now.
  */
-static void serve_request(struct ur_ent *e)
+static bool serve_request(struct ur_ent *e)
 {
 	struct fuse_in_header in;
 	struct fuse_uring_ent_in_out io;
@@ -241,7 +280,7 @@ static void serve_request(struct ur_ent *e)
 		log_err("malformed io_uring request (opcode %u, %u bytes)",
 			in.opcode, in.len);
 		reply_error(e, EIO);
-		return;
+		return true;
 	}
 	start = e->payload - op_len - sizeof(in);
 	memcpy(start, &in, sizeof(in));
@@ -252,10 +291,54 @@ static void serve_request(struct ur_ent *e)
 	ur_current = e;
 	fuse_session_process_buf(ur.se, &buf);
 	ur_current = NULL;
+	/* Only this thread parks e, so e->parked needs no lock here. */
+	if (e->parked) {
+		bool left;
+
+		pthread_mutex_lock(&e->q->park_lock);
+		left = !e->replied;
+		if (left)
+			e->left = true;	/* take_parked() hands it back */
+		else
+			unpark(e->q, e);	/* answered already: commit */
+		pthread_mutex_unlock(&e->q->park_lock);
+		if (left)
+			return false;
+	}
 	if (!e->replied) {
 		log_err("io_uring request (opcode %u) left unanswered", in.opcode);
 		reply_error(e, EIO);
 	}
+	return true;
+}
+
+static void arm_done(struct ur_queue *q)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
+
+	while (!sqe) {
+		io_uring_submit(&q->ring);
+		sqe = io_uring_get_sqe(&q->ring);
+	}
+	io_uring_prep_read(sqe, q->done_fd, &q->done_buf,
+			   sizeof(q->done_buf), 0);
+	io_uring_sqe_set_data(sqe, q);
+}
+
+/* Parked entries answered by other threads: commit them here. */
+static void commit_done(struct ur_queue *q)
+{
+	struct ur_ent *e, *next;
+
+	pthread_mutex_lock(&q->park_lock);
+	e = q->done;
+	q->done = NULL;
+	pthread_mutex_unlock(&q->park_lock);
+	for (; e; e = next) {
+		next = e->done_next;
+		queue_cmd(q, e, FUSE_IO_URING_CMD_COMMIT_AND_FETCH);
+	}
+	arm_done(q);
 }
 
 /*
@@ -286,8 +369,8 @@ static void complete(struct ur_queue *q, struct ur_ent *e, int res,
 	}
 	switch (res) {
 	case 0:
-		serve_request(e);
-		queue_cmd(q, e, FUSE_IO_URING_CMD_COMMIT_AND_FETCH);
+		if (serve_request(e))
+			queue_cmd(q, e, FUSE_IO_URING_CMD_COMMIT_AND_FETCH);
 		return;
 	case -EAGAIN:
 	case -EINTR:
@@ -326,6 +409,7 @@ static void queue_serve(struct ur_queue *q)
 	io_uring_prep_read(sqe, q->wake_fd, &q->wake_buf,
 			   sizeof(q->wake_buf), 0);
 	io_uring_sqe_set_data(sqe, NULL);
+	arm_done(q);
 	for (int i = 0; i < UR_ENTRIES; i++)
 		queue_cmd(q, &q->ents[i], FUSE_IO_URING_CMD_REGISTER);
 
@@ -339,9 +423,13 @@ static void queue_serve(struct ur_queue *q)
 		}
 		/* All of a batch is served, even when told to stop. */
 		io_uring_for_each_cqe(&q->ring, head, cqe) {
+			void *data = io_uring_cqe_get_data(cqe);
+
 			seen++;
-			complete(q, io_uring_cqe_get_data(cqe), cqe->res,
-				 &live, &stop);
+			if (data == q)
+				commit_done(q);
+			else
+				complete(q, data, cqe->res, &live, &stop);
 		}
 		io_uring_cq_advance(&q->ring, seen);
 	}
@@ -410,6 +498,8 @@ int uring_prepare(struct fuse_session *se, size_t max_payload)
 	for (unsigned int i = 0; i < ur.nqueues; i++) {
 		ur.queues[i].qid = i;
 		ur.queues[i].wake_fd = -1;
+		ur.queues[i].done_fd = -1;
+		pthread_mutex_init(&ur.queues[i].park_lock, NULL);
 	}
 	for (unsigned int i = 0; i < ur.nqueues; i++) {
 		struct ur_queue *q = &ur.queues[i];
@@ -444,20 +534,15 @@ void uring_start(bool answered)
 	set_phase(answered ? UR_GO : UR_QUIT);
 }
 
-ssize_t uring_take_reply(const struct iovec *iov, int count)
+/* Put a reply gathered in iov, whose header is out, into e. */
+static ssize_t fill_reply(struct ur_ent *e, const struct iovec *iov,
+			  int count, const struct fuse_out_header *out)
 {
-	struct ur_ent *e = ur_current;
-	struct fuse_out_header out;
-	size_t skip = sizeof(out), at = 0, total = 0;
+	size_t skip = sizeof(*out), at = 0, total = 0;
 
-	if (!e || e->replied || count < 1 || iov[0].iov_len < sizeof(out))
-		return -1;
-	memcpy(&out, iov[0].iov_base, sizeof(out));
-	if (out.unique != e->unique)
-		return -1;
 	for (int i = 0; i < count; i++)
 		total += iov[i].iov_len;
-	if (total - sizeof(out) > ur.payload_sz) {
+	if (total - sizeof(*out) > ur.payload_sz) {
 		log_err("reply of %zu bytes does not fit its io_uring entry",
 			total);
 		reply_error(e, EIO);
@@ -473,10 +558,84 @@ ssize_t uring_take_reply(const struct iovec *iov, int count)
 		at += n;
 		skip = 0;
 	}
-	memcpy(e->hdr.in_out, &out, sizeof(out));
+	memcpy(e->hdr.in_out, out, sizeof(*out));
 	e->hdr.ring_ent_in_out.payload_sz = (uint32_t)at;
 	e->replied = true;
 	return (ssize_t)total;
+}
+
+/*
+ * The answer, from another thread, to a parked request: into its entry,
+ * and to its queue thread for the commit (at once when serve_request()
+ * is done with it, else serve_request() commits it itself).
+ */
+static ssize_t take_parked(const struct iovec *iov, int count,
+			   const struct fuse_out_header *out)
+{
+	for (unsigned int i = 0; ur.queues && i < ur.nqueues; i++) {
+		struct ur_queue *q = &ur.queues[i];
+
+		pthread_mutex_lock(&q->park_lock);
+		for (int j = 0; j < UR_ENTRIES; j++) {
+			struct ur_ent *e = &q->ents[j];
+			uint64_t one = 1;
+			ssize_t res;
+
+			if (!e->parked || e->replied || e->unique != out->unique)
+				continue;
+			res = fill_reply(e, iov, count, out);
+			if (e->left) {
+				unpark(q, e);
+				e->done_next = q->done;
+				q->done = e;
+				if (write(q->done_fd, &one, sizeof(one)) < 0)
+					log_err("io_uring queue %u: cannot wake it: %s",
+						q->qid, strerror(errno));
+			}
+			pthread_mutex_unlock(&q->park_lock);
+			return res;
+		}
+		pthread_mutex_unlock(&q->park_lock);
+	}
+	return -1;
+}
+
+ssize_t uring_take_reply(const struct iovec *iov, int count)
+{
+	struct ur_ent *e = ur_current;
+	struct fuse_out_header out;
+
+	if (count < 1 || iov[0].iov_len < sizeof(out))
+		return -1;
+	memcpy(&out, iov[0].iov_base, sizeof(out));
+	if (e && !e->replied && out.unique == e->unique)
+		return fill_reply(e, iov, count, &out);
+	if (atomic_load(&ur.nparked))
+		return take_parked(iov, count, &out);
+	return -1;
+}
+
+bool uring_park(void)
+{
+	struct ur_ent *e = ur_current;
+	bool ok;
+
+	if (!e)
+		return true;	/* /dev/fuse: any thread may answer */
+	pthread_mutex_lock(&e->q->park_lock);
+	ok = !e->parked && !e->replied && e->q->nparked < UR_PARK_MAX;
+	if (ok) {
+		e->parked = true;
+		e->q->nparked++;
+		atomic_fetch_add(&ur.nparked, 1);
+	}
+	pthread_mutex_unlock(&e->q->park_lock);
+	return ok;
+}
+
+bool uring_parked(void)
+{
+	return atomic_load(&ur.nparked) > 0;
 }
 
 static int read_full(int fd, void *buf, size_t len)

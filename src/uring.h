@@ -55,6 +55,17 @@ ssize_t uring_take_reply(const struct iovec *iov, int count);
 ssize_t uring_take_spliced(int pipe_fd, size_t len);
 
 /*
+ * The request the calling thread serves will be answered later, by
+ * another thread: true when it may be.  On /dev/fuse always; on a ring
+ * its entry is parked until the answer, when its queue has one to spare
+ * (each keeps two for serving).  The answer then reaches
+ * uring_take_reply() on the answering thread, which uring_parked() tells
+ * the writev hook to try.
+ */
+bool uring_park(void);
+bool uring_parked(void);
+
+/*
  * End the queue threads and free the rings; safe without a prepare.
  * Requests already on a ring wait for the unmount, like those on
  * /dev/fuse once the loop has ended.  True when a queue failed, which
@@ -71,6 +82,8 @@ static inline int uring_prepare(struct fuse_session *se, size_t max_payload)
 }
 static inline bool uring_prepared(void) { return false; }
 static inline bool uring_answering(void) { return false; }
+static inline bool uring_park(void) { return true; }
+static inline bool uring_parked(void) { return false; }
 static inline void uring_start(bool answered) { }
 static inline ssize_t uring_take_reply(const struct iovec *iov, int count)
 {

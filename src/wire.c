@@ -243,7 +243,8 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count,
 		uring_start(res >= 0 && uring_asked);
 		return res;
 	}
-	if (uring_answering()) {
+	/* A ring request's answer, or a parked one's from another thread. */
+	if (uring_answering() || uring_parked()) {
 		res = uring_take_reply(iov, count);
 		if (res >= 0)
 			return res;
