@@ -121,6 +121,7 @@ void dentry_attach(struct ns *ns, struct dentry *d, struct node *child)
 	struct node *p = d->parent;
 
 	d->child = child;
+	d->seq = ++ns->next_seq;
 	d->prev = NULL;
 	d->next = p->u.other.first;
 	if (d->next)
@@ -368,12 +369,13 @@ void ns_destroy(struct ns *ns)
 {
 	struct node *n;
 
+	/* Listings first: their marks stand in directories' lists. */
+	while (!LIST_EMPTY(&ns->listings))
+		ns_releasedir(ns, LIST_FIRST(&ns->listings));
 	while ((n = LIST_FIRST(&ns->orphans))) {
 		LIST_REMOVE(n, orphan);
 		node_drop(n);
 	}
-	while (!LIST_EMPTY(&ns->listings))
-		ns_releasedir(ns, LIST_FIRST(&ns->listings));
 	free_tree(ns->root);
 	free(ns->buckets);
 	pthread_cond_destroy(&ns->writers_gone);

@@ -16,6 +16,7 @@
 #ifndef SECTIONFS_NAMESPACE_H
 #define SECTIONFS_NAMESPACE_H
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -58,6 +59,7 @@ struct ns {
 	bool sealer_running;		/* ns->lock */
 	bool sealer_stopping;		/* ns->lock */
 	uint64_t next_ino;		/* ns->lock */
+	uint64_t next_seq;		/* dentries attached; ns->lock */
 	uint64_t nnodes;		/* ns->lock */
 	double entry_timeout;		/* immutable */
 	double attr_timeout;		/* immutable */
@@ -205,19 +207,25 @@ void ns_sealer_stop(struct ns *ns);
 int ns_removexattr(struct ns *ns, fuse_ino_t ino, const char *name);
 
 
+/*
+ * An open directory costs O(1), whatever it holds: it is read by a
+ * cursor over the live list of children.
+ */
 int ns_opendir(struct ns *ns, fuse_ino_t ino, struct ns_dir **out);
 void ns_releasedir(struct ns *ns, struct ns_dir *dir);
 /*
- * Entry number index of a listing ("." and ".." first).  Returns 0 and the
- * entry's name and attributes (with plus, also a counted lookup in *e, as
- * readdirplus needs), -ENOENT past the end, or -ESTALE for an entry that
- * has gone since the listing was taken (the caller skips it).
- * ns_readdir_rewind retakes the listing when a reader starts over (not
- * when opendir has just taken it).
+ * The entry of an open directory at READDIR offset off (0 first, then
+ * the *next of the entry before): "." and ".." first, then the children.
+ * Returns 0 with its name (copied), its attributes (with plus, also a
+ * counted lookup in *e, as readdirplus needs) and in *next the offset
+ * after it; -ENOENT past the end.  A name that stays put while the
+ * directory changes is met exactly once; one created, renamed or removed
+ * meanwhile may or may not be.  Reading on costs O(1) an entry, and a
+ * seek to an offset handed out before walks the directory once.
  */
-int ns_readdir_entry(struct ns *ns, struct ns_dir *dir, size_t index, int plus,
-		     const char **name, struct fuse_entry_param *e);
-int ns_readdir_rewind(struct ns *ns, fuse_ino_t ino, struct ns_dir *dir);
+int ns_readdir_entry(struct ns *ns, struct ns_dir *dir, off_t off, int plus,
+		     char name[NAME_MAX + 1], struct fuse_entry_param *e,
+		     off_t *next);
 
 /* The number of nodes, for statfs (bytes are the store's: store.h). */
 void ns_counts(struct ns *ns, uint64_t *nodes);

@@ -1,144 +1,181 @@
 /*
  * ns_dir.c - directory listings: opendir, readdir, releasedir.
  *
- * Owns the listing a directory handle reads from: a copy of the
- * directory's names taken at opendir (and again at rewind), so that a
- * name removed or added meanwhile never moves a reader's position.  It
- * changes nothing in the tree beyond the lookups readdirplus counts, and
- * never replies to the kernel.
+ * An open directory is a mark: a nameless dentry in the directory's list
+ * of children, so that an open directory costs the same whatever the
+ * directory holds, and reading on costs O(1) an entry.  The list is
+ * newest first, so in descending order of the children's seq; the mark
+ * stands where reading goes on, after the entries returned.  A child
+ * that is created goes to the head and one that is renamed is attached
+ * anew, so neither comes after a mark: a reader meets every name that
+ * stays put exactly once, whatever is created, renamed or removed beside
+ * it, and removing a child never touches a mark, so no mark ever leads
+ * to a freed name.  Every walk of a child list but this file's goes by
+ * nchildren or skips marks (free_tree() runs after every listing is
+ * released).
+ *
+ * READDIR offsets: 1 after ".", 2 after "..", and seq + 2 after a child.
+ * Reading on from the offset the listing stands at costs O(1) an entry;
+ * any other offset (a seekdir, a rewind) walks from the head.  It changes
+ * nothing in the tree beyond the lookups readdirplus counts, and never
+ * replies to the kernel.
  */
 #include "config.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ns_internal.h"
 
-/* ---- readdir ---- */
+/* Offsets of "." and ".."; a child's is its seq plus DIR_DOTS. */
+#define DIR_DOTS	2
 
-static void dir_free_entries(struct ns_dir *dir)
+static bool is_mark(const struct dentry *d)
 {
-	free(dir->ents);	/* the names live in the same block */
-	dir->ents = NULL;
-	dir->n = 0;
+	return !d->child;
 }
 
-/* Append one entry, its name copied to names; returns where the next
- * name goes. */
-static char *dir_add(struct ns_dir *dir, char *names, const char *name,
-		     const struct node *n)
+/* What stands after offset off: the children whose seq is below it. */
+static uint64_t seq_bound(off_t off)
 {
-	struct ns_dirent *e = &dir->ents[dir->n++];
-	size_t len = strlen(name) + 1;
+	return off == DIR_DOTS ? UINT64_MAX : (uint64_t)off - DIR_DOTS;
+}
 
-	e->name = memcpy(names, name, len);
-	e->ino = n->ino;
-	e->mode = n->mode;
-	return names + len;
+/* ns->lock held: take the mark out of the list. */
+static void mark_unplace(struct ns_dir *dir)
+{
+	struct dentry *m = dir->mark;
+
+	if (!dir->placed)
+		return;
+	if (m->prev)
+		m->prev->next = m->next;
+	else
+		dir->dir->u.other.first = m->next;
+	if (m->next)
+		m->next->prev = m->prev;
+	dir->placed = false;
 }
 
 /*
- * Under the lock: copy the directory's names.  One block holds the entry
- * array and then every name, so that listing a large directory costs one
- * allocation, not one per name (which, with their frees, was most of the
- * daemon's time in a listing of 10,000 names), and the lock is held for
- * copies only.
+ * ns->lock held: place the mark at offset off, walking from after
+ * (NULL: the head) past marks and the children at or above off.
  */
-static int dir_snapshot(struct ns *ns, struct ns_dir *dir)
+static void mark_place(struct ns_dir *dir, struct dentry *after, off_t off)
 {
-	struct node *n = dir->dir;
-	struct node *up = dir_name(n) ? dir_name(n)->parent : n;
-	size_t count = 2 + (size_t)n->u.other.nchildren;
-	size_t bytes = sizeof(".") + sizeof("..");
-	struct dentry *d;
-	char *names;
+	struct node *p = dir->dir;
+	struct dentry *m = dir->mark, *x;
+	uint64_t bound = seq_bound(off);
 
-	for (d = n->u.other.first; d; d = d->next)
-		bytes += strlen(d->name) + 1;
-	dir->ents = malloc(count * sizeof(*dir->ents) + bytes);
-	if (!dir->ents)
-		return -ENOMEM;
-	names = (char *)(dir->ents + count);
-	dir->n = 0;
-	names = dir_add(dir, names, ".", n);
-	names = dir_add(dir, names, "..", up);
-	for (d = n->u.other.first; d && dir->n < count; d = d->next)
-		names = dir_add(dir, names, d->name, d->child);
-	dir->fresh = 1;
-	return 0;
+	for (x = after ? after->next : p->u.other.first;
+	     x && (is_mark(x) || x->seq >= bound); x = x->next)
+		after = x;
+	m->prev = after;
+	m->next = x;
+	if (after)
+		after->next = m;
+	else
+		p->u.other.first = m;
+	if (x)
+		x->prev = m;
+	dir->placed = true;
+	dir->pos = off;
+}
+
+/*
+ * ns->lock held: stand at offset off (>= DIR_DOTS).  From where the
+ * listing stands, or one entry on from there, in O(1) (the next entry
+ * taken); any other offset is a seek, from the head.
+ */
+static void mark_seek(struct ns_dir *dir, off_t off)
+{
+	struct dentry *after;
+
+	if (dir->placed && off == dir->pos)
+		return;
+	if (dir->placed && off == dir->peeked) {
+		after = dir->mark->prev;
+		mark_unplace(dir);
+		mark_place(dir, after, off);
+		return;
+	}
+	mark_unplace(dir);
+	mark_place(dir, NULL, off);
 }
 
 int ns_opendir(struct ns *ns, fuse_ino_t ino, struct ns_dir **out)
 {
-	struct ns_dir *dir = calloc(1, sizeof(*dir));
-	int err;
+	struct ns_dir *dir;
+	struct node *n = node_of(ns, ino);
 
+	if (!is_dir(n))		/* the type bits never change */
+		return -ENOTDIR;
+	/* The mark shares the block: it has no name. */
+	dir = calloc(1, sizeof(*dir) + sizeof(struct dentry) + 1);
 	if (!dir)
 		return -ENOMEM;
-	dir->dir = node_of(ns, ino);
+	dir->dir = n;
+	dir->mark = (struct dentry *)(dir + 1);
 	pthread_mutex_lock(&ns->lock);
-	err = is_dir(dir->dir) ? dir_snapshot(ns, dir) : -ENOTDIR;
-	if (!err)
-		LIST_INSERT_HEAD(&ns->listings, dir, link);
+	LIST_INSERT_HEAD(&ns->listings, dir, link);
 	pthread_mutex_unlock(&ns->lock);
-	if (err) {
-		free(dir);
-		return err;
-	}
 	*out = dir;
 	return 0;
-}
-
-int ns_readdir_rewind(struct ns *ns, fuse_ino_t ino, struct ns_dir *dir)
-{
-	int err;
-
-	if (dir->fresh)
-		return 0;	/* opendir has just taken it */
-	dir_free_entries(dir);
-	pthread_mutex_lock(&ns->lock);
-	err = dir_snapshot(ns, dir);
-	pthread_mutex_unlock(&ns->lock);
-	return err;
 }
 
 void ns_releasedir(struct ns *ns, struct ns_dir *dir)
 {
 	pthread_mutex_lock(&ns->lock);
+	mark_unplace(dir);
 	LIST_REMOVE(dir, link);
 	pthread_mutex_unlock(&ns->lock);
-	dir_free_entries(dir);
 	free(dir);
 }
 
-int ns_readdir_entry(struct ns *ns, struct ns_dir *dir, size_t index, int plus,
-		     const char **name, struct fuse_entry_param *e)
+int ns_readdir_entry(struct ns *ns, struct ns_dir *dir, off_t off, int plus,
+		     char name[NAME_MAX + 1], struct fuse_entry_param *e,
+		     off_t *next)
 {
-	struct ns_dirent *ent;
+	struct node *n = dir->dir, *child;
 	struct section *pin = NULL;
 	struct dentry *d;
-	int found;
+	int err;
 
-	dir->fresh = 0;
-	if (index >= dir->n)
-		return -ENOENT;
-	ent = &dir->ents[index];
-	*name = ent->name;
+	if (off < 0)
+		return -EINVAL;
 	memset(e, 0, sizeof(*e));
-	e->attr.st_ino = ent->ino;
-	e->attr.st_mode = ent->mode;
-	/* "." and ".." carry no lookup: the kernel skips them in plus mode. */
-	if (!plus || index < 2)
-		return 0;
-
 	pthread_mutex_lock(&ns->lock);
-	d = dentry_find(ns, dir->dir, ent->name);
-	found = d && d->child->ino == ent->ino;
-	if (found)
+	if (off < DIR_DOTS) {
+		/* "." and ".." carry no lookup: the kernel skips them in
+		 * plus mode. */
+		child = off == 0 || !dir_name(n) ? n : dir_name(n)->parent;
+		strcpy(name, off == 0 ? "." : "..");
+		e->attr.st_ino = child->ino;
+		e->attr.st_mode = child->mode;
+		*next = off + 1;
+		pthread_mutex_unlock(&ns->lock);
+		return 0;
+	}
+	mark_seek(dir, off);
+	for (d = dir->mark->next; d && is_mark(d); d = d->next)
+		;
+	if (!d) {
+		pthread_mutex_unlock(&ns->lock);
+		return -ENOENT;
+	}
+	strcpy(name, d->name);	/* names are at most NAME_MAX bytes */
+	e->attr.st_ino = d->child->ino;
+	e->attr.st_mode = d->child->mode;
+	*next = (off_t)(d->seq + DIR_DOTS);
+	dir->peeked = *next;
+	if (plus)
 		pin = entry_start(ns, d->child, e);
 	pthread_mutex_unlock(&ns->lock);
-	if (!found)
-		return -ESTALE;
-	return attr_finish(pin, &e->attr);
+	err = plus ? attr_finish(pin, &e->attr) : 0;
+	if (err)
+		ns_forget(ns, e->ino, 1);	/* the kernel never sees it */
+	return err;
 }
+

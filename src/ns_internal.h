@@ -30,18 +30,21 @@
  * section's own fields are atomics or immutable (section.h).
  */
 
-/* A name: 56 bytes and then the name itself, in one allocation. */
+/* A name: 64 bytes and then the name itself, in one allocation. */
 struct dentry {
 	struct dentry *hnext;		/* hash chain; ns->lock */
 	struct dentry *next_name;	/* the child's other names; ns->lock */
 	struct dentry *prev, *next;	/* parent's children, newest first;
 					   ns->lock */
 	struct node *parent;		/* immutable (rename makes a new one) */
-	struct node *child;		/* set when attached; ns->lock */
+	struct node *child;		/* set when attached; ns->lock; NULL
+					   for a listing's mark (ns_dir.c) */
+	uint64_t seq;			/* ns->next_seq when attached: the
+					   listing order; ns->lock */
 	uint32_t hash;			/* immutable */
 	char name[];			/* immutable */
 };
-_Static_assert(sizeof(struct dentry) <= 56, "struct dentry grew");
+_Static_assert(sizeof(struct dentry) <= 64, "struct dentry grew");
 
 /* What only a section's node has. */
 struct node_file {
@@ -66,7 +69,8 @@ struct node_file {
 struct node_other {
 	struct timespec atime, mtime;	/* ns->lock */
 	struct dentry *first;		/* directories: children, newest
-					   first; ns->lock */
+					   first, and open listings' marks;
+					   ns->lock */
 	uint32_t nchildren;		/* directories: how many; ns->lock */
 	uint32_t rdev;			/* device nodes (FUSE's rdev is 32
 					   bits); set at mknod; ns->lock */
@@ -75,8 +79,8 @@ struct node_other {
 /*
  * One node per directory, section or special file: 120 bytes, which
  * malloc serves from a 128-byte chunk.  With its section (40 bytes, a
- * 48-byte chunk) and one dentry (56 bytes and the name), a page-file-
- * backed section named by up to 47 bytes costs the daemon under 300.
+ * 48-byte chunk) and one dentry (64 bytes and the name), a page-file-
+ * backed section named by up to 39 bytes costs the daemon under 300.
  */
 struct node {
 	uint64_t ino;			/* st_ino; immutable */
@@ -100,21 +104,20 @@ struct node {
 /* malloc rounds 120 bytes to a 128-byte chunk; 121 would cost 144. */
 _Static_assert(sizeof(struct node) <= 120, "struct node outgrew its chunk");
 
-/* The readdir listing: names copied at opendir, so removals cannot
- * invalidate a reader's position.  Immutable once the listing is taken. */
-struct ns_dirent {
-	char *name;
-	uint64_t ino;
-	mode_t mode;
-};
-
+/*
+ * An open directory: a mark (a nameless dentry) in the directory's list
+ * of children, where reading goes on (ns_dir.c).
+ */
 struct ns_dir {
 	LIST_ENTRY(ns_dir) link;	/* ns->listings; ns->lock */
-	struct node *dir;		/* immutable */
-	size_t n;			/* handle */
-	struct ns_dirent *ents;		/* handle; names in the same block */
-	int fresh;			/* taken and not yet read from;
-					   handle */
+	struct node *dir;		/* immutable; the kernel holds it
+					   until RELEASEDIR */
+	struct dentry *mark;		/* immutable; in dir's children when
+					   placed */
+	bool placed;			/* ns->lock */
+	off_t pos;			/* the offset mark stands at; ns->lock */
+	off_t peeked;			/* after the entry last returned;
+					   ns->lock */
 };
 
 static inline struct timespec now(void)

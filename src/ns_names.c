@@ -271,8 +271,8 @@ static int remove_entry(struct ns *ns, fuse_ino_t parent, const char *name,
 		err = -ENOTDIR;
 	else if (!want_dir && is_dir(n))
 		err = -EISDIR;
-	else if (want_dir && n->u.other.first)
-		err = -ENOTEMPTY;
+	else if (want_dir && n->u.other.nchildren)
+		err = -ENOTEMPTY;	/* (its list may hold listings' marks) */
 	if (err)
 		goto out;
 	dentry_detach(ns, d);
@@ -325,7 +325,7 @@ static int rename_check(struct dentry *d, struct dentry *dst,
 		return -ENOTDIR;
 	if (!is_dir(src) && is_dir(dst->child))
 		return -EISDIR;
-	if (is_dir(dst->child) && dst->child->u.other.first)
+	if (is_dir(dst->child) && dst->child->u.other.nchildren)
 		return -ENOTEMPTY;
 	return 0;
 }

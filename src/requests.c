@@ -484,34 +484,35 @@ static size_t add_entry(fuse_req_t req, char *buf, size_t room, int plus,
 	return len > room ? 0 : len;
 }
 
+/*
+ * Entries from offset off until the buffer is full.  An entry that does
+ * not fit is not taken: the next READDIR asks for it again (the listing
+ * moves past an entry only when asked for the offset after it).
+ */
 static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi, int plus)
 {
 	struct ns_dir *dir = (struct ns_dir *)(uintptr_t)fi->fh;
 	struct ns *ns = ns_of(req);
 	struct fuse_entry_param e;
-	const char *name;
+	char name[NAME_MAX + 1];
 	char *buf = malloc(size);
-	size_t pos = 0, len, i;
+	size_t pos = 0, len;
+	off_t next;
 	int err = buf ? 0 : -ENOMEM;
 
-	if (!err && off == 0)
-		err = ns_readdir_rewind(ns, ino, dir);
-	for (i = off; !err; i++) {
-		err = ns_readdir_entry(ns, dir, i, plus, &name, &e);
-		if (err == -ESTALE) {
-			err = 0;	/* removed since the listing was taken */
-			continue;
-		}
+	while (!err) {
+		err = ns_readdir_entry(ns, dir, off, plus, name, &e, &next);
 		if (err)
 			break;
-		len = add_entry(req, buf + pos, size - pos, plus, name, &e, i + 1);
+		len = add_entry(req, buf + pos, size - pos, plus, name, &e, next);
 		if (!len) {
 			if (plus && e.ino)
 				ns_forget(ns, e.ino, 1);
 			break;
 		}
 		pos += len;
+		off = next;
 	}
 	if (err && err != -ENOENT && pos == 0)
 		fuse_reply_err(req, -err);
