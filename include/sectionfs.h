@@ -37,6 +37,14 @@
 /* Read-only: decimal count of the section's bytes now in memory. */
 #define SECTIONFS_XATTR_RESIDENT	SECTIONFS_XATTR_PREFIX "resident"
 
+/* Read-only, on the mount's root directory: each owner's usage and
+ * limits, a line per uid ("u") or gid ("g") with a charge:
+ * "u|g ID BYTES SECTIONS BYTE-LIMIT SECTION-LIMIT", "-" where a figure
+ * is unknown or there is no limit.  root reads every owner's lines,
+ * another user those of their own uid and gid.  ENODATA on a mount with
+ * no limits and neither usrquota nor grpquota. */
+#define SECTIONFS_XATTR_QUOTA		SECTIONFS_XATTR_PREFIX "quota"
+
 #define SECTIONFS_KIND_PAGEFILE		"pagefile"
 #define SECTIONFS_KIND_FILE		"file"
 

@@ -17,10 +17,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <grp.h>
 #include <inttypes.h>
 #include <libgen.h>
 #include <limits.h>
 #include <locale.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -1311,12 +1313,114 @@ static int cmd_info(int argc, char **argv)
 }
 
 /* ---------------------------------------------------------------------- */
+/* quota */
+
+static void quota_help(void)
+{
+	printf("Usage: " PROG " quota [MOUNT]\n"
+	       "\n"
+	       "Show the usage and limits of each user and group with a charge on\n"
+	       "the sectionfs mounted at MOUNT (default .), one line each: TYPE\n"
+	       "(user or group), ID, NAME, BYTES of page-file-backed memory and\n"
+	       "its LIMIT, SECTIONS and their LIMIT.  - means unknown or no\n"
+	       "limit.  root sees every owner, another user their own uid and\n"
+	       "group.  The mount needs a limit, usrquota or grpquota.\n"
+	       "\n"
+	       "Options:\n"
+	       "  -h, --help       show this help\n");
+}
+
+/* A user's or group's name, or "-". */
+static const char *owner_name(char kind, unsigned long id)
+{
+	struct passwd *pw;
+	struct group *gr;
+
+	if (kind == 'u')
+		return (pw = getpwuid((uid_t)id)) ? pw->pw_name : "-";
+	return (gr = getgrgid((gid_t)id)) ? gr->gr_name : "-";
+}
+
+static int print_quota(const char *text)
+{
+	char kind, bytes[24], blim[24], sections[24], ilim[24];
+	const char *line = text;
+	unsigned long id;
+
+	printf("%-5s %10s %-12s %12s %12s %10s %10s\n", "TYPE", "ID", "NAME",
+	       "BYTES", "LIMIT", "SECTIONS", "LIMIT");
+	while (*line) {
+		if (sscanf(line, "%c %lu %23s %23s %23s %23s", &kind, &id, bytes,
+			   sections, blim, ilim) != 6 ||
+		    (kind != 'u' && kind != 'g'))
+			return -EINVAL;
+		printf("%-5s %10lu %-12s %12s %12s %10s %10s\n",
+		       kind == 'u' ? "user" : "group", id, owner_name(kind, id),
+		       bytes, blim, sections, ilim);
+		line = strchr(line, '\n');
+		if (!line)
+			break;
+		line++;
+	}
+	return 0;
+}
+
+static int cmd_quota(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *mnt;
+	char *text = NULL;
+	ssize_t len;
+	int ch, ret;
+
+	while ((ch = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+		if (ch != 'h')
+			return bad_option("quota", ch, argv, opts);
+		quota_help();
+		return EXIT_OK;
+	}
+	ret = check_operands("quota", argc, argv, 0, 1, "MOUNT");
+	if (ret != PARSED)
+		return ret;
+	mnt = optind < argc ? argv[optind] : ".";
+	if (!check_sectionfs("quota", mnt, mnt))
+		return EXIT_FAIL;
+	/* The report may grow between the two calls: ask again. */
+	do {
+		len = getxattr(mnt, SECTIONFS_XATTR_QUOTA, NULL, 0);
+		if (len < 0)
+			break;
+		text = xrealloc(text, (size_t)len + 1);
+		len = getxattr(mnt, SECTIONFS_XATTR_QUOTA, text, (size_t)len);
+	} while (len < 0 && errno == ERANGE);
+	if (len < 0) {
+		if (errno == ENODATA)
+			fprintf(stderr, PROG ": quota: %s: no usage is counted here (mount it with a limit, usrquota or grpquota, and name its root)\n",
+				mnt);
+		else
+			fail("quota", mnt, errno);
+		free(text);
+		return EXIT_FAIL;
+	}
+	text[len] = '\0';
+	ret = print_quota(text);
+	if (ret)
+		fail("quota", mnt, -ret);
+	free(text);
+	return ret ? EXIT_FAIL : EXIT_OK;
+}
+
+/* ---------------------------------------------------------------------- */
 /* main */
 
 static const struct command commands[] = {
 	{ "create", cmd_create, "create a page-file- or file-backed section" },
 	{ "ls", cmd_ls, "list sections with their kind, size and controls" },
 	{ "info", cmd_info, "show every field of one section" },
+	{ "quota", cmd_quota, "show each user's and group's usage and limits" },
 };
 #define N_COMMANDS	(sizeof(commands) / sizeof(commands[0]))
 

@@ -1,5 +1,6 @@
 /*
- * cap.c - a section's pages counted against the mount's cap.
+ * cap.c - a section's pages counted against the mount's cap, and
+ * sections and pages against each owner's limits and the descriptors.
  *
  * Owns the arithmetic of the counted store: what an allocation of a range
  * of a section would add (cachestat(2), or SEEK_DATA and the file's
@@ -9,19 +10,69 @@
  * total (store_reserve, store_charge); each section keeps its own charge.
  * It never allocates, writes or resizes a section's file (section.c and
  * the data path do), and a reservation always ends in cap_settle().
+ *
+ * The owners' ledger: one record per uid and per gid ever charged (so
+ * O(the owners root made), each a few dozen bytes), under one small
+ * lock, quota.lock, never taken with the namespace's lock held (every
+ * caller runs outside it) and never held across a syscall on a
+ * section's file.  A section's
+ * owner (sec->uid, sec->gid) and its charge move together under it.
  */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "cap.h"
+#include "log.h"
 #include "section.h"
 #include "store.h"
+
+/* One uid's or gid's charge. */
+struct cap_owner {
+	struct cap_owner *next;		/* hash chain; quota.lock */
+	uint32_t id;			/* immutable */
+	int64_t bytes;			/* counted pages' bytes and
+					   reservations; quota.lock */
+	int64_t sections;		/* quota.lock */
+};
+
+#define OWNER_BUCKETS 64
+
+/*
+ * Descriptors kept back from sections: a few dozen for what the daemon
+ * opens for a moment (a caller's groups in /proc, a backing file, a
+ * store, io_uring, notices), and for everybody but root as many again
+ * and a sixteenth of the limit, so that one user's sections cannot stop
+ * root's or the daemon's work.
+ */
+#define FD_RESERVE_ROOT(limit)	(24 + (limit) / 64)
+#define FD_RESERVE_USER(limit)	(FD_RESERVE_ROOT(limit) + 16 + (limit) / 16)
+
+static struct {
+	pthread_mutex_t lock;
+	struct quota_limits lim;	/* set by cap_init, then immutable */
+	bool accounting;		/* a ledger is kept; immutable */
+	bool owner_stores;		/* bytes in owners' own stores, the
+					   kernel's to count; immutable */
+	struct cap_owner *users[OWNER_BUCKETS];	/* quota.lock */
+	struct cap_owner *groups[OWNER_BUCKETS]; /* quota.lock */
+	atomic_long fds;		/* sections' descriptors */
+	long fd_limit;			/* RLIMIT_NOFILE; immutable */
+	atomic_long baseline;		/* the daemon's own, measured once
+					   at the first create; -1 before */
+} quota = { .lock = PTHREAD_MUTEX_INITIALIZER, .baseline = -1 };
 
 /* In uint64_t: a write may end within a page of OFF_MAX, where rounding
  * up in off_t would overflow. */
@@ -148,27 +199,102 @@ static int64_t allocated(struct section *sec)
 	return fstat(sec->fd, &st) ? -1 : (int64_t)st.st_blocks * 512;
 }
 
-void cap_settle(struct section *sec, int64_t reserved)
+/* ---- the owners' ledger (quota.lock) ---- */
+
+static struct cap_owner *owner_of(struct cap_owner **table, uint32_t id)
 {
-	int64_t now, before;
+	struct cap_owner **b = &table[id % OWNER_BUCKETS], *o;
+
+	for (o = *b; o; o = o->next)
+		if (o->id == id)
+			return o;
+	o = calloc(1, sizeof(*o));
+	if (!o)
+		return NULL;
+	o->id = id;
+	o->next = *b;
+	*b = o;
+	return o;
+}
+
+static bool over(int64_t used, int64_t more, uint64_t limit)
+{
+	return limit && more > 0 && (uint64_t)(used + more) > limit;
+}
+
+/* Take bytes from sec's owners' limits, all or nothing. */
+static int quota_reserve(struct section *sec, int64_t need,
+			 struct cap_hold *hold)
+{
+	struct cap_owner *u, *g;
+	int err = 0;
+
+	pthread_mutex_lock(&quota.lock);
+	u = owner_of(quota.users, sec->uid);
+	g = owner_of(quota.groups, sec->gid);
+	if (!u || !g)
+		err = -ENOMEM;
+	else if (sec->uid != 0 &&	/* root's sections are never held */
+		 (over(u->bytes, need, quota.lim.usr_block) ||
+		  over(g->bytes, need, quota.lim.grp_block)))
+		err = -EDQUOT;
+	if (!err) {
+		u->bytes += need;
+		g->bytes += need;
+		hold->quota = need;
+		hold->user = u;
+		hold->group = g;
+	}
+	pthread_mutex_unlock(&quota.lock);
+	return err;
+}
+
+/* Bytes in whole pages: what sec->charged counts. */
+static unsigned int pages_of(int64_t bytes)
+{
+	return (unsigned int)(((uint64_t)bytes + PAGE_BYTES - 1) / PAGE_BYTES);
+}
+
+void cap_settle(struct section *sec, struct cap_hold *hold)
+{
+	int64_t now, delta = 0;
 
 	if (!sec->counted)
 		return;
 	now = allocated(sec);
-	if (now >= 0) {
-		before = atomic_exchange(&sec->charged, now);
-		store_charge(now - before);
+	if (quota.accounting)
+		pthread_mutex_lock(&quota.lock);
+	if (now >= 0)
+		delta = ((int64_t)pages_of(now) -
+			 (int64_t)atomic_exchange(&sec->charged,
+						  pages_of(now))) * PAGE_BYTES;
+	if (quota.accounting) {
+		struct cap_owner *u = owner_of(quota.users, sec->uid);
+		struct cap_owner *g = owner_of(quota.groups, sec->gid);
+
+		/* Records of charged owners exist: no allocation fails. */
+		if (u && g) {
+			u->bytes += delta;
+			g->bytes += delta;
+		}
+		if (hold->user) {
+			hold->user->bytes -= hold->quota;
+			hold->group->bytes -= hold->quota;
+		}
+		pthread_mutex_unlock(&quota.lock);
 	}
-	store_charge(-reserved);
+	if (store_counts())
+		store_charge(delta - hold->bytes);
 }
 
-int cap_reserve(struct section *sec, off_t off, off_t len, int64_t *reserved)
+int cap_reserve(struct section *sec, off_t off, off_t len,
+		struct cap_hold *hold)
 {
 	struct stat st;
 	int64_t need;
-	int err;
+	int err = 0;
 
-	*reserved = 0;
+	memset(hold, 0, sizeof(*hold));
 	if (!sec->counted)
 		return 0;
 	if (fstat(sec->fd, &st))
@@ -177,25 +303,38 @@ int cap_reserve(struct section *sec, off_t off, off_t len, int64_t *reserved)
 				 (uint64_t)off + (uint64_t)len);
 	if (need <= 0)
 		return (int)need;
-	err = store_reserve(need);
-	if (!err)
-		*reserved = need;
+	if (store_counts()) {
+		err = store_reserve(need);
+		if (!err)
+			hold->bytes = need;
+	}
+	if (!err && quota.accounting)
+		err = quota_reserve(sec, need, hold);
+	if (err) {
+		if (store_counts())
+			store_charge(-hold->bytes);
+		hold->bytes = 0;
+		hold->refused = err;
+	}
 	return err;
 }
 
 size_t cap_write_fit(struct section *sec, off_t off, size_t len,
-		     int64_t *reserved)
+		     struct cap_hold *hold)
 {
 	size_t fit = len;
+	int err;
 
 	/* Halve (on page boundaries) until the rest fits: a short write is
 	 * retried by its caller, which so fills the cap to the page. */
-	while (cap_reserve(sec, off, (off_t)fit, reserved)) {
+	while ((err = cap_reserve(sec, off, (off_t)fit, hold))) {
 		size_t half = (size_t)(page_down((uint64_t)off + fit / 2) -
 				       (uint64_t)off);
 
-		if (half == 0 || half >= fit)
+		if (half == 0 || half >= fit) {
+			hold->refused = err;
 			return 0;
+		}
 		fit = half;
 	}
 	return fit;
@@ -214,7 +353,7 @@ int cap_fits_in_memory(struct section *sec, const struct stat *st,
 	uint64_t total, avail;
 	int64_t need;
 
-	if (sec->counted)
+	if (sec->counted && store_counts())
 		return 0;	/* cap_reserve() holds it to the cap */
 	need = bytes_to_allocate(sec->fd, st, (uint64_t)st->st_size,
 				 (uint64_t)size);
@@ -237,6 +376,294 @@ bool cap_blind_past_end(struct section *sec, int mode, off_t off, off_t len)
 
 void cap_uncharge(struct section *sec)
 {
-	if (sec->counted)
-		store_charge(-atomic_load(&sec->charged));
+	int64_t bytes = sec->counted ?
+		(int64_t)atomic_load(&sec->charged) * PAGE_BYTES : 0;
+	struct cap_owner *u, *g;
+
+	if (store_counts())
+		store_charge(-bytes);
+	atomic_fetch_sub(&quota.fds, 1);
+	if (!quota.accounting)
+		return;
+	pthread_mutex_lock(&quota.lock);
+	u = owner_of(quota.users, sec->uid);
+	g = owner_of(quota.groups, sec->gid);
+	if (u && g) {
+		u->bytes -= bytes;
+		g->bytes -= bytes;
+		u->sections--;
+		g->sections--;
+	}
+	pthread_mutex_unlock(&quota.lock);
+}
+
+/* ---- limits, owners and descriptors ---- */
+
+void cap_init(const struct quota_limits *lim, bool owner_stores)
+{
+	struct rlimit rl;
+
+	quota.lim = *lim;
+	quota.accounting = lim->usrquota || lim->grpquota || lim->usr_block ||
+		lim->usr_inode || lim->grp_block || lim->grp_inode;
+	quota.owner_stores = owner_stores;
+	quota.fd_limit = getrlimit(RLIMIT_NOFILE, &rl) ? 1024 :
+		rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (1 << 30) ?
+		(1 << 30) : (long)rl.rlim_cur;
+}
+
+bool cap_counts_bytes(void)
+{
+	/* With owners' stores the kernel counts each owner's bytes. */
+	return store_counts() || (quota.accounting && !quota.owner_stores);
+}
+
+/* The daemon's own descriptors, counted once: /proc/self/fd less the
+ * sections'.  Later ones (a store per owner) are counted by the store. */
+static long fd_baseline(void)
+{
+	long base = atomic_load(&quota.baseline), n = 0;
+	struct dirent *de;
+	DIR *d;
+
+	if (base >= 0)
+		return base;
+	d = opendir("/proc/self/fd");
+	if (!d)
+		return 16;	/* a guess; the reserves absorb it */
+	while ((de = readdir(d)))
+		n += de->d_name[0] != '.';
+	closedir(d);
+	/* Less the directory's own descriptor. */
+	n = n - 1 - atomic_load(&quota.fds) - (long)store_fds();
+	if (n < 0)
+		n = 0;
+	atomic_compare_exchange_strong(&quota.baseline, &base, n);
+	return atomic_load(&quota.baseline);
+}
+
+/* Descriptors sections may still take before uid's reserve. */
+static long fds_left(uid_t uid)
+{
+	long limit = quota.fd_limit, reserve = uid == 0 ?
+		FD_RESERVE_ROOT(limit) : FD_RESERVE_USER(limit);
+	long left = limit - reserve - fd_baseline() - (long)store_fds() -
+		atomic_load(&quota.fds);
+
+	return left > 0 ? left : 0;
+}
+
+static int64_t left_under(int64_t used, uint64_t limit)
+{
+	if (!limit)
+		return INT64_MAX;
+	return used < (int64_t)limit ? (int64_t)limit - used : 0;
+}
+
+int cap_count(uid_t uid, gid_t gid)
+{
+	struct cap_owner *u, *g;
+	int err = 0;
+
+	/* Two creates at once may both take the last one: the reserve has
+	 * room for such a race, never for a user's thousands. */
+	if (fds_left(uid) < 1) {
+		log_warn("cannot create a section for uid %u: the daemon's file descriptors are running out (the rest are kept for %s)",
+			 (unsigned int)uid, uid ? "root and the daemon" :
+			 "the daemon");
+		return -ENOSPC;
+	}
+	if (quota.accounting) {
+		pthread_mutex_lock(&quota.lock);
+		u = owner_of(quota.users, uid);
+		g = owner_of(quota.groups, gid);
+		if (!u || !g)
+			err = -ENOMEM;
+		else if (uid != 0 &&
+			 (left_under(u->sections, quota.lim.usr_inode) < 1 ||
+			  left_under(g->sections, quota.lim.grp_inode) < 1))
+			err = -EDQUOT;
+		if (!err) {
+			u->sections++;
+			g->sections++;
+		}
+		pthread_mutex_unlock(&quota.lock);
+	}
+	if (!err)
+		atomic_fetch_add(&quota.fds, 1);
+	return err;
+}
+
+void cap_uncount(uid_t uid, gid_t gid)
+{
+	struct cap_owner *u, *g;
+
+	atomic_fetch_sub(&quota.fds, 1);
+	if (!quota.accounting)
+		return;
+	pthread_mutex_lock(&quota.lock);
+	u = owner_of(quota.users, uid);
+	g = owner_of(quota.groups, gid);
+	if (u && g) {
+		u->sections--;
+		g->sections--;
+	}
+	pthread_mutex_unlock(&quota.lock);
+}
+
+/* Move a section and bytes from one owner record to another. */
+static int owner_move(struct cap_owner *from, struct cap_owner *to,
+		      int64_t bytes, uint64_t block, uint64_t inode, bool root)
+{
+	if (from == to)
+		return 0;
+	if (!root && (over(to->bytes, bytes, block) ||
+		      left_under(to->sections, inode) < 1))
+		return -EDQUOT;
+	return 1;
+}
+
+int cap_chown(struct section *sec, uid_t uid, gid_t gid, uid_t by)
+{
+	struct cap_owner *ou, *og, *nu, *ng;
+	int64_t bytes;
+	int mu, mg, err = 0;
+
+	if (!quota.accounting)
+		goto set;
+	pthread_mutex_lock(&quota.lock);
+	bytes = sec->counted ?
+		(int64_t)atomic_load(&sec->charged) * PAGE_BYTES : 0;
+	ou = owner_of(quota.users, sec->uid);
+	og = owner_of(quota.groups, sec->gid);
+	nu = owner_of(quota.users, uid == (uid_t)-1 ? sec->uid : uid);
+	ng = owner_of(quota.groups, gid == (gid_t)-1 ? sec->gid : gid);
+	if (!ou || !og || !nu || !ng) {
+		pthread_mutex_unlock(&quota.lock);
+		return -ENOMEM;
+	}
+	/* As disk quotas: a transfer past a limit is refused, but not
+	 * to root, who may give anyone anything. */
+	mu = owner_move(ou, nu, bytes, quota.lim.usr_block,
+			quota.lim.usr_inode, by == 0);
+	mg = owner_move(og, ng, bytes, quota.lim.grp_block,
+			quota.lim.grp_inode, by == 0);
+	if (mu < 0 || mg < 0) {
+		err = -EDQUOT;
+	} else {
+		if (mu) {
+			ou->bytes -= bytes, ou->sections--;
+			nu->bytes += bytes, nu->sections++;
+		}
+		if (mg) {
+			og->bytes -= bytes, og->sections--;
+			ng->bytes += bytes, ng->sections++;
+		}
+		sec->uid = nu->id;
+		sec->gid = ng->id;
+	}
+	pthread_mutex_unlock(&quota.lock);
+	return err;
+set:
+	/* No ledger: the owner is only what a later cap_init would need. */
+	if (uid != (uid_t)-1)
+		sec->uid = uid;
+	if (gid != (gid_t)-1)
+		sec->gid = gid;
+	return 0;
+}
+
+int cap_errno(struct section *sec, int err)
+{
+	if (err == -ENOSPC && quota.owner_stores &&
+	    sec->kind == SECTION_PAGEFILE && sec->uid != 0)
+		return -EDQUOT;
+	return err;
+}
+
+uint64_t cap_sections_left(uid_t uid, gid_t gid)
+{
+	int64_t left = fds_left(uid);
+	struct cap_owner *u, *g;
+
+	if (!quota.accounting || uid == 0)
+		return (uint64_t)left;
+	pthread_mutex_lock(&quota.lock);
+	u = owner_of(quota.users, uid);
+	g = owner_of(quota.groups, gid);
+	if (u && left_under(u->sections, quota.lim.usr_inode) < left)
+		left = left_under(u->sections, quota.lim.usr_inode);
+	if (g && left_under(g->sections, quota.lim.grp_inode) < left)
+		left = left_under(g->sections, quota.lim.grp_inode);
+	pthread_mutex_unlock(&quota.lock);
+	return (uint64_t)left;
+}
+
+/* "-" for an unknown or unlimited figure. */
+static void figure(char *buf, size_t size, bool known, uint64_t v)
+{
+	if (known)
+		snprintf(buf, size, "%" PRIu64, v);
+	else
+		snprintf(buf, size, "-");
+}
+
+/* One report line for o, or none for an owner with no charge. */
+static void report_line(FILE *f, char kind, const struct cap_owner *o)
+{
+	uint64_t block = kind == 'u' ? quota.lim.usr_block : quota.lim.grp_block;
+	uint64_t inode = kind == 'u' ? quota.lim.usr_inode : quota.lim.grp_inode;
+	uint64_t held = o->bytes > 0 ? (uint64_t)o->bytes : 0;
+	char bytes[24], blim[24], ilim[24];
+	bool known = true;
+
+	/* Owners' stores: the kernel knows each user's bytes, and nobody
+	 * a group's. */
+	if (quota.owner_stores && kind == 'u')
+		known = store_owner_used(o->id, &held) == 0;
+	else if (!cap_counts_bytes())
+		known = false;
+	if (!o->sections && (!known || !held))
+		return;
+	figure(bytes, sizeof(bytes), known, held);
+	figure(blim, sizeof(blim), block, block);
+	figure(ilim, sizeof(ilim), inode, inode);
+	fprintf(f, "%c %" PRIu32 " %s %" PRId64 " %s %s\n", kind, o->id, bytes,
+		o->sections, blim, ilim);
+}
+
+ssize_t cap_report(uid_t uid, gid_t gid, char *buf, size_t size)
+{
+	char *text = NULL;
+	size_t len = 0;
+	ssize_t res;
+	FILE *f;
+	int i;
+
+	if (!quota.accounting)
+		return -ENODATA;
+	f = open_memstream(&text, &len);
+	if (!f)
+		return -ENOMEM;
+	pthread_mutex_lock(&quota.lock);
+	for (i = 0; i < OWNER_BUCKETS; i++)
+		for (struct cap_owner *o = quota.users[i]; o; o = o->next)
+			if (uid == 0 || o->id == uid)
+				report_line(f, 'u', o);
+	for (i = 0; i < OWNER_BUCKETS; i++)
+		for (struct cap_owner *o = quota.groups[i]; o; o = o->next)
+			if (uid == 0 || o->id == gid)
+				report_line(f, 'g', o);
+	pthread_mutex_unlock(&quota.lock);
+	if (fclose(f)) {
+		free(text);
+		return -ENOMEM;
+	}
+	res = (ssize_t)len;
+	if (size && len > size)
+		res = -ERANGE;
+	else if (size)
+		memcpy(buf, text, len);
+	free(text);
+	return res;
 }

@@ -1,5 +1,6 @@
 /*
- * cap.h - counting sections' memory against the mount's cap.
+ * cap.h - counting sections' memory against the mount's cap, each
+ * owner's limits and the daemon's descriptors.
  *
  * With size= on the cached path (the counted store, store.h) the daemon
  * sees every write, so it charges each counted section's allocated pages
@@ -8,6 +9,14 @@
  * kernel really allocated.  For an uncounted section (no cap, a
  * file-backed section, or a capped tmpfs store whose kernel counts for
  * itself) every call here is a no-op that lets everything through.
+ *
+ * Per-owner limits (options.h, struct quota_limits) charge a section to
+ * its owner's uid and gid: one section each, from creation to
+ * destruction, and on the cached path its allocated bytes, reserved and
+ * settled with the cap's.  Past a limit: -EDQUOT.  Every section also
+ * holds one of the daemon's descriptors: creation is refused (-ENOSPC)
+ * when too few would be left, keeping a reserve for root and a larger
+ * one for everybody else.  All of it runs without the namespace lock.
  */
 #ifndef SECTIONFS_CAP_H
 #define SECTIONFS_CAP_H
@@ -18,7 +27,68 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include "options.h"	/* struct quota_limits */
+
 struct section;
+
+/*
+ * What one allocation reserved, for cap_settle() to return: from the
+ * store's cap, and from the limits of the owners it names (the owner at
+ * the time of the reservation, whatever a chown does meanwhile).
+ * refused says why nothing (more) fit: -ENOSPC or -EDQUOT.
+ */
+struct cap_hold {
+	int64_t bytes;			/* from the cap */
+	int64_t quota;			/* from user and group */
+	struct cap_owner *user, *group;
+	int refused;
+};
+
+/*
+ * At INIT, once the data path is known: the limits, and whether each
+ * owner's bytes live in a store of their own that the kernel holds to
+ * the user limit (passthrough).  Also reads the descriptor limit.
+ */
+void cap_init(const struct quota_limits *lim, bool owner_stores);
+
+/* The daemon counts the bytes of new page-file-backed sections. */
+bool cap_counts_bytes(void);
+
+/*
+ * A new section for uid and gid is about to take a descriptor: count it
+ * (one section, one fd), or refuse: -ENOSPC when the descriptors left
+ * would fall below the reserve of the creator (root's is smaller),
+ * -EDQUOT past a section limit (root is never refused one).  Undone by
+ * cap_uncount(), or when the section owning the count is destroyed.
+ */
+int cap_count(uid_t uid, gid_t gid);
+void cap_uncount(uid_t uid, gid_t gid);
+
+/*
+ * chown of sec from its owner to uid and gid ((uid_t)-1, (gid_t)-1:
+ * unchanged): its count and its counted bytes move.  -EDQUOT when they
+ * do not fit the new owner's limits and the caller (by) is not root,
+ * as disk quotas refuse it; nothing moves then.
+ */
+int cap_chown(struct section *sec, uid_t uid, gid_t gid, uid_t by);
+
+/* An -ENOSPC from an owner's own store is the owner's limit: -EDQUOT. */
+int cap_errno(struct section *sec, int err);
+
+/*
+ * The figures of statfs for uid and gid: how many more sections they
+ * may create (descriptors and section limits together).
+ */
+uint64_t cap_sections_left(uid_t uid, gid_t gid);
+
+/*
+ * The quota report (the mount root's user.sectionfs.quota): a line per
+ * owner with a charge, "u|g ID BYTES SECTIONS BYTE-LIMIT SECTION-LIMIT",
+ * "-" for what is unknown or unlimited.  root sees every owner; others
+ * their own uid and gid.  Into buf (size 0: only the length); -ERANGE
+ * when buf is too small.
+ */
+ssize_t cap_report(uid_t uid, gid_t gid, char *buf, size_t size);
 
 /* The unit of memory: a page of shmem. */
 #define PAGE_BYTES 4096
@@ -32,26 +102,30 @@ int cap_cachestat(int fd, uint64_t off, uint64_t len, uint64_t *cached,
 		  uint64_t *evicted);
 
 /*
- * Reserve the memory that allocating [off, off + len) of sec still needs;
- * *reserved says how much (0 for an uncounted section or nothing to
- * allocate).  -ENOSPC when it does not fit under the cap, with nothing
- * reserved.  Every call, failed or not, is ended by cap_settle().
+ * Reserve the memory that allocating [off, off + len) of sec still needs
+ * in *hold (nothing for an uncounted section or nothing to allocate).
+ * -ENOSPC when it does not fit under the cap, -EDQUOT under an owner's
+ * limit, with nothing reserved.  Every call, failed or not, is ended by
+ * cap_settle().
  */
-int cap_reserve(struct section *sec, off_t off, off_t len, int64_t *reserved);
+int cap_reserve(struct section *sec, off_t off, off_t len,
+		struct cap_hold *hold);
 
 /*
- * A write of len bytes at off: how many of them fit under the cap, on
- * page boundaries, with their memory reserved in *reserved (end it with
- * cap_settle()).  0 when not even a page fits.  Uncounted: all of len.
+ * A write of len bytes at off: how many of them fit under the cap and
+ * the owner's limits, on page boundaries, with their memory reserved in
+ * *hold (end it with cap_settle()).  0 when not even a page fits, and
+ * hold->refused says why.  Uncounted: all of len.
  */
 size_t cap_write_fit(struct section *sec, off_t off, size_t len,
-		     int64_t *reserved);
+		     struct cap_hold *hold);
 
 /* After an allocation (or its failure): charge sec with what its store
  * really holds, and return the reservation. */
-void cap_settle(struct section *sec, int64_t reserved);
+void cap_settle(struct section *sec, struct cap_hold *hold);
 
-/* sec is destroyed: return everything charged to it. */
+/* sec is destroyed: return everything charged to it, its count and its
+ * descriptor included. */
 void cap_uncharge(struct section *sec);
 
 /*

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cap.h"
 #include "connection.h"
 #include "datapath.h"
 #include "kabi.h"
@@ -137,8 +138,10 @@ void conn_init(void *userdata, struct fuse_conn_info *conn)
 	else if (m->opts.writeback)
 		log_info("writeback_cache has no effect with passthrough");
 	mount_share_modes(m);
-	if (store_init(m->opts.size, m->modes.passthrough))
+	if (store_init(m->opts.size, m->opts.quota.usr_block,
+		       m->modes.passthrough))
 		goto fail;
+	cap_init(&m->opts.quota, store_per_owner());
 	if (!start_uring(m))
 		goto fail;
 	return;
@@ -178,13 +181,20 @@ int conn_setup(struct sfs_mount *m)
 		log_info("passthrough needs CAP_SYS_ADMIN; using the cached data path");
 	}
 	m->may_passthrough = mode != PT_OFF && privileged;
+	/* passthrough=on with such limits was refused with the options. */
+	if (m->may_passthrough && options_quota_needs_cached(&m->opts)) {
+		log_info("%s; using the cached data path",
+			 options_quota_needs_cached(&m->opts));
+		m->may_passthrough = false;
+	}
 	pt_setup(m->se);
 	/* Hooked on every mount: INIT asks for HANDLE_KILLPRIV_V2 on both
 	 * data paths. */
 	return wire_setup(m->se, conn_unedited);
 }
 
-int conn_statfs(struct sfs_mount *m, struct statvfs *st)
+int conn_statfs(struct sfs_mount *m, uid_t uid, gid_t gid,
+		struct statvfs *st)
 {
 	uint64_t nodes, total, avail;
 	/* The cap, or without one the memory and swap that bound sections. */
@@ -197,9 +207,13 @@ int conn_statfs(struct sfs_mount *m, struct statvfs *st)
 	ns_counts(&m->ns, &nodes);
 	st->f_blocks = total / st->f_frsize;
 	st->f_bfree = st->f_bavail = avail / st->f_frsize;
-	/* One inode per page, as tmpfs (at least a million with a small cap). */
-	st->f_files = st->f_blocks > (1 << 20) ? st->f_blocks : (1 << 20);
-	st->f_ffree = st->f_favail = st->f_files > nodes ?
-		st->f_files - nodes : 0;
+	/*
+	 * Every section holds one of the daemon's descriptors, and the
+	 * caller may be held to a section limit: free inodes are the
+	 * sections this caller could still make (cap_sections_left), and
+	 * the total is those and the nodes there are.
+	 */
+	st->f_ffree = st->f_favail = cap_sections_left(uid, gid);
+	st->f_files = nodes + st->f_ffree;
 	return 0;
 }

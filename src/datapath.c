@@ -215,13 +215,13 @@ ssize_t dp_write(struct section *sec, struct fuse_bufvec *in, off_t off,
 		 int writeback, bool append)
 {
 	size_t total = fuse_buf_size(in);
-	int64_t reserved;
+	struct cap_hold hold;
 	size_t len;
 
 	/* File-backed sections are never counted against the cap. */
 	if (append)
 		return append_write(sec, in, total);
-	len = section_write_fit(sec, off, total, &reserved);
+	len = section_write_fit(sec, off, total, &hold);
 
 	/* The kernel's writeback ignores a short count, and the pages it
 	 * did not fit would be dropped without a word: all or nothing, so
@@ -229,11 +229,12 @@ ssize_t dp_write(struct section *sec, struct fuse_bufvec *in, off_t off,
 	if (writeback && len < total)
 		len = 0;
 	struct fuse_bufvec out = file_buf(sec, len, off);
-	struct copy_args a = { .out = &out, .in = in, .res = -ENOSPC };
+	struct copy_args a = { .out = &out, .in = in,
+			       .res = hold.refused ? hold.refused : -ENOSPC };
 	int err = len ? section_io(sec, copy_in, &a) : 0;
 	ssize_t res = err ? err : a.res;
 
-	section_settle(sec, reserved);
+	section_settle(sec, &hold);
 	drain(in, total - (res > 0 ? (size_t)res : 0));
 	/* A writeback the store took only in part (out of memory, a seal)
 	 * would be taken as whole: an error, which fsync and close report,

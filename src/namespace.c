@@ -452,6 +452,13 @@ static int setattr_section(struct ns *ns, struct section *sec,
 		err = section_resize(sec, attr->st_size, ns->commit_eager);
 	if (!err && (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)))
 		err = section_set_times(sec, times, who);
+	/* Its charge moves to the new owner, or EDQUOT (cap.h). */
+	if (!err && (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)))
+		err = section_chown(sec,
+				    to_set & FUSE_SET_ATTR_UID ? attr->st_uid :
+				    (uid_t)-1,
+				    to_set & FUSE_SET_ATTR_GID ? attr->st_gid :
+				    (gid_t)-1, who->uid);
 	return err;
 }
 

@@ -89,9 +89,11 @@ static int insert_new(struct ns *ns, struct node *p, const char *name,
 }
 
 static int create_section(struct ns *ns, struct node *p, const char *name,
-			  struct section **out)
+			  const struct caller *who, struct section **out)
 {
 	char path[PATH_MAX];
+	gid_t gid = who->gid;
+	mode_t mode = S_IFREG;
 	int err = 0;
 
 	pthread_mutex_lock(&ns->lock);
@@ -99,9 +101,11 @@ static int create_section(struct ns *ns, struct node *p, const char *name,
 		err = -EEXIST;
 	else
 		path_of(ns, p, name, path, sizeof(path));
+	/* Charged to the owner and group it will have (insert_new). */
+	inherit_group(p, &mode, &gid);
 	pthread_mutex_unlock(&ns->lock);
 	/* The store is made outside the lock: it is a syscall. */
-	return err ? err : section_create_pagefile(path, out);
+	return err ? err : section_create_pagefile(path, who->uid, gid, out);
 }
 
 int ns_mknod(struct ns *ns, fuse_ino_t parent, const char *name, mode_t mode,
@@ -120,7 +124,7 @@ int ns_mknod(struct ns *ns, fuse_ino_t parent, const char *name, mode_t mode,
 		return err;
 	switch (mode & S_IFMT) {
 	case S_IFREG:
-		err = create_section(ns, p, name, &sec);
+		err = create_section(ns, p, name, who, &sec);
 		break;
 	case S_IFIFO: case S_IFSOCK: case S_IFCHR: case S_IFBLK:
 		break;

@@ -36,6 +36,12 @@ static const struct fuse_opt sfs_opt_spec[] = {
 	OPT("uid=%s", uid_str),
 	OPT("gid=%s", gid_str),
 	OPT("writeback_cache", writeback),
+	OPT("usrquota_block_hardlimit=%s", usr_block_str),
+	OPT("usrquota_inode_hardlimit=%s", usr_inode_str),
+	OPT("grpquota_block_hardlimit=%s", grp_block_str),
+	OPT("grpquota_inode_hardlimit=%s", grp_inode_str),
+	OPT("usrquota", quota.usrquota),
+	OPT("grpquota", quota.grpquota),
 	FUSE_OPT_KEY("subtype=", KEY_SUBTYPE),
 	FUSE_OPT_END
 };
@@ -169,6 +175,26 @@ int parse_id(const char *s, unsigned int *out)
 	return 0;
 }
 
+int parse_limit(const char *s, uint64_t *out)
+{
+	uint64_t v;
+
+	if (!s || strchr(s, '%') || parse_size(s, 0, &v) || v == 0)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+const char *options_quota_needs_cached(const struct sfs_options *o)
+{
+	/* A section's bytes live in one store, sized for one limit. */
+	if (o->quota.grp_block)
+		return "grpquota_block_hardlimit: the kernel cannot hold a group to it on passthrough";
+	if (o->quota.usr_block && o->size)
+		return "usrquota_block_hardlimit with size=: the kernel cannot hold both on passthrough";
+	return NULL;
+}
+
 static int bad_value(char *msg, size_t msglen, const char *name,
 		     const char *value, const char *expected)
 {
@@ -225,6 +251,23 @@ static int validate(struct sfs_options *o, uint64_t total_mem,
 		return bad_value(msg, msglen, "uid", o->uid_str, "a user id");
 	if (o->gid_str && parse_id(o->gid_str, &o->gid))
 		return bad_value(msg, msglen, "gid", o->gid_str, "a group id");
+	if (o->usr_block_str && parse_limit(o->usr_block_str, &o->quota.usr_block))
+		return bad_value(msg, msglen, "usrquota_block_hardlimit",
+				 o->usr_block_str, "a size with an optional k, m, g or t suffix, not 0");
+	if (o->usr_inode_str && parse_limit(o->usr_inode_str, &o->quota.usr_inode))
+		return bad_value(msg, msglen, "usrquota_inode_hardlimit",
+				 o->usr_inode_str, "a count with an optional k, m, g or t suffix, not 0");
+	if (o->grp_block_str && parse_limit(o->grp_block_str, &o->quota.grp_block))
+		return bad_value(msg, msglen, "grpquota_block_hardlimit",
+				 o->grp_block_str, "a size with an optional k, m, g or t suffix, not 0");
+	if (o->grp_inode_str && parse_limit(o->grp_inode_str, &o->quota.grp_inode))
+		return bad_value(msg, msglen, "grpquota_inode_hardlimit",
+				 o->grp_inode_str, "a count with an optional k, m, g or t suffix, not 0");
+	if (o->passthrough == PT_ON && options_quota_needs_cached(o)) {
+		snprintf(msg, msglen, "option %s: use passthrough=auto or off",
+			 options_quota_needs_cached(o));
+		return -EINVAL;
+	}
 	o->uid_set = o->uid_str != NULL;
 	o->gid_set = o->gid_str != NULL;
 	return check_writeback(o, msg, msglen);
@@ -259,6 +302,10 @@ void options_free(struct sfs_options *opts)
 	free(opts->umask_str);
 	free(opts->uid_str);
 	free(opts->gid_str);
+	free(opts->usr_block_str);
+	free(opts->usr_inode_str);
+	free(opts->grp_block_str);
+	free(opts->grp_inode_str);
 	free(opts->nonopt[0]);
 	free(opts->nonopt[1]);
 }
@@ -275,5 +322,10 @@ void options_print_help(void)
 	       "    -o uid=N,gid=N              owner of the root directory\n"
 	       "    -o umask=OCTAL              root directory mode is 0777 & ~umask (default 022)\n"
 	       "    -o allow_other              let other users use the mount\n"
+	       "    -o usrquota_block_hardlimit=N[k|m|g|t]  page-file bytes per user\n"
+	       "    -o usrquota_inode_hardlimit=N  sections per user\n"
+	       "    -o grpquota_block_hardlimit=N[k|m|g|t]  page-file bytes per group\n"
+	       "    -o grpquota_inode_hardlimit=N  sections per group\n"
+	       "    -o usrquota,grpquota        count usage per user, group (sectionctl quota)\n"
 	       "\n");
 }

@@ -21,6 +21,13 @@ enum lifetime_mode { LIFETIME_NAME, LIFETIME_HANDLE };
 enum uring_mode { URING_AUTO, URING_ON, URING_OFF };
 enum commit_mode { COMMIT_LAZY, COMMIT_EAGER };
 
+/* Per-owner limits, as tmpfs names them; 0 is no limit. */
+struct quota_limits {
+	uint64_t usr_block, usr_inode;	/* page-file bytes, sections */
+	uint64_t grp_block, grp_inode;
+	int usrquota, grpquota;		/* -o usrquota, -o grpquota */
+};
+
 struct sfs_options {
 	/* Raw strings as fuse_opt stored them (owned, freed by options_free). */
 	char *passthrough_str;
@@ -31,6 +38,10 @@ struct sfs_options {
 	char *umask_str;
 	char *uid_str;
 	char *gid_str;
+	char *usr_block_str;
+	char *usr_inode_str;
+	char *grp_block_str;
+	char *grp_inode_str;
 	/* Validated values. */
 	enum pt_mode passthrough;
 	enum uring_mode io_uring;
@@ -41,6 +52,7 @@ struct sfs_options {
 	unsigned int uid, gid;		/* owner of the root directory */
 	int uid_set, gid_set;
 	int writeback;			/* -o writeback_cache */
+	struct quota_limits quota;	/* -o usrquota..., grpquota... */
 	/* Non-option arguments: [SOURCE] MOUNTPOINT, as mount.fuse3 gives
 	 * them; the source names nothing and is ignored. */
 	char *nonopt[2];
@@ -74,5 +86,15 @@ int parse_lifetime(const char *s, enum lifetime_mode *out);
 int parse_commit(const char *s, enum commit_mode *out);
 int parse_umask(const char *s, mode_t *out);
 int parse_id(const char *s, unsigned int *out);
+/* A quota limit: digits with an optional k, m, g or t suffix (as tmpfs's
+ * memparse), not zero, not a percentage. */
+int parse_limit(const char *s, uint64_t *out);
+
+/*
+ * Why the kernel cannot hold opts's limits on passthrough (a group byte
+ * limit, or a user byte limit with size=), naming the option; NULL when
+ * it can.
+ */
+const char *options_quota_needs_cached(const struct sfs_options *opts);
 
 #endif /* SECTIONFS_OPTIONS_H */

@@ -17,12 +17,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cap.h"
 #include "connection.h"
 #include "datapath.h"
 #include "log.h"
 #include "mount.h"
 #include "requests.h"
 #include "uring.h"
+#include "sectionfs.h"
 
 /*
  * Names change only through this daemon, so the kernel may keep them (and
@@ -402,10 +404,18 @@ static void reply_xattr(fuse_req_t req, ssize_t res, const char *buf,
 static void sfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			 size_t size)
 {
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	char *buf = size ? malloc(size) : NULL;
-	ssize_t res = size && !buf ? -ENOMEM :
-		ns_getxattr(ns_of(req), ino, name, buf, size);
+	ssize_t res;
 
+	if (size && !buf)
+		res = -ENOMEM;
+	else if (ino == FUSE_ROOT_ID && !strcmp(name, SECTIONFS_XATTR_QUOTA))
+		/* The mount's own attribute: each owner's usage, as the
+		 * caller may see it (cap.h). */
+		res = cap_report(ctx->uid, ctx->gid, buf, size);
+	else
+		res = ns_getxattr(ns_of(req), ino, name, buf, size);
 	reply_xattr(req, res, buf, size);
 	free(buf);
 }
@@ -548,8 +558,10 @@ static void sfs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
 
 static void sfs_statfs(fuse_req_t req, fuse_ino_t ino)
 {
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct statvfs st;
-	int err = conn_statfs(mount_of(req), &st);
+	/* Free inodes are what this caller may still create. */
+	int err = conn_statfs(mount_of(req), ctx->uid, ctx->gid, &st);
 
 	if (err)
 		fuse_reply_err(req, -err);

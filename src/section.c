@@ -47,19 +47,28 @@ static int fd_trouble(int err, const char *what, const char *name)
 	return err;
 }
 
-int section_create_pagefile(const char *path, struct section **out)
+int section_create_pagefile(const char *path, uid_t uid, gid_t gid,
+			    struct section **out)
 {
 	struct section *sec;
-	int fd = store_create(path);
+	int fd, err = cap_count(uid, gid);
 
-	if (fd < 0)
+	if (err)
+		return err;
+	fd = store_create(path, uid);
+	if (fd < 0) {
+		cap_uncount(uid, gid);
 		return fd_trouble(fd, "section", path);
+	}
 	sec = section_new(fd, SECTION_PAGEFILE);
 	if (!sec) {
 		close(fd);
+		cap_uncount(uid, gid);
 		return -ENOMEM;
 	}
-	sec->counted = store_counts();
+	sec->counted = cap_counts_bytes();
+	sec->uid = uid;
+	sec->gid = gid;
 	*out = sec;
 	return 0;
 }
@@ -81,18 +90,24 @@ static int copy_caller(struct caller *to, const struct caller *who)
 int section_create_file(const char *target, dev_t self_dev,
 			const struct caller *who, struct section **out)
 {
-	struct section_file *file = calloc(1, sizeof(*file));
+	struct section_file *file;
 	struct section *sec = NULL;
-	int writable, fd;
+	int writable, fd, err = cap_count(who->uid, who->gid);
 
+	/* It holds a descriptor and counts as a section, if no bytes. */
+	if (err)
+		return err;
+	file = calloc(1, sizeof(*file));
 	if (!file || copy_caller(&file->creator, who)) {
 		free(file);
+		cap_uncount(who->uid, who->gid);
 		return -ENOMEM;
 	}
 	fd = backing_open(target, self_dev, who, &writable, &file->path);
 	if (fd < 0) {
 		free(file->creator.groups);
 		free(file);
+		cap_uncount(who->uid, who->gid);
 		return fd_trouble(fd, "a section over", target);
 	}
 	sec = section_new(fd, SECTION_FILE);
@@ -101,8 +116,11 @@ int section_create_file(const char *target, dev_t self_dev,
 		free(file->path);
 		free(file->creator.groups);
 		free(file);
+		cap_uncount(who->uid, who->gid);
 		return -ENOMEM;
 	}
+	sec->uid = who->uid;
+	sec->gid = who->gid;
 	sec->writable = writable;
 	sec->file = file;
 	*out = sec;
@@ -148,14 +166,19 @@ int section_stat(struct section *sec, struct stat *st)
 /* ---- what the cap sees (cap.c) ---- */
 
 size_t section_write_fit(struct section *sec, off_t off, size_t len,
-			 int64_t *reserved)
+			 struct cap_hold *hold)
 {
-	return cap_write_fit(sec, off, len, reserved);
+	return cap_write_fit(sec, off, len, hold);
 }
 
-void section_settle(struct section *sec, int64_t reserved)
+void section_settle(struct section *sec, struct cap_hold *hold)
 {
-	cap_settle(sec, reserved);
+	cap_settle(sec, hold);
+}
+
+int section_chown(struct section *sec, uid_t uid, gid_t gid, uid_t by)
+{
+	return cap_chown(sec, uid, gid, by);
 }
 
 /* ---- size and space ---- */
@@ -176,7 +199,7 @@ int section_resize(struct section *sec, off_t size, int eager)
 {
 	struct truncate_args trunc = { sec->fd, size };
 	struct stat st;
-	int64_t reserved = 0;
+	struct cap_hold hold = { 0 };
 	int err = 0;
 
 	if (!sec->writable)
@@ -184,7 +207,7 @@ int section_resize(struct section *sec, off_t size, int eager)
 	if (eager && sec->kind == SECTION_PAGEFILE && !fstat(sec->fd, &st) &&
 	    size > st.st_size) {
 		/* Allocate first: on failure shmem undoes it, nothing changed. */
-		err = cap_reserve(sec, st.st_size, size - st.st_size, &reserved);
+		err = cap_reserve(sec, st.st_size, size - st.st_size, &hold);
 		if (!err)
 			err = cap_fits_in_memory(sec, &st, size);
 		if (!err && fallocate(sec->fd, 0, st.st_size, size - st.st_size))
@@ -192,8 +215,8 @@ int section_resize(struct section *sec, off_t size, int eager)
 	}
 	if (!err)
 		err = section_io(sec, truncate_fd, &trunc);
-	cap_settle(sec, reserved);
-	return err;
+	cap_settle(sec, &hold);
+	return cap_errno(sec, err);
 }
 
 struct fallocate_args {
@@ -211,7 +234,7 @@ static int fallocate_fd(void *arg)
 int section_fallocate(struct section *sec, int mode, off_t off, off_t len)
 {
 	struct fallocate_args alloc = { sec->fd, mode, off, len };
-	int64_t reserved = 0;
+	struct cap_hold hold = { 0 };
 	int err = 0;
 
 	if (!sec->writable)
@@ -219,11 +242,11 @@ int section_fallocate(struct section *sec, int mode, off_t off, off_t len)
 	if (cap_blind_past_end(sec, mode, off, len))
 		return -EOPNOTSUPP;
 	if (!(mode & FALLOC_FL_PUNCH_HOLE))
-		err = cap_reserve(sec, off, len, &reserved);
+		err = cap_reserve(sec, off, len, &hold);
 	if (!err)
 		err = section_io(sec, fallocate_fd, &alloc);
-	cap_settle(sec, reserved);
-	return err;
+	cap_settle(sec, &hold);
+	return cap_errno(sec, err);
 }
 
 /* ---- seals and residency ---- */

@@ -20,6 +20,7 @@
 #include <sys/types.h>
 
 #include "backing.h"
+#include "cap.h"
 
 enum section_kind { SECTION_PAGEFILE, SECTION_FILE };
 
@@ -35,25 +36,31 @@ struct section {
 	int fd;				/* store or backing fd */
 	unsigned int kind : 1;		/* enum section_kind */
 	unsigned int writable : 1;	/* fd is O_RDWR */
-	unsigned int counted : 1;	/* bytes counted against the cap by
-					   the daemon (store_counts(), cap.h) */
+	unsigned int counted : 1;	/* bytes counted against the cap or
+					   the owner's limits by the daemon
+					   (cap_counts_bytes(), cap.h) */
 	atomic_uint refs;
 	atomic_int backing_id;		/* passthrough id; 0 until first open */
 	atomic_uint seals;		/* F_SEAL_* added so far; only the
 					   daemon can seal, so this is exact */
+	atomic_uint charged;		/* counted: pages charged (cap.c) */
 	struct section_file *file;	/* file-backed only, else NULL */
-	atomic_int_fast64_t charged;	/* counted: bytes charged to the cap
-					   (cap.c) */
+	uid_t uid;			/* the owner charged, and its group: */
+	gid_t gid;			/* cap.c's lock once made (cap_chown) */
 };
-/* All but the atomics are immutable once the section is made.  40 bytes:
- * a 48-byte malloc chunk, counted in what a section costs the daemon. */
+/* All but the atomics and the owner are immutable once the section is
+ * made.  40 bytes: a 48-byte malloc chunk, counted in what a section
+ * costs the daemon. */
 _Static_assert(sizeof(struct section) <= 40, "struct section grew");
 
 /*
- * Create a page-file-backed section with an empty store named after path.
- * Returns 0 and a section with one reference in *out, or -errno.
+ * Create a page-file-backed section owned by uid and gid, with an empty
+ * store named after path.  Returns 0 and a section with one reference in
+ * *out, or -errno: ENOSPC when the daemon's descriptors run low, EDQUOT
+ * past the owner's section limit (cap.h).
  */
-int section_create_pagefile(const char *path, struct section **out);
+int section_create_pagefile(const char *path, uid_t uid, gid_t gid,
+			    struct section **out);
 
 /*
  * Create a file-backed section over the file target names, opened with
@@ -106,13 +113,17 @@ int section_set_times(struct section *sec, const struct timespec times[2],
 
 /*
  * Writes to a counted section: how many of len bytes at off fit under the
- * cap (0: none, ENOSPC), with the memory they need reserved in *reserved;
- * after the write, section_settle() charges what the kernel really
- * allocated and returns the reservation.  Uncounted sections: all of len.
+ * cap and the owner's limits (0: none, hold->refused says ENOSPC or
+ * EDQUOT), with the memory they need reserved in *hold; after the write,
+ * section_settle() charges what the kernel really allocated and returns
+ * the reservation.  Uncounted sections: all of len.
  */
 size_t section_write_fit(struct section *sec, off_t off, size_t len,
-			 int64_t *reserved);
-void section_settle(struct section *sec, int64_t reserved);
+			 struct cap_hold *hold);
+void section_settle(struct section *sec, struct cap_hold *hold);
+
+/* chown: the section's charge moves to its new owner (cap_chown()). */
+int section_chown(struct section *sec, uid_t uid, gid_t gid, uid_t by);
 
 /* Seals, as F_*_SEALS masks.  section_add_seals: EOPNOTSUPP where the
  * section's file cannot be sealed (file-backed, tmpfs store). */

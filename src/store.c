@@ -2,7 +2,7 @@
  * store.c - memfd and private-tmpfs stores for page-file-backed sections.
  *
  * Owns the choice of backend, how a store file comes to be and what it is
- * called, the count of bytes the daemon holds against a cap, and how much
+ * called, each owner's private tmpfs when they have one, the count of bytes the daemon holds against a cap, and how much
  * room each backend has left.  It does not know what a section is or how
  * its bytes are reached.
  */
@@ -11,8 +11,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
@@ -28,14 +30,24 @@
 #define STORE_NAME_MAX	249
 #define STORE_PREFIX	"sectionfs:"
 
-enum backend { BACKEND_MEMFD, BACKEND_COUNTED, BACKEND_TMPFS };
+enum backend { BACKEND_MEMFD, BACKEND_COUNTED, BACKEND_TMPFS, BACKEND_OWNERS };
+
+/* Owners backend: one uid's private tmpfs. */
+struct owner_store {
+	struct owner_store *next;	/* store.lock */
+	uid_t uid;			/* immutable */
+	int mnt_fd;			/* immutable */
+};
 
 static struct {
 	enum backend backend;	/* set once by store_init */
-	uint64_t cap;		/* bytes; 0 = none */
+	uint64_t cap;		/* bytes; 0 = none; owners: per owner */
 	atomic_int_fast64_t used; /* counted backend: bytes charged */
 	int mnt_fd;		/* tmpfs backend: the detached mount */
-} store = { .mnt_fd = -1 };
+	pthread_mutex_t lock;	/* owners backend: the list below */
+	struct owner_store *owners; /* store.lock; only ever grows */
+	atomic_uint nmounts;	/* descriptors of private mounts */
+} store = { .mnt_fd = -1, .lock = PTHREAD_MUTEX_INITIALIZER };
 
 /* A private tmpfs of cap bytes, in no mount table, owned by this fd. */
 static int tmpfs_mount(uint64_t cap)
@@ -60,9 +72,20 @@ out:
 	return mnt;
 }
 
-int store_init(uint64_t cap, bool passthrough)
+int store_init(uint64_t cap, uint64_t user_cap, bool passthrough)
 {
 	store.cap = cap;
+	if (user_cap && passthrough) {
+		/* Passthrough writes never reach the daemon: the kernel of
+		 * each owner's store holds them to the limit. */
+		if (!privilege_sys_admin()) {
+			log_err("usrquota_block_hardlimit with passthrough needs CAP_SYS_ADMIN for private tmpfs stores");
+			return -EPERM;
+		}
+		store.cap = user_cap;
+		store.backend = BACKEND_OWNERS;
+		return 0;
+	}
 	if (!cap) {
 		store.backend = BACKEND_MEMFD;
 		return 0;
@@ -82,15 +105,79 @@ int store_init(uint64_t cap, bool passthrough)
 			strerror(-store.mnt_fd));
 		return store.mnt_fd;
 	}
+	atomic_fetch_add(&store.nmounts, 1);
 	store.backend = BACKEND_TMPFS;
 	return 0;
 }
 
 void store_fini(void)
 {
+	struct owner_store *o;
+
 	if (store.mnt_fd >= 0)
 		close(store.mnt_fd);
 	store.mnt_fd = -1;
+	while ((o = store.owners)) {
+		store.owners = o->next;
+		close(o->mnt_fd);
+		free(o);
+	}
+}
+
+/* uid's store, made at its first section: its mount fd, or -errno. */
+static int owner_mount(uid_t uid, bool make)
+{
+	struct owner_store *o;
+	int fd = -ENOENT;
+
+	/* Made under the lock, so two first sections make one store; a
+	 * mount is made once per owner, not per section. */
+	pthread_mutex_lock(&store.lock);
+	for (o = store.owners; o && o->uid != uid; o = o->next)
+		;
+	if (o) {
+		fd = o->mnt_fd;
+	} else if (make) {
+		o = malloc(sizeof(*o));
+		fd = o ? tmpfs_mount(store.cap) : -ENOMEM;
+		if (fd >= 0) {
+			o->uid = uid;
+			o->mnt_fd = fd;
+			o->next = store.owners;
+			store.owners = o;
+			atomic_fetch_add(&store.nmounts, 1);
+		} else {
+			free(o);
+		}
+	}
+	pthread_mutex_unlock(&store.lock);
+	return fd;
+}
+
+unsigned int store_fds(void)
+{
+	return atomic_load(&store.nmounts);
+}
+
+bool store_per_owner(void)
+{
+	return store.backend == BACKEND_OWNERS;
+}
+
+int store_owner_used(uid_t uid, uint64_t *bytes)
+{
+	struct statvfs st;
+	int fd;
+
+	if (store.backend != BACKEND_OWNERS)
+		return -ENOSYS;
+	fd = owner_mount(uid, false);
+	if (fd < 0)
+		return fd;
+	if (fstatvfs(fd, &st))
+		return -errno;
+	*bytes = (uint64_t)(st.f_blocks - st.f_bfree) * st.f_frsize;
+	return 0;
 }
 
 static int memfd_create_named(const char *name)
@@ -108,19 +195,26 @@ static int memfd_create_named(const char *name)
 	return fd < 0 ? -errno : fd;
 }
 
-int store_create(const char *name)
+int store_create(const char *name, uid_t uid)
 {
-	int fd;
+	int mnt = store.mnt_fd, fd;
 
-	if (store.backend != BACKEND_TMPFS)
+	/* root is held to no limit: its sections are plain memfds. */
+	if (store.backend == BACKEND_OWNERS && uid != 0) {
+		mnt = owner_mount(uid, true);
+		if (mnt < 0)
+			return mnt;
+	} else if (store.backend != BACKEND_TMPFS) {
 		return memfd_create_named(name);
-	fd = openat(store.mnt_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	}
+	fd = openat(mnt, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
 	return fd < 0 ? -errno : fd;
 }
 
 bool store_can_seal(void)
 {
-	return store.backend != BACKEND_TMPFS;
+	return store.backend != BACKEND_TMPFS &&
+	       store.backend != BACKEND_OWNERS;
 }
 
 bool store_counts(void)
@@ -180,6 +274,9 @@ int store_space(uint64_t *cap, uint64_t *avail)
 		*cap = store.cap;
 		*avail = used < (int64_t)store.cap ? store.cap - used : 0;
 		return 0;
+	case BACKEND_OWNERS:
+		/* Each owner's store is its own: the machine bounds them all. */
+		return memory_space(cap, avail);
 	case BACKEND_TMPFS:
 		if (fstatvfs(store.mnt_fd, &st))
 			return -errno;

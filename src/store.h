@@ -14,26 +14,44 @@
  *            O_TMPFILE files on a private, detached tmpfs of that size,
  *            whose kernel enforces the cap (ENOSPC, SIGBUS).  Such files
  *            cannot be sealed and are not named.
+ *   owners   a per-user byte limit with passthrough: as tmpfs, but one
+ *            private tmpfs per owner uid, of the limit's size, made at
+ *            the owner's first section; its kernel holds that user to
+ *            the limit.
  */
 #ifndef SECTIONFS_STORE_H
 #define SECTIONFS_STORE_H
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /*
- * Choose the backend: cap 0 means none; passthrough says which data path
- * the mount uses.  Returns 0, or -errno after logging why.
+ * Choose the backend: cap 0 means none; user_cap is the per-user byte
+ * limit (0: none), which with passthrough gives each owner a store of
+ * its own (never together with a cap: options.h refuses it); passthrough
+ * says which data path the mount uses.  Returns 0, or -errno after
+ * logging why.
  */
-int store_init(uint64_t cap, bool passthrough);
+int store_init(uint64_t cap, uint64_t user_cap, bool passthrough);
 void store_fini(void);
 
 /*
- * Create an empty store file named after name, the section's path (long
- * names keep their end).  Returns an fd owned by the caller, or -errno
- * (EMFILE, ENFILE, ENOMEM, ENOSPC...).
+ * Create an empty store file for owner uid, named after name, the
+ * section's path (long names keep their end).  Returns an fd owned by
+ * the caller, or -errno (EMFILE, ENFILE, ENOMEM, ENOSPC...).
  */
-int store_create(const char *name);
+int store_create(const char *name, uid_t uid);
+
+/* Descriptors the store itself holds (its private tmpfs mounts). */
+unsigned int store_fds(void);
+
+/* Owners' stores: the bytes uid's store holds; -ENOENT for a uid with
+ * no store, -ENOSYS for other backends. */
+int store_owner_used(uid_t uid, uint64_t *bytes);
+
+/* Each owner has a store of its own (owners backend). */
+bool store_per_owner(void);
 
 /* Store files accept memfd seals (the memfd backends). */
 bool store_can_seal(void);

@@ -234,8 +234,57 @@ static void test_writeback(void)
 	options_free(&o);
 }
 
+static void test_quota(void)
+{
+	struct sfs_options o;
+	uint64_t v = 7;
+	char msg[256];
+
+	CHECK(parse_limit("1m", &v) == 0 && v == 1u << 20);
+	CHECK(parse_limit("10", &v) == 0 && v == 10);
+	CHECK(parse_limit("2k", &v) == 0 && v == 2048);
+	v = 7;
+	CHECK(parse_limit("0", &v) == -EINVAL);		/* as tmpfs */
+	CHECK(parse_limit("5%", &v) == -EINVAL);
+	CHECK(parse_limit("-1", &v) == -EINVAL);
+	CHECK(parse_limit("1x", &v) == -EINVAL);
+	CHECK(parse_limit("", &v) == -EINVAL);
+	CHECK(v == 7);
+
+	CHECK(parse_o("usrquota,grpquota,usrquota_block_hardlimit=1m,"
+		      "usrquota_inode_hardlimit=100,grpquota_block_hardlimit=2g,"
+		      "grpquota_inode_hardlimit=1k", &o, msg, sizeof(msg)) == 0);
+	CHECK(o.quota.usrquota && o.quota.grpquota);
+	CHECK(o.quota.usr_block == 1u << 20 && o.quota.usr_inode == 100);
+	CHECK(o.quota.grp_block == 2ULL << 30 && o.quota.grp_inode == 1024);
+	options_free(&o);
+	CHECK(parse_o("usrquota_inode_hardlimit=lots", &o, msg,
+		      sizeof(msg)) == -EINVAL);
+	CHECK(strstr(msg, "'usrquota_inode_hardlimit'") != NULL);
+	options_free(&o);
+	/* What the kernel cannot hold on passthrough: refused with on... */
+	CHECK(parse_o("passthrough=on,grpquota_block_hardlimit=1m", &o, msg,
+		      sizeof(msg)) == -EINVAL);
+	CHECK(strstr(msg, "grpquota_block_hardlimit") != NULL);
+	options_free(&o);
+	CHECK(parse_o("passthrough=on,size=8m,usrquota_block_hardlimit=1m",
+		      &o, msg, sizeof(msg)) == -EINVAL);
+	CHECK(strstr(msg, "usrquota_block_hardlimit") != NULL);
+	options_free(&o);
+	/* ...left to fall back with auto, and fine on its own. */
+	CHECK(parse_o("grpquota_block_hardlimit=1m", &o, msg,
+		      sizeof(msg)) == 0);
+	CHECK(options_quota_needs_cached(&o) != NULL);
+	options_free(&o);
+	CHECK(parse_o("passthrough=on,usrquota_block_hardlimit=1m,"
+		      "grpquota_inode_hardlimit=3", &o, msg, sizeof(msg)) == 0);
+	CHECK(options_quota_needs_cached(&o) == NULL);
+	options_free(&o);
+}
+
 int main(void)
 {
+	test_quota();
 	test_size();
 	test_seals();
 	test_words();
