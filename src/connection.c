@@ -126,6 +126,10 @@ void conn_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_SPLICE_READ;
 	conn->max_write = MAX_WRITE;
 	conn->max_readahead = MAX_WRITE;
+	/* A symlink's target never changes: the kernel may keep it rather
+	 * than ask again at every walk through the link. */
+	if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)
+		conn->want |= FUSE_CAP_CACHE_SYMLINKS;
 	/* Writes go through to the daemon unless -o writeback_cache asks
 	 * otherwise on the cached path (passthrough forbids the cache). */
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;

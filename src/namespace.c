@@ -186,6 +186,7 @@ struct section *node_free(struct ns *ns, struct node *n)
 	struct section *sec = node_sec(n);
 
 	ns->nnodes--;
+	free((char *)node_target(n));
 	free(n);
 	return sec;
 }
@@ -228,6 +229,8 @@ struct section *attr_start(struct ns *ns, struct node *n,
 	st->st_mtim = n->u.other.mtime;
 	if (is_dir(n))
 		st->st_size = (2 + (off_t)n->u.other.nchildren) * DIRENT_BOGO_SIZE;
+	else if (node_target(n))
+		st->st_size = (off_t)strlen(n->u.other.target);
 	return NULL;
 }
 
@@ -349,6 +352,7 @@ static void node_drop(struct node *n)
 			section_put(sec);
 		section_put(sec);
 	}
+	free((char *)node_target(n));
 	free(n);
 }
 
@@ -413,6 +417,23 @@ void ns_forget(struct ns *ns, fuse_ino_t ino, uint64_t nlookup)
 	}
 	pthread_mutex_unlock(&ns->lock);
 	put_if(sec);
+}
+
+int ns_readlink(struct ns *ns, fuse_ino_t ino, char *buf, size_t size)
+{
+	const char *target;
+	int err = 0;
+
+	pthread_mutex_lock(&ns->lock);
+	target = node_target(node_of(ns, ino));
+	if (!target)
+		err = -EINVAL;		/* not a symlink, or the placeholder */
+	else if (strlen(target) >= size)
+		err = -ENAMETOOLONG;
+	else
+		strcpy(buf, target);
+	pthread_mutex_unlock(&ns->lock);
+	return err;
 }
 
 int ns_getattr(struct ns *ns, fuse_ino_t ino, struct stat *st)

@@ -116,16 +116,24 @@ int ns_mknod(struct ns *ns, fuse_ino_t parent, const char *name, mode_t mode,
 	     struct fuse_entry_param *e, struct section **opened,
 	     int open_flags);
 /*
- * symlink(target, parent/name): create a file-backed section over target,
- * opened as who.  The section is a regular file, but the kernel insists
- * that a SYMLINK reply names a symlink: *e is a short-lived placeholder
- * with zero timeouts, so the kernel's next lookup finds the section.
- * With passthrough the file is registered with the kernel here: EINVAL
- * when the kernel cannot pass it through (a file of a stacked filesystem).
+ * symlink(target, parent/name).  An absolute target makes a file-backed
+ * section over target, opened as who.  The section is a regular file,
+ * but the kernel insists that a SYMLINK reply names a symlink: *e is a
+ * short-lived placeholder with zero timeouts, so the kernel's next lookup
+ * finds the section.  With passthrough the file is registered with the
+ * kernel here: EINVAL when the kernel cannot pass it through (a file of a
+ * stacked filesystem).  Any other target makes an ordinary symbolic link,
+ * as on tmpfs, and *e names it (ENAMETOOLONG for a target of PATH_MAX
+ * bytes or more; it works under the writeback cache too).
  */
 int ns_symlink(struct ns *ns, fuse_ino_t parent, const char *name,
 	       const char *target, const struct caller *who,
 	       struct fuse_entry_param *e);
+/*
+ * A symbolic link's target, copied into buf (size bytes, PATH_MAX is
+ * always enough) with its NUL.  EINVAL for anything but a symlink.
+ */
+int ns_readlink(struct ns *ns, fuse_ino_t ino, char *buf, size_t size);
 int ns_mkdir(struct ns *ns, fuse_ino_t parent, const char *name, mode_t mode,
 	     const struct caller *who, struct fuse_entry_param *e);
 int ns_unlink(struct ns *ns, fuse_ino_t parent, const char *name);

@@ -65,12 +65,21 @@ struct node_file {
 };
 
 /* What directories and special files have instead: sections read their
- * data times from their file. */
+ * data times from their file.  A symbolic link has no children, so its
+ * target takes the place of the children's list: the node stays within
+ * its 120 bytes. */
 struct node_other {
 	struct timespec atime, mtime;	/* ns->lock */
-	struct dentry *first;		/* directories: children, newest
+	union {
+		struct dentry *first;	/* directories: children, newest
 					   first, and open listings' marks;
 					   ns->lock */
+		char *target;		/* symbolic links: what readlink
+					   says, NUL-terminated, owned by
+					   the node; immutable (NULL for
+					   the placeholder ns_symlink
+					   answers with) */
+	};
 	uint32_t nchildren;		/* directories: how many; ns->lock */
 	uint32_t rdev;			/* device nodes (FUSE's rdev is 32
 					   bits); set at mknod; ns->lock */
@@ -141,6 +150,12 @@ static inline fuse_ino_t ino_of(struct ns *ns, struct node *n)
 static inline int is_dir(const struct node *n)
 {
 	return S_ISDIR(n->mode);
+}
+
+/* A symbolic link's target; NULL for every other node. */
+static inline const char *node_target(const struct node *n)
+{
+	return S_ISLNK(n->mode) ? n->u.other.target : NULL;
 }
 
 /* The section of a regular file's node; NULL for every other node. */

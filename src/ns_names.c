@@ -204,6 +204,45 @@ static int passthrough_refusal(int backing_id)
 	return backing_id;
 }
 
+/*
+ * A relative target makes an ordinary symbolic link, as on tmpfs: only an
+ * absolute one names a file to bind.  The kernel follows it; the daemon
+ * only keeps the target, which never changes, and answers READLINK.
+ */
+static int plain_symlink(struct ns *ns, fuse_ino_t parent, const char *name,
+			 const char *target, const struct caller *who,
+			 struct fuse_entry_param *e)
+{
+	size_t len = strlen(target);
+	struct section *pin = NULL;
+	struct node *p;
+	char *copy;
+	int err;
+
+	/* tmpfs keeps a target in one page, its NUL included. */
+	if (len >= PATH_MAX)
+		return -ENAMETOOLONG;
+	copy = strdup(target);
+	if (!copy)
+		return -ENOMEM;
+	pthread_mutex_lock(&ns->lock);
+	err = dir_for_entry(ns, parent, name, &p);
+	if (!err)
+		err = insert_new(ns, p, name, S_IFLNK | 0777, who, NULL, e,
+				 &pin);
+	if (!err)
+		node_of(ns, e->ino)->u.other.target = copy;
+	pthread_mutex_unlock(&ns->lock);
+	if (err) {
+		free(copy);
+		return err;
+	}
+	/* No section, so nothing was pinned; the target came after the
+	 * attributes were taken. */
+	e->attr.st_size = (off_t)len;
+	return 0;
+}
+
 int ns_symlink(struct ns *ns, fuse_ino_t parent, const char *name,
 	       const char *target, const struct caller *who,
 	       struct fuse_entry_param *e)
@@ -214,6 +253,8 @@ int ns_symlink(struct ns *ns, fuse_ino_t parent, const char *name,
 	mode_t mode;
 	int err;
 
+	if (target[0] != '/')
+		return plain_symlink(ns, parent, name, target, who, e);
 	pthread_mutex_lock(&ns->lock);
 	err = dir_for_entry(ns, parent, name, &p);
 	if (!err && dentry_find(ns, p, name))

@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -173,10 +174,15 @@ static void sfs_symlink(fuse_req_t req, const char *target, fuse_ino_t parent,
 	reply_entry_or_err(req, err, &e);
 }
 
-/* Only the placeholder a symlink() reply names is a symlink, briefly. */
 static void sfs_readlink(fuse_req_t req, fuse_ino_t ino)
 {
-	fuse_reply_err(req, EINVAL);
+	char target[PATH_MAX];
+	int err = ns_readlink(ns_of(req), ino, target, sizeof(target));
+
+	if (err)
+		fuse_reply_err(req, -err);
+	else
+		fuse_reply_readlink(req, target);
 }
 
 static void sfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,

@@ -362,10 +362,17 @@ def refused(mnt, target, err, name='s'):
     still_serving(mnt)
 
 
-def test_bad_target_relative_is_einval(mnt, backing):
+def test_relative_target_binds_no_section(mnt, backing):
+    # A relative target makes an ordinary symlink (test_symlinks.py).
     backing()
-    refused(mnt, 'backing', errno.EINVAL)
-    refused(mnt, './backing', errno.EINVAL)
+    for target in ['backing', './backing']:
+        os.symlink(target, mnt / 's')
+        assert os.readlink(mnt / 's') == target
+        with pytest.raises(OSError) as e:
+            os.getxattr(mnt / 's', 'user.sectionfs.kind',
+                        follow_symlinks=False)
+        assert e.value.errno == errno.ENODATA
+        os.unlink(mnt / 's')
 
 
 def test_bad_target_empty_is_refused(mnt):

@@ -396,9 +396,6 @@ def test_symlink_bad_targets(mnt, base_dir):
         os.symlink(prev, os.path.join(base_dir, 'chain%d' % i))
         prev = os.path.join(base_dir, 'chain%d' % i)
     cases = [
-        ('relative', 'f', 'EINVAL'),
-        ('dot relative', './f', 'EINVAL'),
-        ('dotdot relative', '../f', 'EINVAL'),
         ('empty', '', 'ENOENT'),            # the kernel refuses it
         ('root directory', '/', 'EINVAL'),
         ('directory', os.path.join(base_dir, 'dir'), 'EINVAL'),
