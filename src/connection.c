@@ -70,10 +70,10 @@ static bool start_uring(struct sfs_mount *m)
  * the daemon for security.capability before every write, passthrough or
  * cached (FUSE clears SB_NOSEC): a round trip per write.  With it, an
  * inode without set-ID bits is checked once.  What the flag hands to the
- * daemon is clearing set-ID bits on write, chown and truncate: on chown
- * the namespace does it; writes cannot run set-ID programs here, since
- * sectionfs always mounts nosuid; and no security.capability is ever
- * stored.  So it is asked for on every mount.
+ * daemon is clearing set-ID bits on write, chown and truncate, which the
+ * kernel still asks for (requests.c, kills_setid), passthrough writes
+ * included; and no security.capability is ever stored.  So it is asked
+ * for on every mount.
  */
 static bool negotiate_passthrough(struct sfs_mount *m,
 				  struct fuse_conn_info *conn)

@@ -504,6 +504,50 @@ static void drop_setid(struct node *n)
 		n->mode &= ~S_ISGID;
 }
 
+static int in_group(const struct caller *who, gid_t gid)
+{
+	int i;
+
+	if (who->gid == gid)
+		return 1;
+	for (i = 0; i < who->ngroups; i++)
+		if (who->groups[i] == gid)
+			return 1;
+	return 0;
+}
+
+int ns_kill_setid(struct ns *ns, fuse_ino_t ino, const struct caller *who)
+{
+	struct node *n = node_of(ns, ino);
+	mode_t kill = 0;
+	int res = 0;
+
+	pthread_mutex_lock(&ns->lock);
+	if (!S_ISREG(n->mode))
+		goto out;
+	kill = n->mode & S_ISUID;
+	/* A set-group-ID file the group may not execute marks no program,
+	 * but the bit still goes when the writer is outside its group and
+	 * not root (the kernel's setattr_should_drop_sgid). */
+	if ((n->mode & S_ISGID) && (n->mode & S_IXGRP))
+		kill |= S_ISGID;
+	else if ((n->mode & S_ISGID) && who->uid != 0 &&
+		 !in_group(who, n->gid)) {
+		if (who->ngroups < 0)
+			res = -EAGAIN;	/* known only with its groups */
+		else
+			kill |= S_ISGID;
+	}
+	if (kill && !res) {
+		n->mode &= ~kill;
+		n->ctime = now();
+		res = 1;
+	}
+out:
+	pthread_mutex_unlock(&ns->lock);
+	return res;
+}
+
 int ns_setattr(struct ns *ns, fuse_ino_t ino, const struct stat *attr,
 	       int to_set, const struct caller *who, struct stat *out)
 {

@@ -106,6 +106,17 @@ int ns_setattr(struct ns *ns, fuse_ino_t ino, const struct stat *attr,
 	       int to_set, const struct caller *who, struct stat *out);
 
 /*
+ * A write, truncate or truncating open by who, a caller without
+ * CAP_FSETID, changed ino: clear its set-user-ID bit, and its
+ * set-group-ID bit where the group may execute or who is outside the
+ * group, as Linux does (only regular files).  Returns 1 when bits were
+ * cleared, 0 when there were none to clear, or -EAGAIN when the answer
+ * depends on supplementary groups who does not carry (ngroups < 0) and
+ * nothing was changed: call again with them.
+ */
+int ns_kill_setid(struct ns *ns, fuse_ino_t ino, const struct caller *who);
+
+/*
  * Create a node.  A regular file becomes a page-file-backed section; with
  * opened non-NULL the new section is also returned with a reference for
  * an open handle (opened with open_flags, counted as ns_open counts, and

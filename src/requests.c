@@ -135,6 +135,44 @@ static void sfs_getattr(fuse_req_t req, fuse_ino_t ino,
 	reply_attr_or_err(req, err, &st);
 }
 
+/*
+ * The caller of req, without CAP_FSETID, wrote or truncated ino: its
+ * set-ID bits go as Linux says (ns_kill_setid).  Its groups are read
+ * only when they decide; when they cannot be read, the bit goes.
+ * Returns whether any bit went.
+ */
+static bool kill_setid(fuse_req_t req, fuse_ino_t ino)
+{
+	struct caller who = caller_of(req);
+	int res = ns_kill_setid(ns_of(req), ino, &who);
+
+	if (res == -EAGAIN) {
+		if (caller_with_groups(req, &who))
+			who.ngroups = 0;
+		res = ns_kill_setid(ns_of(req), ino, &who);
+	}
+	free(who.groups);
+	return res > 0;
+}
+
+/*
+ * Under HANDLE_KILLPRIV_V2 the kernel asks the daemon to clear set-ID
+ * bits in two ways: FATTR_KILL_SUIDGID (libfuse hands it on as
+ * FUSE_SET_ATTR_KILL_SUID) beside a truncate by a caller without
+ * CAP_FSETID; and a SETATTR that sets nothing at all.  The latter is
+ * what is left of the kernel's own file_remove_privs(), which runs before
+ * a write by such a caller on either data path (passthrough writes
+ * included, though the daemon never sees them) once it has found bits
+ * to clear, and hands their clearing to the filesystem; chown(f, -1, -1)
+ * comes the same way, with FUSE_SET_ATTR_CTIME under the writeback cache
+ * (where the kernel sends the times it keeps, never ctime alone).
+ */
+static int kills_setid(int to_set)
+{
+	return (to_set & FUSE_SET_ATTR_KILL_SUID) ||
+	       (to_set & ~FUSE_SET_ATTR_CTIME) == 0;
+}
+
 static void sfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 			int to_set, struct fuse_file_info *fi)
 {
@@ -145,6 +183,8 @@ static void sfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	int err;
 
 	who.ngroups = 0;
+	if (kills_setid(to_set))
+		kill_setid(req, ino);
 	err = ns_setattr(ns_of(req), ino, attr, to_set, &who, &st);
 
 	reply_attr_or_err(req, err, &st);
@@ -257,6 +297,22 @@ static void undo_open(struct ns *ns, fuse_ino_t ino, struct section *sec,
 	section_put(sec);
 }
 
+/*
+ * A truncating open by a caller without CAP_FSETID clears set-ID bits,
+ * as on tmpfs.  The kernel says so with FUSE_OPEN_KILL_SUIDGID, which
+ * libfuse 3.14 does not hand on, so a caller other than root stands for
+ * one without CAP_FSETID.  When bits went, the kernel's copy of the
+ * mode is dropped before the open is answered, so that a stat after it
+ * asks again (only attributes: no page is touched, nothing waits long).
+ */
+static void open_kill_setid(fuse_req_t req, fuse_ino_t ino, int flags)
+{
+	if (!(flags & O_TRUNC) || fuse_req_ctx(req)->uid == 0)
+		return;
+	if (kill_setid(req, ino))
+		notify_inval(&mount_of(req)->notify, ino, -1, 0, true);
+}
+
 static void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct ns *ns = ns_of(req);
@@ -275,6 +331,7 @@ static void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, -id);
 		return;
 	}
+	open_kill_setid(req, ino, fi->flags);
 	fi->fh = (uintptr_t)sec;
 	/* A failed reply means no RELEASE will come for this handle. */
 	if (dp_reply_open(req, fi, id))
