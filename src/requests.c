@@ -190,6 +190,19 @@ static void sfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	reply_attr_or_err(req, err, &st);
 }
 
+/*
+ * A directory's names changed (err 0): drop the listing the kernel may
+ * keep of it (FOPEN_CACHE_DIR, see sfs_opendir).  The kernel also drops
+ * it by itself for the changes it sends, whoever makes them; this covers
+ * every change, those the daemon makes alone included (a lifetime that
+ * ends).  Queued, not waited for: the notice thread sends it.
+ */
+static void dir_changed(struct notifier *notify, fuse_ino_t dir, int err)
+{
+	if (!err)
+		notify_inval(notify, dir, 0, 0, false);
+}
+
 static void sfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      mode_t mode, dev_t rdev)
 {
@@ -198,6 +211,7 @@ static void sfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 	int err = ns_mknod(ns_of(req), parent, name, mode, rdev, &who, &e,
 			   NULL, 0);
 
+	dir_changed(&mount_of(req)->notify, parent, err);
 	reply_entry_or_err(req, err, &e);
 }
 
@@ -211,6 +225,7 @@ static void sfs_symlink(fuse_req_t req, const char *target, fuse_ino_t parent,
 	if (!err)
 		err = ns_symlink(ns_of(req), parent, name, target, &who, &e);
 	free(who.groups);
+	dir_changed(&mount_of(req)->notify, parent, err);
 	reply_entry_or_err(req, err, &e);
 }
 
@@ -232,25 +247,38 @@ static void sfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct fuse_entry_param e;
 	int err = ns_mkdir(ns_of(req), parent, name, mode, &who, &e);
 
+	dir_changed(&mount_of(req)->notify, parent, err);
 	reply_entry_or_err(req, err, &e);
 }
 
 static void sfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	fuse_reply_err(req, -ns_unlink(ns_of(req), parent, name));
+	int err = ns_unlink(ns_of(req), parent, name);
+
+	dir_changed(&mount_of(req)->notify, parent, err);
+	fuse_reply_err(req, -err);
 }
 
 static void sfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	fuse_reply_err(req, -ns_rmdir(ns_of(req), parent, name));
+	int err = ns_rmdir(ns_of(req), parent, name);
+
+	dir_changed(&mount_of(req)->notify, parent, err);
+	fuse_reply_err(req, -err);
 }
 
 static void sfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		       fuse_ino_t newparent, const char *newname,
 		       unsigned int flags)
 {
-	fuse_reply_err(req, -ns_rename(ns_of(req), parent, name, newparent,
-				       newname, flags));
+	struct notifier *notify = &mount_of(req)->notify;
+	int err = ns_rename(ns_of(req), parent, name, newparent, newname,
+			    flags);
+
+	dir_changed(notify, parent, err);
+	if (newparent != parent)
+		dir_changed(notify, newparent, err);
+	fuse_reply_err(req, -err);
 }
 
 static void sfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
@@ -259,6 +287,7 @@ static void sfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 	struct fuse_entry_param e;
 	int err = ns_link(ns_of(req), ino, newparent, newname, &e);
 
+	dir_changed(&mount_of(req)->notify, newparent, err);
 	reply_entry_or_err(req, err, &e);
 }
 
@@ -353,6 +382,8 @@ static void sfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		fuse_reply_err(req, -err);
 		return;
 	}
+	/* The name stays even when the open below fails. */
+	dir_changed(&mount_of(req)->notify, parent, 0);
 	id = dp_open_prepare(modes_of(req), sec, fi);
 	if (id < 0) {
 		abandon_handle(ns, e.ino, sec, fi->flags);
@@ -409,9 +440,11 @@ static void notify_expired(struct notifier *notify, struct ns_expired *gone)
 {
 	size_t i;
 
-	for (i = 0; i < gone->n; i++)
+	for (i = 0; i < gone->n; i++) {
 		notify_delete(notify, gone->names[i].parent, gone->ino,
 			      gone->names[i].name);
+		dir_changed(notify, gone->names[i].parent, 0);
+	}
 }
 
 static void sfs_release(fuse_req_t req, fuse_ino_t ino,
@@ -539,7 +572,11 @@ static void sfs_opendir(fuse_req_t req, fuse_ino_t ino,
 		return;
 	}
 	fi->fh = (uintptr_t)dir;
-	fi->cache_readdir = 0;
+	/* Only this daemon changes names, and it drops the kernel's copy of
+	 * a listing whenever it does (dir_changed): the kernel may keep it,
+	 * from one opendir to the next. */
+	fi->cache_readdir = 1;
+	fi->keep_cache = 1;
 	/* A failed reply has freed req too. */
 	if (fuse_reply_open(req, fi))
 		ns_releasedir(ns, dir);
