@@ -162,7 +162,7 @@ int main(int argc, char *argv[])
 		goto out_unmount;
 	/* The tree lives inside the mount: sections release their
 	 * passthrough ids on the session's fd, which unmount closes. */
-	root_mode = 0777 & ~m.opts.umask;
+	root_mode = m.opts.root_mode;
 	if (ns_init(&m.ns, root_mode,
 		    m.opts.uid_set ? m.opts.uid : getuid(),
 		    m.opts.gid_set ? m.opts.gid : getgid(),

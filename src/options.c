@@ -33,6 +33,7 @@ static const struct fuse_opt sfs_opt_spec[] = {
 	OPT("lifetime=%s", lifetime_str),
 	OPT("commit=%s", commit_str),
 	OPT("umask=%s", umask_str),
+	OPT("mode=%s", mode_str),
 	OPT("uid=%s", uid_str),
 	OPT("gid=%s", gid_str),
 	OPT("writeback_cache", writeback),
@@ -143,7 +144,8 @@ int parse_commit(const char *s, enum commit_mode *out)
 	return 0;
 }
 
-int parse_umask(const char *s, mode_t *out)
+/* An octal mode of at most max: digits only, no blanks, sign or 0x. */
+static int parse_octal(const char *s, unsigned long max, mode_t *out)
 {
 	char *end;
 	unsigned long v;
@@ -153,10 +155,20 @@ int parse_umask(const char *s, mode_t *out)
 		return -EINVAL;
 	errno = 0;
 	v = strtoul(s, &end, 8);
-	if (errno || *end || v > 0777)
+	if (errno || *end || v > max)
 		return -EINVAL;
 	*out = (mode_t)v;
 	return 0;
+}
+
+int parse_umask(const char *s, mode_t *out)
+{
+	return parse_octal(s, 0777, out);
+}
+
+int parse_mode(const char *s, mode_t *out)
+{
+	return parse_octal(s, 07777, out);
 }
 
 int parse_id(const char *s, unsigned int *out)
@@ -247,6 +259,14 @@ static int validate(struct sfs_options *o, uint64_t total_mem,
 	if (o->umask_str && parse_umask(o->umask_str, &o->umask))
 		return bad_value(msg, msglen, "umask", o->umask_str,
 				 "an octal mode up to 0777");
+	o->root_mode = 0777 & ~o->umask;
+	if (o->mode_str && o->umask_str) {
+		snprintf(msg, msglen, "option mode: give mode= or umask=, not both");
+		return -EINVAL;
+	}
+	if (o->mode_str && parse_mode(o->mode_str, &o->root_mode))
+		return bad_value(msg, msglen, "mode", o->mode_str,
+				 "an octal mode up to 07777");
 	if (o->uid_str && parse_id(o->uid_str, &o->uid))
 		return bad_value(msg, msglen, "uid", o->uid_str, "a user id");
 	if (o->gid_str && parse_id(o->gid_str, &o->gid))
@@ -300,6 +320,7 @@ void options_free(struct sfs_options *opts)
 	free(opts->lifetime_str);
 	free(opts->commit_str);
 	free(opts->umask_str);
+	free(opts->mode_str);
 	free(opts->uid_str);
 	free(opts->gid_str);
 	free(opts->usr_block_str);
@@ -321,6 +342,7 @@ void options_print_help(void)
 	       "    -o writeback_cache          on the cached path, let the kernel cache writes\n"
 	       "    -o uid=N,gid=N              owner of the root directory\n"
 	       "    -o umask=OCTAL              root directory mode is 0777 & ~umask (default 022)\n"
+	       "    -o mode=OCTAL               root directory mode, sticky bit included (1777: as /dev/shm)\n"
 	       "    -o allow_other              let other users use the mount\n"
 	       "    -o usrquota_block_hardlimit=N[k|m|g|t]  page-file bytes per user\n"
 	       "    -o usrquota_inode_hardlimit=N  sections per user\n"

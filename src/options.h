@@ -36,6 +36,7 @@ struct sfs_options {
 	char *lifetime_str;
 	char *commit_str;
 	char *umask_str;
+	char *mode_str;
 	char *uid_str;
 	char *gid_str;
 	char *usr_block_str;
@@ -49,6 +50,7 @@ struct sfs_options {
 	enum lifetime_mode lifetime;
 	enum commit_mode commit;
 	mode_t umask;			/* applied to the root directory */
+	mode_t root_mode;		/* mode= as given, else 0777 & ~umask */
 	unsigned int uid, gid;		/* owner of the root directory */
 	int uid_set, gid_set;
 	int writeback;			/* -o writeback_cache */
@@ -85,6 +87,8 @@ int parse_io_uring(const char *s, enum uring_mode *out);
 int parse_lifetime(const char *s, enum lifetime_mode *out);
 int parse_commit(const char *s, enum commit_mode *out);
 int parse_umask(const char *s, mode_t *out);
+/* mode=: the root directory's mode, up to 07777 (sticky bit included). */
+int parse_mode(const char *s, mode_t *out);
 int parse_id(const char *s, unsigned int *out);
 /* A quota limit: digits with an optional k, m, g or t suffix (as tmpfs's
  * memparse), not zero, not a percentage. */

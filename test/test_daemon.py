@@ -60,6 +60,9 @@ BAD_OPTIONS = [
     ('lifetime=forever', 'lifetime'),
     ('commit=sometimes', 'commit'),
     ('umask=abc', 'umask'),
+    ('mode=19', 'mode'),
+    ('mode=10000', 'mode'),
+    ('mode=1777,umask=022', 'mode'),
     ('uid=abc', 'uid'),
     ('writeback_cache,size=1m', 'writeback_cache'),
     ('writeback_cache,passthrough=on', 'writeback_cache'),
@@ -109,6 +112,21 @@ def test_root_dir_mode_and_owner(mount_factory):
     assert (st.st_uid, st.st_gid) == (1234, 5678)
     m = mount_factory('cached', options=['umask=0'])
     assert stat.S_IMODE(os.stat(m.path).st_mode) == 0o777
+    m = mount_factory('cached', options=['mode=1777'])
+    assert stat.S_IMODE(os.stat(m.path).st_mode) == 0o1777
+
+
+@pytest.mark.root
+@pytest.mark.other_user
+def test_sticky_root_keeps_users_names(mount_factory, datapath):
+    """mode=1777 makes a root like /dev/shm's: anyone may create there,
+    and only a name's owner (or root) may remove it."""
+    m = mount_factory(datapath, options=['allow_other', 'mode=1777'])
+    mine = os.path.join(m.path, 'mine')
+    assert util.user_op('create', mine) == 'ok'
+    assert util.user_op('unlink', mine, uid=util.NOBODY - 1) == 'EPERM'
+    assert os.path.exists(mine)
+    assert util.user_op('unlink', mine) == 'ok'
 
 
 def test_fstype(mnt):

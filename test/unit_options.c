@@ -127,6 +127,12 @@ static void test_umask(void)
 	CHECK(parse_umask(" 22", &m) == -EINVAL);
 	CHECK(parse_umask("+22", &m) == -EINVAL);
 	CHECK(parse_umask("\t7", &m) == -EINVAL);
+	CHECK(parse_mode("1777", &m) == 0 && m == 01777);
+	CHECK(parse_mode("755", &m) == 0 && m == 0755);
+	m = 1;
+	CHECK(parse_mode("10000", &m) == -EINVAL && m == 1);
+	CHECK(parse_mode("-1", &m) == -EINVAL);
+	CHECK(parse_mode("", &m) == -EINVAL);
 }
 
 /* The whole -o path: what is ours is taken, the rest is left for libfuse. */
