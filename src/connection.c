@@ -141,7 +141,6 @@ void conn_init(void *userdata, struct fuse_conn_info *conn)
 		negotiate_cached(m, conn);
 	else if (m->opts.writeback)
 		log_info("writeback_cache has no effect with passthrough");
-	mount_share_modes(m);
 	if (store_init(m->opts.size, m->opts.quota.usr_block,
 		       m->modes.passthrough))
 		goto fail;
@@ -169,7 +168,6 @@ static void conn_unedited(void *userdata)
 		log_err("file-backed sections keep the page cache");
 	m->modes.passthrough = false;
 	m->modes.direct_io_mmap = false;
-	mount_share_modes(m);
 }
 
 int conn_setup(struct sfs_mount *m)

@@ -163,7 +163,7 @@ int main(int argc, char *argv[])
 	/* The tree lives inside the mount: sections release their
 	 * passthrough ids on the session's fd, which unmount closes. */
 	root_mode = m.opts.root_mode;
-	if (ns_init(&m.ns, root_mode,
+	if (ns_init(&m.ns, &m.modes, root_mode,
 		    m.opts.uid_set ? m.opts.uid : getuid(),
 		    m.opts.gid_set ? m.opts.gid : getgid(),
 		    ENTRY_TIMEOUT, ATTR_TIMEOUT)) {

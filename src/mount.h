@@ -4,8 +4,7 @@
  * One struct for the whole mount, reached from a request through
  * fuse_req_userdata(), and from the session hooks through their userdata.
  * Its modes (modes.h) are the one record of what the mount is; the
- * namespace keeps its own read-only copy of the ones it uses, written
- * from the record by mount_share_modes() and nowhere else.
+ * namespace reads them through a pointer to it.
  *
  * sectionfs serves one mount per process.  State outside this struct,
  * each for a reason:
@@ -62,17 +61,6 @@ static inline struct ns *ns_of(fuse_req_t req)
 static inline const struct sfs_modes *modes_of(fuse_req_t req)
 {
 	return &mount_of(req)->modes;
-}
-
-/* Hand the namespace the modes it reads (at INIT, and if INIT takes any
- * back). */
-static inline void mount_share_modes(struct sfs_mount *m)
-{
-	m->ns.passthrough = m->modes.passthrough;
-	m->ns.writeback = m->modes.writeback;
-	m->ns.commit_eager = m->modes.commit_eager;
-	m->ns.lifetime = m->modes.lifetime;
-	m->ns.self_dev = m->modes.self_dev;
 }
 
 #endif /* SECTIONFS_MOUNT_H */

@@ -305,8 +305,8 @@ int find_entry(struct ns *ns, fuse_ino_t parent, const char *name,
 
 /* ---- setup and teardown ---- */
 
-int ns_init(struct ns *ns, mode_t root_mode, uid_t uid, gid_t gid,
-	    double entry_timeout, double attr_timeout)
+int ns_init(struct ns *ns, const struct sfs_modes *modes, mode_t root_mode,
+	    uid_t uid, gid_t gid, double entry_timeout, double attr_timeout)
 {
 	pthread_condattr_t attr;
 
@@ -321,6 +321,7 @@ int ns_init(struct ns *ns, mode_t root_mode, uid_t uid, gid_t gid,
 	/* The sealer's deadlines are on the clock that never jumps. */
 	pthread_cond_init(&ns->writers_gone, &attr);
 	pthread_condattr_destroy(&attr);
+	ns->modes = modes;
 	ns->entry_timeout = entry_timeout;
 	ns->attr_timeout = attr_timeout;
 	ns->next_ino = FUSE_ROOT_ID;
@@ -470,7 +471,7 @@ static int setattr_section(struct ns *ns, struct section *sec,
 	int err = 0;
 
 	if (to_set & FUSE_SET_ATTR_SIZE)
-		err = section_resize(sec, attr->st_size, ns->commit_eager);
+		err = section_resize(sec, attr->st_size, ns->modes->commit_eager);
 	if (!err && (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)))
 		err = section_set_times(sec, times, who);
 	/* Its charge moves to the new owner, or EDQUOT (cap.h). */

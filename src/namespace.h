@@ -25,6 +25,7 @@
 
 #include <fuse_lowlevel.h>
 
+#include "modes.h"
 #include "options.h"
 #include "section.h"
 
@@ -63,14 +64,9 @@ struct ns {
 	uint64_t nnodes;		/* ns->lock */
 	double entry_timeout;		/* immutable */
 	double attr_timeout;		/* immutable */
-	dev_t self_dev;			/* this mount's st_dev; immutable */
-	/* Set once, before the session loop starts or (passthrough,
-	 * writeback) at INIT, before any request that reads them; then
-	 * immutable. */
-	int passthrough;		/* the mount's data path */
-	int writeback;			/* the kernel's writeback cache is on */
-	int commit_eager;		/* -o commit=eager */
-	enum lifetime_mode lifetime;	/* -o lifetime=: for new sections */
+	/* The mount's one record of its modes (modes.h): written before
+	 * the session loop and at INIT, read here without a lock. */
+	const struct sfs_modes *modes;	/* immutable */
 };
 
 /* Names a section lost when its lifetime ended, for the kernel to drop. */
@@ -86,8 +82,8 @@ struct ns_expired {
 /* A directory listing taken at opendir (and again at rewind). */
 struct ns_dir;
 
-int ns_init(struct ns *ns, mode_t root_mode, uid_t uid, gid_t gid,
-	    double entry_timeout, double attr_timeout);
+int ns_init(struct ns *ns, const struct sfs_modes *modes, mode_t root_mode,
+	    uid_t uid, gid_t gid, double entry_timeout, double attr_timeout);
 /* Free every node and section; the kernel must no longer use the tree. */
 void ns_destroy(struct ns *ns);
 

@@ -80,7 +80,7 @@ static int insert_new(struct ns *ns, struct node *p, const char *name,
 	}
 	if (S_ISREG(mode)) {
 		n->u.file.sec = sec;
-		n->u.file.lifetime = ns->lifetime;
+		n->u.file.lifetime = ns->modes->lifetime;
 	}
 	n->nlink = S_ISDIR(mode) ? 2 : 1;
 	dentry_attach(ns, d, n);
@@ -263,12 +263,12 @@ int ns_symlink(struct ns *ns, fuse_ino_t parent, const char *name,
 	/* Under the writeback cache the kernel keeps its own size and times
 	 * and writes them back: it would append at a stale end of a backing
 	 * file changed outside, and put back its old mtime. */
-	if (!err && ns->writeback)
+	if (!err && ns->modes->writeback)
 		err = -EOPNOTSUPP;
 	/* Opening the backing file may block: never under the lock. */
 	if (!err)
-		err = section_create_file(target, ns->self_dev, who, &sec);
-	if (!err && ns->passthrough) {
+		err = section_create_file(target, ns->modes->self_dev, who, &sec);
+	if (!err && ns->modes->passthrough) {
 		err = passthrough_refusal(section_backing_id(sec));
 		if (err)
 			section_put(sec);

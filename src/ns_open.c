@@ -229,7 +229,7 @@ ssize_t ns_listxattr(struct ns *ns, fuse_ino_t ino, char *buf, size_t size)
  */
 static unsigned int waits_for_writers(const struct ns *ns)
 {
-	return F_SEAL_WRITE | (ns->writeback ? F_SEAL_GROW : 0);
+	return F_SEAL_WRITE | (ns->modes->writeback ? F_SEAL_GROW : 0);
 }
 
 /*
@@ -310,7 +310,7 @@ static int seal_later(struct ns *ns, fuse_ino_t ino, uid_t uid,
 	s->uid = uid;
 	/* With passthrough the daemon cannot count views: memfd refuses
 	 * the seal itself while one is writable. */
-	s->writers = !ns->passthrough;
+	s->writers = !ns->modes->passthrough;
 	s->deadline = mono_after(SEAL_WAIT_MS);
 	s->later = *later;
 	pthread_mutex_lock(&ns->lock);
