@@ -240,18 +240,6 @@ def test_sigkill_under_load(mount_factory, datapath, base_dir):
 # --------------------------------------------------------------------------
 # Out of file descriptors
 
-class LimitedMount(util.Mount):
-    """A daemon started under prlimit --nofile=N:N."""
-
-    def __init__(self, *args, nofile, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.nofile = nofile
-
-    def argv(self):
-        return ['prlimit', '--nofile=%d:%d' % (self.nofile, self.nofile),
-                '--'] + super().argv()
-
-
 @pytest.fixture
 def limited_mount(request, base_dir, datapath):
     made = []
@@ -261,7 +249,7 @@ def limited_mount(request, base_dir, datapath):
             pytest.skip('prlimit not found (Debian package util-linux)')
         path = os.path.join(base_dir, 'lim%d' % len(made))
         os.mkdir(path)
-        m = LimitedMount(path, datapath=datapath, nofile=nofile,
+        m = util.LimitedMount(path, datapath=datapath, nofile=nofile,
                          writeback=util.writeback_allowed(request.node))
         made.append(m)
         return m.start()

@@ -313,23 +313,12 @@ def test_size_with_user_block_limit_on_passthrough(base_dir):
 # --------------------------------------------------------------------------
 # The descriptor budget
 
-class _LimitedMount(util.Mount):
-    """A daemon started with RLIMIT_NOFILE of nofile, soft and hard."""
-
-    def __init__(self, nofile, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.nofile = nofile
-
-    def argv(self):
-        return ['prlimit', '--nofile=%d:%d' % (self.nofile, self.nofile),
-                '--'] + super().argv()
-
-
 @pytest.fixture
 def limited_mnt(request, base_dir, datapath):
     mp = os.path.join(base_dir, 'mnt')
     os.mkdir(mp)
-    m = _LimitedMount(200, mp, datapath=datapath, options=['allow_other'])
+    m = util.LimitedMount(mp, datapath=datapath, nofile=200,
+                          options=['allow_other'])
     m.start()
     os.mkdir(m / 'pub')
     os.chmod(m / 'pub', 0o1777)

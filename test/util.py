@@ -606,6 +606,19 @@ class Mount:
         return problems
 
 
+class LimitedMount(Mount):
+    """A daemon started under prlimit --nofile=N:N (RLIMIT_NOFILE of
+    nofile, soft and hard)."""
+
+    def __init__(self, *args, nofile, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.nofile = nofile
+
+    def argv(self):
+        return ['prlimit', '--nofile=%d:%d' % (self.nofile, self.nofile),
+                '--'] + super().argv()
+
+
 def _map_anon_fixed(addr, length):
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mmap.restype = ctypes.c_void_p
