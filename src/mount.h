@@ -13,6 +13,9 @@
  *   store.c        the store backend and the cap's count: section.c
  *                  creates, charges and measures stores with no mount in
  *                  hand;
+ *   cap.c          the owners' ledger, the limits and the descriptor
+ *                  budget, charged by section.c and the data path with no
+ *                  mount in hand;
  *   passthrough.c  the session fd, for the backing-id ioctls that
  *                  section.c makes when a section is first opened or
  *                  destroyed, with no mount in hand;
