@@ -1322,7 +1322,8 @@ static void quota_help(void)
 	       "Show the usage and limits of each user and group with a charge on\n"
 	       "the sectionfs mounted at MOUNT (default .), one line each: TYPE\n"
 	       "(user or group), ID, NAME, BYTES of page-file-backed memory and\n"
-	       "its LIMIT, SECTIONS and their LIMIT.  - means unknown or no\n"
+	       "its LIMIT, INODES (every node: sections, directories, symbolic\n"
+	       "links, special files) and their LIMIT.  - means unknown or no\n"
 	       "limit.  root sees every owner, another user their own uid and\n"
 	       "group.  The mount needs a limit, usrquota or grpquota.\n"
 	       "\n"
@@ -1343,20 +1344,20 @@ static const char *owner_name(char kind, unsigned long id)
 
 static int print_quota(const char *text)
 {
-	char kind, bytes[24], blim[24], sections[24], ilim[24];
+	char kind, bytes[24], blim[24], inodes[24], ilim[24];
 	const char *line = text;
 	unsigned long id;
 
 	printf("%-5s %10s %-12s %12s %12s %10s %10s\n", "TYPE", "ID", "NAME",
-	       "BYTES", "LIMIT", "SECTIONS", "LIMIT");
+	       "BYTES", "LIMIT", "INODES", "LIMIT");
 	while (*line) {
 		if (sscanf(line, "%c %lu %23s %23s %23s %23s", &kind, &id, bytes,
-			   sections, blim, ilim) != 6 ||
+			   inodes, blim, ilim) != 6 ||
 		    (kind != 'u' && kind != 'g'))
 			return -EINVAL;
 		printf("%-5s %10lu %-12s %12s %12s %10s %10s\n",
 		       kind == 'u' ? "user" : "group", id, owner_name(kind, id),
-		       bytes, blim, sections, ilim);
+		       bytes, blim, inodes, ilim);
 		line = strchr(line, '\n');
 		if (!line)
 			break;

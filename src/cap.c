@@ -1,6 +1,7 @@
 /*
  * cap.c - a section's pages counted against the mount's cap, and
- * sections and pages against each owner's limits and the descriptors.
+ * nodes and pages against each owner's limits, sections against the
+ * descriptors.
  *
  * Owns the arithmetic of the counted store: what an allocation of a range
  * of a section would add (cachestat(2), or SEEK_DATA and the file's
@@ -45,7 +46,8 @@ struct cap_owner {
 	uint32_t id;			/* immutable */
 	int64_t bytes;			/* counted pages' bytes and
 					   reservations; quota.lock */
-	int64_t sections;		/* quota.lock */
+	int64_t inodes;			/* nodes: sections and every other
+					   kind; quota.lock */
 };
 
 #define OWNER_BUCKETS 64
@@ -391,8 +393,8 @@ void cap_uncharge(struct section *sec)
 	if (u && g) {
 		u->bytes -= bytes;
 		g->bytes -= bytes;
-		u->sections--;
-		g->sections--;
+		u->inodes--;
+		g->inodes--;
 	}
 	pthread_mutex_unlock(&quota.lock);
 }
@@ -460,10 +462,49 @@ static int64_t left_under(int64_t used, uint64_t limit)
 	return used < (int64_t)limit ? (int64_t)limit - used : 0;
 }
 
-int cap_count(uid_t uid, gid_t gid)
+int cap_node_count(uid_t uid, gid_t gid)
 {
 	struct cap_owner *u, *g;
 	int err = 0;
+
+	if (!quota.accounting)
+		return 0;
+	pthread_mutex_lock(&quota.lock);
+	u = owner_of(quota.users, uid);
+	g = owner_of(quota.groups, gid);
+	if (!u || !g)
+		err = -ENOMEM;
+	else if (uid != 0 &&
+		 (left_under(u->inodes, quota.lim.usr_inode) < 1 ||
+		  left_under(g->inodes, quota.lim.grp_inode) < 1))
+		err = -EDQUOT;
+	if (!err) {
+		u->inodes++;
+		g->inodes++;
+	}
+	pthread_mutex_unlock(&quota.lock);
+	return err;
+}
+
+void cap_node_uncount(uid_t uid, gid_t gid)
+{
+	struct cap_owner *u, *g;
+
+	if (!quota.accounting)
+		return;
+	pthread_mutex_lock(&quota.lock);
+	u = owner_of(quota.users, uid);
+	g = owner_of(quota.groups, gid);
+	if (u && g) {
+		u->inodes--;
+		g->inodes--;
+	}
+	pthread_mutex_unlock(&quota.lock);
+}
+
+int cap_count(uid_t uid, gid_t gid)
+{
+	int err;
 
 	/* Two creates at once may both take the last one: the reserve has
 	 * room for such a race, never for a user's thousands. */
@@ -473,22 +514,7 @@ int cap_count(uid_t uid, gid_t gid)
 			 "the daemon");
 		return -ENOSPC;
 	}
-	if (quota.accounting) {
-		pthread_mutex_lock(&quota.lock);
-		u = owner_of(quota.users, uid);
-		g = owner_of(quota.groups, gid);
-		if (!u || !g)
-			err = -ENOMEM;
-		else if (uid != 0 &&
-			 (left_under(u->sections, quota.lim.usr_inode) < 1 ||
-			  left_under(g->sections, quota.lim.grp_inode) < 1))
-			err = -EDQUOT;
-		if (!err) {
-			u->sections++;
-			g->sections++;
-		}
-		pthread_mutex_unlock(&quota.lock);
-	}
+	err = cap_node_count(uid, gid);
 	if (!err)
 		atomic_fetch_add(&quota.fds, 1);
 	return err;
@@ -496,69 +522,87 @@ int cap_count(uid_t uid, gid_t gid)
 
 void cap_uncount(uid_t uid, gid_t gid)
 {
-	struct cap_owner *u, *g;
-
 	atomic_fetch_sub(&quota.fds, 1);
-	if (!quota.accounting)
-		return;
-	pthread_mutex_lock(&quota.lock);
-	u = owner_of(quota.users, uid);
-	g = owner_of(quota.groups, gid);
-	if (u && g) {
-		u->sections--;
-		g->sections--;
-	}
-	pthread_mutex_unlock(&quota.lock);
+	cap_node_uncount(uid, gid);
 }
 
-/* Move a section and bytes from one owner record to another. */
+/* Whether an inode and bytes may move from one owner record to another:
+ * 1 if they move, 0 if the records are one, -EDQUOT. */
 static int owner_move(struct cap_owner *from, struct cap_owner *to,
 		      int64_t bytes, uint64_t block, uint64_t inode, bool root)
 {
 	if (from == to)
 		return 0;
 	if (!root && (over(to->bytes, bytes, block) ||
-		      left_under(to->sections, inode) < 1))
+		      left_under(to->inodes, inode) < 1))
 		return -EDQUOT;
 	return 1;
 }
 
+/*
+ * Under quota.lock: move an inode and bytes from the owners (ouid, ogid)
+ * to (uid, gid), (uid_t)-1 and (gid_t)-1 leaving one unchanged, and say
+ * which records now hold them in *nu and *ng.  -EDQUOT with nothing
+ * moved when they do not fit and by is not root.
+ */
+static int owners_move(uid_t ouid, gid_t ogid, uid_t uid, gid_t gid,
+		       int64_t bytes, uid_t by, struct cap_owner **nu,
+		       struct cap_owner **ng)
+{
+	struct cap_owner *ou, *og;
+	int mu, mg;
+
+	ou = owner_of(quota.users, ouid);
+	og = owner_of(quota.groups, ogid);
+	*nu = owner_of(quota.users, uid == (uid_t)-1 ? ouid : uid);
+	*ng = owner_of(quota.groups, gid == (gid_t)-1 ? ogid : gid);
+	if (!ou || !og || !*nu || !*ng)
+		return -ENOMEM;
+	/* As disk quotas: a transfer past a limit is refused, but not
+	 * to root, who may give anyone anything. */
+	mu = owner_move(ou, *nu, bytes, quota.lim.usr_block,
+			quota.lim.usr_inode, by == 0);
+	mg = owner_move(og, *ng, bytes, quota.lim.grp_block,
+			quota.lim.grp_inode, by == 0);
+	if (mu < 0 || mg < 0)
+		return -EDQUOT;
+	if (mu) {
+		ou->bytes -= bytes, ou->inodes--;
+		(*nu)->bytes += bytes, (*nu)->inodes++;
+	}
+	if (mg) {
+		og->bytes -= bytes, og->inodes--;
+		(*ng)->bytes += bytes, (*ng)->inodes++;
+	}
+	return 0;
+}
+
+int cap_node_chown(uid_t ouid, gid_t ogid, uid_t uid, gid_t gid, uid_t by)
+{
+	struct cap_owner *nu, *ng;
+	int err;
+
+	if (!quota.accounting)
+		return 0;
+	pthread_mutex_lock(&quota.lock);
+	err = owners_move(ouid, ogid, uid, gid, 0, by, &nu, &ng);
+	pthread_mutex_unlock(&quota.lock);
+	return err;
+}
+
 int cap_chown(struct section *sec, uid_t uid, gid_t gid, uid_t by)
 {
-	struct cap_owner *ou, *og, *nu, *ng;
+	struct cap_owner *nu, *ng;
 	int64_t bytes;
-	int mu, mg, err = 0;
+	int err;
 
 	if (!quota.accounting)
 		goto set;
 	pthread_mutex_lock(&quota.lock);
 	bytes = sec->counted ?
 		(int64_t)atomic_load(&sec->charged) * PAGE_BYTES : 0;
-	ou = owner_of(quota.users, sec->uid);
-	og = owner_of(quota.groups, sec->gid);
-	nu = owner_of(quota.users, uid == (uid_t)-1 ? sec->uid : uid);
-	ng = owner_of(quota.groups, gid == (gid_t)-1 ? sec->gid : gid);
-	if (!ou || !og || !nu || !ng) {
-		pthread_mutex_unlock(&quota.lock);
-		return -ENOMEM;
-	}
-	/* As disk quotas: a transfer past a limit is refused, but not
-	 * to root, who may give anyone anything. */
-	mu = owner_move(ou, nu, bytes, quota.lim.usr_block,
-			quota.lim.usr_inode, by == 0);
-	mg = owner_move(og, ng, bytes, quota.lim.grp_block,
-			quota.lim.grp_inode, by == 0);
-	if (mu < 0 || mg < 0) {
-		err = -EDQUOT;
-	} else {
-		if (mu) {
-			ou->bytes -= bytes, ou->sections--;
-			nu->bytes += bytes, nu->sections++;
-		}
-		if (mg) {
-			og->bytes -= bytes, og->sections--;
-			ng->bytes += bytes, ng->sections++;
-		}
+	err = owners_move(sec->uid, sec->gid, uid, gid, bytes, by, &nu, &ng);
+	if (!err) {
 		sec->uid = nu->id;
 		sec->gid = ng->id;
 	}
@@ -591,10 +635,10 @@ uint64_t cap_sections_left(uid_t uid, gid_t gid)
 	pthread_mutex_lock(&quota.lock);
 	u = owner_of(quota.users, uid);
 	g = owner_of(quota.groups, gid);
-	if (u && left_under(u->sections, quota.lim.usr_inode) < left)
-		left = left_under(u->sections, quota.lim.usr_inode);
-	if (g && left_under(g->sections, quota.lim.grp_inode) < left)
-		left = left_under(g->sections, quota.lim.grp_inode);
+	if (u && left_under(u->inodes, quota.lim.usr_inode) < left)
+		left = left_under(u->inodes, quota.lim.usr_inode);
+	if (g && left_under(g->inodes, quota.lim.grp_inode) < left)
+		left = left_under(g->inodes, quota.lim.grp_inode);
 	pthread_mutex_unlock(&quota.lock);
 	return (uint64_t)left;
 }
@@ -623,13 +667,13 @@ static void report_line(FILE *f, char kind, const struct cap_owner *o)
 		known = store_owner_used(o->id, &held) == 0;
 	else if (!cap_counts_bytes())
 		known = false;
-	if (!o->sections && (!known || !held))
+	if (!o->inodes && (!known || !held))
 		return;
 	figure(bytes, sizeof(bytes), known, held);
 	figure(blim, sizeof(blim), block, block);
 	figure(ilim, sizeof(ilim), inode, inode);
 	fprintf(f, "%c %" PRIu32 " %s %" PRId64 " %s %s\n", kind, o->id, bytes,
-		o->sections, blim, ilim);
+		o->inodes, blim, ilim);
 }
 
 ssize_t cap_report(uid_t uid, gid_t gid, char *buf, size_t size)

@@ -10,10 +10,12 @@
  * file-backed section, or a capped tmpfs store whose kernel counts for
  * itself) every call here is a no-op that lets everything through.
  *
- * Per-owner limits (options.h, struct quota_limits) charge a section to
- * its owner's uid and gid: one section each, from creation to
- * destruction, and on the cached path its allocated bytes, reserved and
- * settled with the cap's.  Past a limit: -EDQUOT.  Every section also
+ * Per-owner limits (options.h, struct quota_limits) charge every node to
+ * its owner's uid and gid, as tmpfs's inode quotas do: one inode each for
+ * a section, from creation to destruction, and for a directory, symbolic
+ * link, FIFO, socket or device node, from creation until the namespace
+ * frees it; and a section's allocated bytes on the cached path, reserved
+ * and settled with the cap's.  Past a limit: -EDQUOT.  Every section also
  * holds one of the daemon's descriptors: creation is refused (-ENOSPC)
  * when too few would be left, keeping a reserve for root and a larger
  * one for everybody else.  All of it runs without the namespace lock.
@@ -56,13 +58,29 @@ bool cap_counts_bytes(void);
 
 /*
  * A new section for uid and gid is about to take a descriptor: count it
- * (one section, one fd), or refuse: -ENOSPC when the descriptors left
+ * (one inode, one fd), or refuse: -ENOSPC when the descriptors left
  * would fall below the reserve of the creator (root's is smaller),
- * -EDQUOT past a section limit (root is never refused one).  Undone by
+ * -EDQUOT past an inode limit (root is never refused one).  Undone by
  * cap_uncount(), or when the section owning the count is destroyed.
  */
 int cap_count(uid_t uid, gid_t gid);
 void cap_uncount(uid_t uid, gid_t gid);
+
+/*
+ * A node that is no section (directory, symbolic link, FIFO, socket,
+ * device node) for uid and gid: one inode and no descriptor, or -EDQUOT
+ * past an inode limit (root is never refused one).  The namespace keeps
+ * the owner and gives it back with cap_node_uncount() once the node is
+ * freed, never with its lock held.
+ */
+int cap_node_count(uid_t uid, gid_t gid);
+void cap_node_uncount(uid_t uid, gid_t gid);
+
+/*
+ * chown of such a node from (ouid, ogid) to (uid, gid) ((uid_t)-1,
+ * (gid_t)-1: unchanged): its inode moves, or -EDQUOT as for cap_chown().
+ */
+int cap_node_chown(uid_t ouid, gid_t ogid, uid_t uid, gid_t gid, uid_t by);
 
 /*
  * chown of sec from its owner to uid and gid ((uid_t)-1, (gid_t)-1:
@@ -77,13 +95,13 @@ int cap_errno(struct section *sec, int err);
 
 /*
  * The figures of statfs for uid and gid: how many more sections they
- * may create (descriptors and section limits together).
+ * may create (descriptors and inode limits together).
  */
 uint64_t cap_sections_left(uid_t uid, gid_t gid);
 
 /*
  * The quota report (the mount root's user.sectionfs.quota): a line per
- * owner with a charge, "u|g ID BYTES SECTIONS BYTE-LIMIT SECTION-LIMIT",
+ * owner with a charge, "u|g ID BYTES INODES BYTE-LIMIT INODE-LIMIT",
  * "-" for what is unknown or unlimited.  root sees every owner; others
  * their own uid and gid.  Into buf (size 0: only the length); -ERANGE
  * when buf is too small.

@@ -211,7 +211,7 @@ int conn_statfs(struct sfs_mount *m, uid_t uid, gid_t gid,
 	st->f_bfree = st->f_bavail = avail / st->f_frsize;
 	/*
 	 * Every section holds one of the daemon's descriptors, and the
-	 * caller may be held to a section limit: free inodes are the
+	 * caller may be held to a inode limit: free inodes are the
 	 * sections this caller could still make (cap_sections_left), and
 	 * the total is those and the nodes there are.
 	 */

@@ -38,7 +38,7 @@ void conn_init(void *userdata, struct fuse_conn_info *conn);
  * What statfs reports to uid and gid: the cap, or without one the memory
  * and swap that bound sections, in pages; and as free inodes the
  * sections they may still make, within the daemon's descriptors and
- * their section limits (cap_sections_left).  Returns 0 or -errno.
+ * their inode limits (cap_sections_left).  Returns 0 or -errno.
  */
 int conn_statfs(struct sfs_mount *m, uid_t uid, gid_t gid,
 		struct statvfs *st);

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cap.h"
 #include "ns_internal.h"
 
 /* tmpfs reports a directory's size as 20 bytes per entry; so do we. */
@@ -179,16 +180,37 @@ struct node *node_new(struct ns *ns, mode_t mode, uid_t uid, gid_t gid)
 
 /*
  * Free a node nobody names or holds.  Its section may need a close(), so
- * it is handed back for the caller to put once the lock is dropped.
+ * it is handed back for the caller to put once the lock is dropped; a
+ * counted node's inode goes back to its owner then too (ns_unlock), the
+ * node kept until then to remember who that is.
  */
 struct section *node_free(struct ns *ns, struct node *n)
 {
 	struct section *sec = node_sec(n);
 
 	ns->nnodes--;
+	if (node_counted(ns, n)) {
+		free((char *)node_target(n));
+		n->u.other.target = NULL;
+		LIST_INSERT_HEAD(&ns->freed, n, orphan);
+		return NULL;
+	}
 	free((char *)node_target(n));
 	free(n);
 	return sec;
+}
+
+void ns_unlock(struct ns *ns)
+{
+	struct node *n = LIST_FIRST(&ns->freed), *next;
+
+	LIST_INIT(&ns->freed);
+	pthread_mutex_unlock(&ns->lock);
+	for (; n; n = next) {
+		next = LIST_NEXT(n, orphan);
+		cap_node_uncount(n->uid, n->gid);
+		free(n);
+	}
 }
 
 /* A node lost a name.  Returns a section to put after unlocking, or NULL. */
@@ -312,6 +334,7 @@ int ns_init(struct ns *ns, const struct sfs_modes *modes, mode_t root_mode,
 
 	memset(ns, 0, sizeof(*ns));
 	LIST_INIT(&ns->orphans);
+	LIST_INIT(&ns->freed);
 	LIST_INIT(&ns->listings);
 	TAILQ_INIT(&ns->seals);
 	pthread_mutex_init(&ns->lock, NULL);
@@ -381,6 +404,10 @@ void ns_destroy(struct ns *ns)
 		LIST_REMOVE(n, orphan);
 		node_drop(n);
 	}
+	while ((n = LIST_FIRST(&ns->freed))) {
+		LIST_REMOVE(n, orphan);
+		free(n);
+	}
 	free_tree(ns->root);
 	free(ns->buckets);
 	pthread_cond_destroy(&ns->writers_gone);
@@ -416,7 +443,7 @@ void ns_forget(struct ns *ns, fuse_ino_t ino, uint64_t nlookup)
 		LIST_REMOVE(n, orphan);
 		sec = node_free(ns, n);
 	}
-	pthread_mutex_unlock(&ns->lock);
+	ns_unlock(ns);
 	put_if(sec);
 }
 
@@ -562,12 +589,24 @@ int ns_setattr(struct ns *ns, fuse_ino_t ino, const struct stat *attr,
 	};
 	int err = 0;
 
+	uid_t ouid = 0, nuid = to_set & FUSE_SET_ATTR_UID ? attr->st_uid :
+		(uid_t)-1;
+	gid_t ogid = 0, ngid = to_set & FUSE_SET_ATTR_GID ? attr->st_gid :
+		(gid_t)-1;
+	bool moves = false;
+
+again:
 	pthread_mutex_lock(&ns->lock);
 	sec = node_sec(n);
 	if (sec)
 		section_get(sec);
 	else if (to_set & FUSE_SET_ATTR_SIZE)
 		err = is_dir(n) ? -EISDIR : -EINVAL;
+	/* Another node's inode moves with its owner (cap.h), here. */
+	moves = !sec && (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) &&
+		node_counted(ns, n);
+	ouid = n->uid;
+	ogid = n->gid;
 	pthread_mutex_unlock(&ns->lock);
 	if (err)
 		return err;
@@ -579,8 +618,22 @@ int ns_setattr(struct ns *ns, fuse_ino_t ino, const struct stat *attr,
 		if (err)
 			return err;
 	}
+	if (moves) {
+		err = cap_node_chown(ouid, ogid, nuid, ngid, who->uid);
+		if (err)
+			return err;
+	}
 
 	pthread_mutex_lock(&ns->lock);
+	if (moves && (n->uid != ouid || n->gid != ogid)) {
+		/* Another chown came between: its owner holds the inode
+		 * now.  Give the inode back (by root: never refused) and
+		 * move it from that owner. */
+		pthread_mutex_unlock(&ns->lock);
+		cap_node_chown(nuid == (uid_t)-1 ? ouid : nuid,
+			       ngid == (gid_t)-1 ? ogid : ngid, ouid, ogid, 0);
+		goto again;
+	}
 	if (to_set & FUSE_SET_ATTR_MODE)
 		n->mode = (n->mode & S_IFMT) | (attr->st_mode & 07777);
 	if (to_set & FUSE_SET_ATTR_UID)

@@ -51,6 +51,9 @@ struct ns {
 	size_t nentries;		/* ns->lock */
 	LIST_HEAD(, node) orphans;	/* unnamed nodes the kernel holds;
 					   ns->lock */
+	LIST_HEAD(, node) freed;	/* freed nodes whose inodes go back
+					   to their owners once the lock is
+					   dropped (ns_unlock); ns->lock */
 	LIST_HEAD(, ns_dir) listings;	/* open directory handles; ns->lock */
 	/* Seals that wait for writers or pinned pages, kept by the sealer
 	 * thread (ns_sealer_start) so that no serving thread waits. */

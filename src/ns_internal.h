@@ -10,6 +10,7 @@
 #define SECTIONFS_NS_INTERNAL_H
 
 #include <fcntl.h>
+#include <stdbool.h>
 #include <time.h>
 
 #include "namespace.h"
@@ -158,6 +159,17 @@ static inline const char *node_target(const struct node *n)
 	return S_ISLNK(n->mode) ? n->u.other.target : NULL;
 }
 
+/*
+ * Whether n holds an inode of its owner's that the namespace gives back
+ * (cap_node_count): every node but a section (whose section holds its
+ * own), the root and the placeholder ns_symlink answers with.
+ */
+static inline bool node_counted(const struct ns *ns, const struct node *n)
+{
+	return !S_ISREG(n->mode) && n != ns->root &&
+		!(S_ISLNK(n->mode) && !n->u.other.target);
+}
+
 /* The section of a regular file's node; NULL for every other node. */
 static inline struct section *node_sec(const struct node *n)
 {
@@ -196,8 +208,13 @@ void dentry_detach(struct ns *ns, struct dentry *d);
 /* A new node with no name and no lookup; NULL on ENOMEM. */
 struct node *node_new(struct ns *ns, mode_t mode, uid_t uid, gid_t gid);
 /* Free a node nobody names or holds; returns its section to put after
- * unlocking, or NULL. */
+ * unlocking, or NULL.  A counted node waits on ns->freed for
+ * ns_unlock(). */
 struct section *node_free(struct ns *ns, struct node *n);
+/* Drop ns->lock, then give the inodes of the nodes freed meanwhile back
+ * to their owners (cap.h), which quota.lock, never taken under ns->lock,
+ * guards.  Every path that may free a node unlocks with it. */
+void ns_unlock(struct ns *ns);
 /* A node lost a name.  Returns a section to put after unlocking, or NULL. */
 struct section *node_unnamed(struct ns *ns, struct node *n);
 /* Fill what the node knows of st, and pin its section (returned, or NULL)

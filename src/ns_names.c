@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cap.h"
 #include "ns_internal.h"
 
 /* ---- creating nodes ---- */
@@ -54,16 +55,50 @@ static void inherit_group(const struct node *p, mode_t *mode, gid_t *gid)
 		*mode |= S_ISGID;
 }
 
+/* Under the lock: the group a new node in p will have. */
+static gid_t group_of(const struct node *p, const struct caller *who)
+{
+	gid_t gid = who->gid;
+	mode_t mode = 0;
+
+	inherit_group(p, &mode, &gid);
+	return gid;
+}
+
+/* The same without the lock: a new node's inode is charged to its group
+ * before the node is made. */
+static gid_t group_in(struct ns *ns, struct node *p, const struct caller *who)
+{
+	gid_t gid;
+
+	pthread_mutex_lock(&ns->lock);
+	gid = group_of(p, who);
+	pthread_mutex_unlock(&ns->lock);
+	return gid;
+}
+
 /*
- * Under the lock: name a new node in p.  On success the node has one link
- * and one kernel lookup, and *e is started.
+ * A new node that is no section: charge its inode to its creator and
+ * the group it will have (in *gid), outside the lock (cap.h).
+ */
+static int charge_node(struct ns *ns, struct node *p, const struct caller *who,
+		       gid_t *gid)
+{
+	*gid = group_in(ns, p, who);
+	return cap_node_count(who->uid, *gid);
+}
+
+/*
+ * Under the lock: name a new node in p, of group gid (the one its inode
+ * or section was charged to).  On success the node has one link and one
+ * kernel lookup, and *e is started.
  */
 static int insert_new(struct ns *ns, struct node *p, const char *name,
-		      mode_t mode, const struct caller *who,
+		      mode_t mode, const struct caller *who, gid_t gid,
 		      struct section *sec, struct fuse_entry_param *e,
 		      struct section **pin)
 {
-	gid_t gid = who->gid;
+	gid_t ignored;
 	struct dentry *d;
 	struct node *n;
 
@@ -71,7 +106,7 @@ static int insert_new(struct ns *ns, struct node *p, const char *name,
 		return -ENOENT;
 	if (dentry_find(ns, p, name))
 		return -EEXIST;
-	inherit_group(p, &mode, &gid);
+	inherit_group(p, &mode, &ignored);
 	d = dentry_new(p, name);
 	n = d ? node_new(ns, mode, who->uid, gid) : NULL;
 	if (!n) {
@@ -89,23 +124,24 @@ static int insert_new(struct ns *ns, struct node *p, const char *name,
 }
 
 static int create_section(struct ns *ns, struct node *p, const char *name,
-			  const struct caller *who, struct section **out)
+			  const struct caller *who, struct section **out,
+			  gid_t *gid)
 {
 	char path[PATH_MAX];
-	gid_t gid = who->gid;
 	mode_t mode = S_IFREG;
 	int err = 0;
 
+	*gid = who->gid;
 	pthread_mutex_lock(&ns->lock);
 	if (dentry_find(ns, p, name))
 		err = -EEXIST;
 	else
 		path_of(ns, p, name, path, sizeof(path));
 	/* Charged to the owner and group it will have (insert_new). */
-	inherit_group(p, &mode, &gid);
+	inherit_group(p, &mode, gid);
 	pthread_mutex_unlock(&ns->lock);
 	/* The store is made outside the lock: it is a syscall. */
-	return err ? err : section_create_pagefile(path, who->uid, gid, out);
+	return err ? err : section_create_pagefile(path, who->uid, *gid, out);
 }
 
 int ns_mknod(struct ns *ns, fuse_ino_t parent, const char *name, mode_t mode,
@@ -115,6 +151,7 @@ int ns_mknod(struct ns *ns, fuse_ino_t parent, const char *name, mode_t mode,
 {
 	struct section *sec = NULL, *pin = NULL;
 	struct node *p;
+	gid_t gid;
 	int err;
 
 	pthread_mutex_lock(&ns->lock);
@@ -124,9 +161,10 @@ int ns_mknod(struct ns *ns, fuse_ino_t parent, const char *name, mode_t mode,
 		return err;
 	switch (mode & S_IFMT) {
 	case S_IFREG:
-		err = create_section(ns, p, name, who, &sec);
+		err = create_section(ns, p, name, who, &sec, &gid);
 		break;
 	case S_IFIFO: case S_IFSOCK: case S_IFCHR: case S_IFBLK:
+		err = charge_node(ns, p, who, &gid);
 		break;
 	default:
 		err = -EINVAL;
@@ -135,7 +173,7 @@ int ns_mknod(struct ns *ns, fuse_ino_t parent, const char *name, mode_t mode,
 		return err;
 
 	pthread_mutex_lock(&ns->lock);
-	err = insert_new(ns, p, name, mode, who, sec, e, &pin);
+	err = insert_new(ns, p, name, mode, who, gid, sec, e, &pin);
 	if (!err) {
 		struct node *n = node_of(ns, e->ino);
 
@@ -149,7 +187,10 @@ int ns_mknod(struct ns *ns, fuse_ino_t parent, const char *name, mode_t mode,
 	}
 	pthread_mutex_unlock(&ns->lock);
 	if (err) {
-		put_if(sec);
+		if (sec)
+			section_put(sec);
+		else
+			cap_node_uncount(who->uid, gid);
 		return err;
 	}
 	return attr_finish(pin, &e->attr);
@@ -160,14 +201,22 @@ int ns_mkdir(struct ns *ns, fuse_ino_t parent, const char *name, mode_t mode,
 {
 	struct section *pin = NULL;
 	struct node *p;
+	gid_t gid;
 	int err;
 
 	pthread_mutex_lock(&ns->lock);
 	err = dir_for_entry(ns, parent, name, &p);
-	if (!err)
-		err = insert_new(ns, p, name, S_IFDIR | (mode & 07777), who,
-				 NULL, e, &pin);
 	pthread_mutex_unlock(&ns->lock);
+	if (!err)
+		err = charge_node(ns, p, who, &gid);
+	if (err)
+		return err;
+	pthread_mutex_lock(&ns->lock);
+	err = insert_new(ns, p, name, S_IFDIR | (mode & 07777), who, gid,
+			 NULL, e, &pin);
+	pthread_mutex_unlock(&ns->lock);
+	if (err)
+		cap_node_uncount(who->uid, gid);
 	return err ? err : attr_finish(pin, &e->attr);
 }
 
@@ -217,24 +266,29 @@ static int plain_symlink(struct ns *ns, fuse_ino_t parent, const char *name,
 	struct section *pin = NULL;
 	struct node *p;
 	char *copy;
+	gid_t gid;
 	int err;
 
 	/* tmpfs keeps a target in one page, its NUL included. */
 	if (len >= PATH_MAX)
 		return -ENAMETOOLONG;
-	copy = strdup(target);
-	if (!copy)
-		return -ENOMEM;
 	pthread_mutex_lock(&ns->lock);
 	err = dir_for_entry(ns, parent, name, &p);
+	pthread_mutex_unlock(&ns->lock);
 	if (!err)
-		err = insert_new(ns, p, name, S_IFLNK | 0777, who, NULL, e,
-				 &pin);
+		err = charge_node(ns, p, who, &gid);
+	if (err)
+		return err;
+	copy = strdup(target);
+	pthread_mutex_lock(&ns->lock);
+	err = copy ? insert_new(ns, p, name, S_IFLNK | 0777, who, gid, NULL,
+				e, &pin) : -ENOMEM;
 	if (!err)
 		node_of(ns, e->ino)->u.other.target = copy;
 	pthread_mutex_unlock(&ns->lock);
 	if (err) {
 		free(copy);
+		cap_node_uncount(who->uid, gid);
 		return err;
 	}
 	/* No section, so nothing was pinned; the target came after the
@@ -281,7 +335,8 @@ int ns_symlink(struct ns *ns, fuse_ino_t parent, const char *name,
 	mode = S_IFREG | (sec->writable ? 0600 : 0400);
 	pthread_mutex_lock(&ns->lock);
 	ph = node_new(ns, S_IFLNK | 0777, who->uid, who->gid);
-	err = ph ? insert_new(ns, p, name, mode, who, sec, &real, &pin) : -ENOMEM;
+	err = ph ? insert_new(ns, p, name, mode, who, group_of(p, who), sec,
+			      &real, &pin) : -ENOMEM;
 	if (!err) {
 		/* The kernel was told of the placeholder, not the section. */
 		node_of(ns, real.ino)->nlookup = 0;
@@ -325,7 +380,7 @@ static int remove_entry(struct ns *ns, fuse_ino_t parent, const char *name,
 	n->nlink = want_dir ? 0 : n->nlink - 1;
 	sec = node_unnamed(ns, n);
 out:
-	pthread_mutex_unlock(&ns->lock);
+	ns_unlock(ns);
 	put_if(sec);
 	return err;
 }
@@ -440,7 +495,7 @@ int ns_rename(struct ns *ns, fuse_ino_t parent, const char *name,
 	move_entry(ns, d, nd);
 	nd = NULL;
 out:
-	pthread_mutex_unlock(&ns->lock);
+	ns_unlock(ns);
 	free(nd);
 	free(nd2);
 	put_if(sec);

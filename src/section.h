@@ -57,7 +57,7 @@ _Static_assert(sizeof(struct section) <= 40, "struct section grew");
  * Create a page-file-backed section owned by uid and gid, with an empty
  * store named after path.  Returns 0 and a section with one reference in
  * *out, or -errno: ENOSPC when the daemon's descriptors run low, EDQUOT
- * past the owner's section limit (cap.h).
+ * past the owner's inode limit (cap.h).
  */
 int section_create_pagefile(const char *path, uid_t uid, gid_t gid,
 			    struct section **out);

@@ -7,8 +7,10 @@ descriptor budget, and what sectionctl shows of them.
   private tmpfs of the limit's size, whose kernel refuses the write with
   ENOSPC (only the daemon can choose EDQUOT).  Truncate growth under
   commit=eager and fallocate reach the daemon: EDQUOT on both paths.
-- usrquota_inode_hardlimit= / grpquota_inode_hardlimit=: sections (page-
-  file- and file-backed) per owner and group; a create past it: EDQUOT.
+- usrquota_inode_hardlimit= / grpquota_inode_hardlimit=: nodes per owner
+  and group, as tmpfs's inode quotas count them: sections (page-file- and
+  file-backed), directories, symbolic links, FIFOs, sockets and device
+  nodes; a create past it: EDQUOT; chown moves the charge.
 - Every section holds one of the daemon's descriptors: creates stop with
   ENOSPC while a reserve is left for root and the daemon, and df -i says
   so.
@@ -102,7 +104,7 @@ def shared(mount_factory, datapath, *options):
 
 def quota_lines(mnt, uid=0):
     """The mount root's quota attribute as read by uid: {(kind, id):
-    [bytes, sections, byte limit, section limit]}, None for '-'."""
+    [bytes, inodes, byte limit, inode limit]}, None for '-'."""
     out = as_user(uid, 'out = os.getxattr(%r, %r).decode()'
                   % (mnt.path, QUOTA))
     table = {}
@@ -224,9 +226,9 @@ def test_chown_moves_the_charge(mount_factory, datapath):
 
 def test_user_inode_limit(mount_factory, datapath, tmp_path):
     """Sections past a user's limit: EDQUOT, for creates and for
-    file-backed sections alike; directories are not counted; an unlink
+    file-backed sections alike; a directory counts as one; an unlink
     frees one; another user is not held to it."""
-    mnt = shared(mount_factory, datapath, 'usrquota_inode_hardlimit=3')
+    mnt = shared(mount_factory, datapath, 'usrquota_inode_hardlimit=4')
     target = os.path.join(util.TEST_DIR, 'conftest.py')
     out = as_user(USER, '''
 pub = %r
@@ -390,7 +392,7 @@ def test_sectionctl_quota(mount_factory, datapath):
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     assert lines[0].split() == ['TYPE', 'ID', 'NAME', 'BYTES', 'LIMIT',
-                                'SECTIONS', 'LIMIT'], lines
+                                'INODES', 'LIMIT'], lines
     rows = {(r.split()[0], r.split()[1]): r.split() for r in lines[1:]}
     assert rows[('user', str(USER))][3:] == [str(64 * KiB), str(MiB), '1',
                                              '5'], rows
@@ -400,3 +402,106 @@ def test_sectionctl_quota(mount_factory, datapath):
     ids = {(r.split()[0], r.split()[1]) for r in mine.stdout.splitlines()[1:]}
     assert ('user', str(USER)) in ids and ('user', str(OTHER)) not in ids, \
         mine.stdout
+
+
+# --------------------------------------------------------------------------
+# Every node counts
+
+#: Makes nodes of every kind in pub, in turn, until count or an error:
+#: [made, 'ok' or errno].  Relative symlinks are ordinary symbolic links.
+_MAKE_NODES = r'''
+def make_nodes(pub, prefix, count):
+    kinds = [lambda p: os.mkdir(p),
+             lambda p: os.mknod(p, 0o010600),
+             lambda p: os.symlink('x' * 100, p),
+             lambda p: os.mknod(p, 0o140600)]
+    made = 0
+    while made < count:
+        try:
+            kinds[made % len(kinds)]('%s/%s%d' % (pub, prefix, made))
+        except OSError as e:
+            return [made, name(e)]
+        made += 1
+    return [made, 'ok']
+'''
+
+
+def user_inodes(mnt, uid):
+    """The inodes charged to uid (0 when it has no line)."""
+    return quota_lines(mnt).get(('u', uid), [0, 0])[1]
+
+
+def test_every_node_counts(mount_factory, datapath):
+    """usrquota_inode_hardlimit= counts every node its user holds, as
+    tmpfs's inode quotas do: sections, directories, FIFOs, sockets,
+    relative symlinks and device nodes alike, EDQUOT at exactly the
+    limit; rmdir and unlink give them back; root is not held to it."""
+    mnt = shared(mount_factory, datapath, 'usrquota_inode_hardlimit=10')
+    pub = mnt / 'pub'
+    out = as_user(USER, _MAKE_NODES + '''
+out = [attempt(create, %r), attempt(create, %r), make_nodes(%r, 'n', 100),
+       attempt(create, %r), attempt(os.mkdir, %r)]
+''' % (pub + '/s1', pub + '/s2', pub, pub + '/s3', pub + '/d'))
+    assert out == ['ok', 'ok', [8, 'EDQUOT'], 'EDQUOT', 'EDQUOT'], out
+    assert quota_lines(mnt)[('u', USER)][1:] == [10, None, 10]
+    # A device node (root's to make) given to the user counts too.
+    os.mknod(pub + '/dev', 0o020600, os.makedev(1, 3))
+    os.chown(pub + '/dev', USER, -1)
+    assert user_inodes(mnt, USER) == 11
+    # The user's nodes go: each kind gives its inode back.
+    as_user(USER, '''
+for i in range(8):
+    p = %r + '/n%%d' %% i
+    (os.rmdir if i %% 4 == 0 else os.unlink)(p)
+os.unlink(%r)
+out = None
+''' % (pub, pub + '/dev'))
+    assert util.wait_for(lambda: user_inodes(mnt, USER) == 2)
+    assert as_user(USER, _MAKE_NODES + 'out = make_nodes(%r, "m", 100)'
+                   % pub) == [8, 'EDQUOT']
+    # Root is never held to a limit.
+    for i in range(12):
+        os.mkdir(pub + '/r%d' % i)
+
+
+def test_chown_moves_nodes(mount_factory, datapath):
+    """chown moves a node's inode from one owner to another, for every
+    kind of node: the old owner may make more, the new one fewer."""
+    mnt = shared(mount_factory, datapath, 'usrquota_inode_hardlimit=4')
+    pub = mnt / 'pub'
+    assert as_user(USER, _MAKE_NODES + 'out = make_nodes(%r, "n", 100)'
+                   % pub) == [4, 'EDQUOT']
+    for i in range(4):
+        os.chown(pub + '/n%d' % i, OTHER, -1, follow_symlinks=False)
+    assert user_inodes(mnt, USER) == 0
+    assert user_inodes(mnt, OTHER) == 4
+    assert as_user(OTHER, 'out = attempt(os.mkdir, %r)' % (pub + '/o')) \
+        == 'EDQUOT'
+    assert as_user(USER, _MAKE_NODES + 'out = make_nodes(%r, "m", 100)'
+                   % pub) == [4, 'EDQUOT']
+    # Given back: the new owner has room again, the old one is past its
+    # limit (root may give anyone anything).
+    os.chown(pub + '/n0', USER, -1)
+    assert as_user(OTHER, 'out = attempt(os.mkdir, %r)' % (pub + '/o')) \
+        == 'ok'
+    assert as_user(USER, 'out = attempt(os.mkdir, %r)' % (pub + '/x')) \
+        == 'EDQUOT'
+    assert user_inodes(mnt, USER) == 5
+
+
+def test_group_counts_nodes_setgid(mount_factory, datapath):
+    """grpquota_inode_hardlimit= charges a node to the group it gets: in
+    a set-group-ID directory, that directory's group (which holds one
+    already: the directory, given to it by chgrp)."""
+    mnt = shared(mount_factory, datapath, 'grpquota_inode_hardlimit=3')
+    sg = mnt / 'sg'
+    os.mkdir(sg)
+    os.chown(sg, 0, GROUP)
+    os.chmod(sg, 0o2777)
+    out = as_user(USER, _MAKE_NODES + '''
+out = [make_nodes(%r, 'n', 100), attempt(create, %r),
+       make_nodes(%r, 'n', 3)]
+''' % (sg, sg + '/s', mnt / 'pub'))
+    assert out == [[2, 'EDQUOT'], 'EDQUOT', [3, 'ok']], out
+    assert quota_lines(mnt)[('g', GROUP)][1] == 3
+    assert os.stat(sg + '/n0').st_gid == GROUP
