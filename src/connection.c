@@ -198,7 +198,7 @@ int conn_setup(struct sfs_mount *m)
 int conn_statfs(struct sfs_mount *m, uid_t uid, gid_t gid,
 		struct statvfs *st)
 {
-	uint64_t nodes, total, avail;
+	uint64_t nodes, left, total, avail;
 	/* The cap, or without one the memory and swap that bound sections. */
 	int err = store_space(&total, &avail);
 
@@ -206,16 +206,19 @@ int conn_statfs(struct sfs_mount *m, uid_t uid, gid_t gid,
 		return err;
 	*st = (struct statvfs){ .f_bsize = 4096, .f_frsize = 4096,
 				.f_namemax = NAME_MAX };
-	ns_counts(&m->ns, &nodes);
+	ns_counts(&m->ns, uid, &nodes, &left);
 	st->f_blocks = total / st->f_frsize;
 	st->f_bfree = st->f_bavail = avail / st->f_frsize;
 	/*
-	 * Every section holds one of the daemon's descriptors, and the
-	 * caller may be held to a inode limit: free inodes are the
-	 * sections this caller could still make (cap_sections_left), and
-	 * the total is those and the nodes there are.
+	 * Every section holds one of the daemon's descriptors, the caller
+	 * may be held to an inode limit, and the mount to nr_inodes: free
+	 * inodes are the sections this caller could still make
+	 * (cap_sections_left, ns_counts), and the total is those and the
+	 * nodes there are.
 	 */
 	st->f_ffree = st->f_favail = cap_sections_left(uid, gid);
+	if (left < st->f_ffree)
+		st->f_ffree = st->f_favail = left;
 	st->f_files = nodes + st->f_ffree;
 	return 0;
 }

@@ -173,6 +173,7 @@ int main(int argc, char *argv[])
 	if (mount_device(cl.mountpoint, &m.modes.self_dev))
 		goto out_ns;
 	m.modes.commit_eager = m.opts.commit == COMMIT_EAGER;
+	m.modes.nr_inodes = m.opts.nr_inodes;
 	m.modes.lifetime = m.opts.lifetime;
 	m.single_thread = cl.singlethread;
 

@@ -27,6 +27,7 @@ struct sfs_modes {
 	bool commit_eager;	/* -o commit=eager */
 	enum lifetime_mode lifetime;	/* -o lifetime=: for new sections */
 	dev_t self_dev;		/* the mount's st_dev: no targets inside */
+	uint64_t nr_inodes;	/* -o nr_inodes=: nodes the mount may hold */
 };
 
 #endif /* SECTIONFS_MODES_H */

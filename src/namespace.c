@@ -652,10 +652,24 @@ again:
 	return attr_finish(sec, out);
 }
 
+/*
+ * Under the lock: how many more nodes uid may make within nr_inodes.
+ * The last 1/64 (at least one) is root's, as ext4 keeps blocks for it,
+ * so that root can still make and remove names on a full mount.
+ */
+uint64_t nodes_left(const struct ns *ns, uid_t uid)
+{
+	uint64_t limit = ns->modes->nr_inodes;
 
-void ns_counts(struct ns *ns, uint64_t *nodes)
+	if (uid != 0)
+		limit -= limit / 64 + 1 < limit ? limit / 64 + 1 : 0;
+	return ns->nnodes < limit ? limit - ns->nnodes : 0;
+}
+
+void ns_counts(struct ns *ns, uid_t uid, uint64_t *nodes, uint64_t *left)
 {
 	pthread_mutex_lock(&ns->lock);
 	*nodes = ns->nnodes;
+	*left = nodes_left(ns, uid);
 	pthread_mutex_unlock(&ns->lock);
 }

@@ -245,7 +245,8 @@ int ns_readdir_entry(struct ns *ns, struct ns_dir *dir, off_t off, int plus,
 		     char name[NAME_MAX + 1], struct fuse_entry_param *e,
 		     off_t *next);
 
-/* The number of nodes, for statfs (bytes are the store's: store.h). */
-void ns_counts(struct ns *ns, uint64_t *nodes);
+/* The number of nodes, and how many more uid may make within
+ * -o nr_inodes, for statfs (bytes are the store's: store.h). */
+void ns_counts(struct ns *ns, uid_t uid, uint64_t *nodes, uint64_t *left);
 
 #endif /* SECTIONFS_NAMESPACE_H */

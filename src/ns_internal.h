@@ -215,6 +215,8 @@ struct section *node_free(struct ns *ns, struct node *n);
  * to their owners (cap.h), which quota.lock, never taken under ns->lock,
  * guards.  Every path that may free a node unlocks with it. */
 void ns_unlock(struct ns *ns);
+/* Under the lock: nodes uid may still make within -o nr_inodes. */
+uint64_t nodes_left(const struct ns *ns, uid_t uid);
 /* A node lost a name.  Returns a section to put after unlocking, or NULL. */
 struct section *node_unnamed(struct ns *ns, struct node *n);
 /* Fill what the node knows of st, and pin its section (returned, or NULL)

@@ -106,6 +106,8 @@ static int insert_new(struct ns *ns, struct node *p, const char *name,
 		return -ENOENT;
 	if (dentry_find(ns, p, name))
 		return -EEXIST;
+	if (nodes_left(ns, who->uid) == 0)
+		return -ENOSPC;		/* -o nr_inodes */
 	inherit_group(p, &mode, &ignored);
 	d = dentry_new(p, name);
 	n = d ? node_new(ns, mode, who->uid, gid) : NULL;

@@ -34,6 +34,7 @@ static const struct fuse_opt sfs_opt_spec[] = {
 	OPT("commit=%s", commit_str),
 	OPT("umask=%s", umask_str),
 	OPT("mode=%s", mode_str),
+	OPT("nr_inodes=%s", nr_inodes_str),
 	OPT("uid=%s", uid_str),
 	OPT("gid=%s", gid_str),
 	OPT("writeback_cache", writeback),
@@ -267,6 +268,12 @@ static int validate(struct sfs_options *o, uint64_t total_mem,
 	if (o->mode_str && parse_mode(o->mode_str, &o->root_mode))
 		return bad_value(msg, msglen, "mode", o->mode_str,
 				 "an octal mode up to 07777");
+	/* tmpfs's default: half the machine's pages, each node (about
+	 * 400 bytes of the daemon's memory) standing for one. */
+	o->nr_inodes = total_mem / 8192 > 1024 ? total_mem / 8192 : 1024;
+	if (o->nr_inodes_str && parse_limit(o->nr_inodes_str, &o->nr_inodes))
+		return bad_value(msg, msglen, "nr_inodes", o->nr_inodes_str,
+				 "a count with an optional k, m, g or t suffix, not 0");
 	if (o->uid_str && parse_id(o->uid_str, &o->uid))
 		return bad_value(msg, msglen, "uid", o->uid_str, "a user id");
 	if (o->gid_str && parse_id(o->gid_str, &o->gid))
@@ -321,6 +328,7 @@ void options_free(struct sfs_options *opts)
 	free(opts->commit_str);
 	free(opts->umask_str);
 	free(opts->mode_str);
+	free(opts->nr_inodes_str);
 	free(opts->uid_str);
 	free(opts->gid_str);
 	free(opts->usr_block_str);
@@ -343,6 +351,7 @@ void options_print_help(void)
 	       "    -o uid=N,gid=N              owner of the root directory\n"
 	       "    -o umask=OCTAL              root directory mode is 0777 & ~umask (default 022)\n"
 	       "    -o mode=OCTAL               root directory mode, sticky bit included (1777: as /dev/shm)\n"
+	       "    -o nr_inodes=N[k|m|g]       nodes the mount may hold (default: half the RAM pages)\n"
 	       "    -o allow_other              let other users use the mount\n"
 	       "    -o usrquota_block_hardlimit=N[k|m|g|t]  page-file bytes per user\n"
 	       "    -o usrquota_inode_hardlimit=N  sections per user\n"

@@ -36,6 +36,7 @@ struct sfs_options {
 	char *lifetime_str;
 	char *commit_str;
 	char *umask_str;
+	char *nr_inodes_str;
 	char *mode_str;
 	char *uid_str;
 	char *gid_str;
@@ -55,6 +56,7 @@ struct sfs_options {
 	int uid_set, gid_set;
 	int writeback;			/* -o writeback_cache */
 	struct quota_limits quota;	/* -o usrquota..., grpquota... */
+	uint64_t nr_inodes;		/* nodes the mount may hold */
 	/* Non-option arguments: [SOURCE] MOUNTPOINT, as mount.fuse3 gives
 	 * them; the source names nothing and is ignored. */
 	char *nonopt[2];

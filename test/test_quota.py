@@ -137,7 +137,8 @@ def test_quota_options_mount(mount_factory, option):
 
 @pytest.mark.parametrize('option', [
     'usrquota_block_hardlimit=lots', 'usrquota_inode_hardlimit=1x',
-    'grpquota_inode_hardlimit=-1', 'grpquota_block_hardlimit=5%'])
+    'grpquota_inode_hardlimit=-1', 'grpquota_block_hardlimit=5%',
+    'nr_inodes=0', 'nr_inodes=many'])
 def test_quota_bad_values_refused(base_dir, option):
     """A malformed limit is refused before mounting, in one line naming
     the option."""
@@ -505,3 +506,41 @@ out = [make_nodes(%r, 'n', 100), attempt(create, %r),
     assert out == [[2, 'EDQUOT'], 'EDQUOT', [3, 'ok']], out
     assert quota_lines(mnt)[('g', GROUP)][1] == 3
     assert os.stat(sg + '/n0').st_gid == GROUP
+
+
+# --------------------------------------------------------------------------
+# The mount's bound on nodes, -o nr_inodes
+
+def test_nr_inodes_bounds_every_user(mount_factory, datapath):
+    """With nr_inodes=20 a user makes nodes of any kind until ENOSPC,
+    exactly as many as statfs said were free; the last one (1/64, at
+    least one) is root's; removing a name gives it back."""
+    mnt = shared(mount_factory, datapath, 'nr_inodes=20')
+    pub = str(mnt / 'pub')
+    ffree = as_user(USER, 'out = os.statvfs(%r).f_ffree' % pub)
+    made = as_user(USER, """
+out = []
+for i in range(40):
+    kind = ('file', 'dir', 'fifo', 'link')[i %% 4]
+    p = os.path.join(%r, 'n%%d' %% i)
+    res = attempt({'file': create, 'dir': os.mkdir, 'fifo': os.mkfifo,
+                   'link': lambda p: os.symlink('n0', p)}[kind], p)
+    out.append(res)
+    if res != 'ok':
+        break
+""" % pub)
+    # The root and pub are two of the 20; one is root's reserve.
+    assert made == ['ok'] * 17 + ['ENOSPC'], made
+    assert ffree == 17
+    assert as_user(USER, 'out = os.statvfs(%r).f_ffree' % pub) == 0
+    with open(mnt / 'roots', 'wb'):
+        pass
+    with pytest.raises(OSError) as exc:
+        os.mkdir(mnt / 'more')
+    assert exc.value.errno == errno.ENOSPC
+    os.unlink(mnt / 'roots')
+    os.unlink(os.path.join(pub, 'n0'))
+    # A name's node goes once the kernel forgets it, a moment after.
+    assert util.wait_for(lambda: as_user(
+        USER, 'out = attempt(create, %r)' % os.path.join(pub, 'again'))
+        == 'ok')

@@ -148,6 +148,8 @@ static void test_parse(void)
 	CHECK(o.passthrough == PT_OFF);
 	CHECK(o.uid_set && o.uid == 5 && !o.gid_set);
 	CHECK(o.umask == 022 && o.size == 0);
+	/* nr_inodes: half the RAM pages, at least 1024 (no RAM given). */
+	CHECK(o.nr_inodes == 1024);
 	CHECK(args.argc == 5 && !strcmp(args.argv[2], "allow_other"));
 	options_free(&o);
 	fuse_opt_free_args(&args);
