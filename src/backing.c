@@ -29,6 +29,15 @@
 #include "privilege.h"
 
 #define MAX_SYMLINKS	40	/* as the kernel's path walk */
+/*
+ * Components one walk steps through, over every link it follows.  The
+ * kernel's own walk is bounded only by its 40 links of PATH_MAX each,
+ * but its steps cost nanoseconds; ours cost a few syscalls each, and the
+ * kernel holds the directory the symlink goes in for the whole walk.
+ */
+#define MAX_STEPS	4096
+/* Mounts whose verdict one walk remembers. */
+#define KNOWN_MOUNTS	16
 
 struct saved_creds {
 	uid_t fsuid;
@@ -215,11 +224,20 @@ static int fd_mode(int fd, mode_t *mode)
 	return 0;
 }
 
+/* A mount a walk has crossed into, and what refuse_fuse() said of it. */
+struct known_mount {
+	struct place at;
+	int verdict;
+};
+
 struct walk {
 	char rest[2 * PATH_MAX];	/* what is left to resolve */
 	char done[PATH_MAX];		/* canonical path so far */
 	size_t done_len;
 	int links;
+	int steps;			/* components stepped through */
+	struct known_mount known[KNOWN_MOUNTS];
+	int nknown;			/* entries of known used */
 	struct place root;		/* where "/" is */
 	struct place here;		/* where the directory walked is */
 };
@@ -276,6 +294,33 @@ static int walk_record(struct walk *w, const char *comp)
 }
 
 /*
+ * refuse_fuse() once per mount a walk crosses into: a path that goes in
+ * and out of the same mounts over and over ("/proc/../proc/..") would
+ * otherwise read the whole mount table at every step.  A mount's type
+ * does not change while it stays the same mount (a mount id is not
+ * reused while the mount lives, and a walk is over in moments).  When
+ * the table is full, the oldest entry makes room.
+ */
+static int walk_refuse_fuse(struct walk *w, const struct place *at)
+{
+	struct known_mount *k;
+	int i, err;
+
+	for (i = 0; i < w->nknown && i < KNOWN_MOUNTS; i++) {
+		k = &w->known[i];
+		if (!crosses(&k->at, at) && k->at.dev == at->dev)
+			return k->verdict;
+	}
+	err = refuse_fuse(at);
+	if (err && err != -EINVAL)
+		return err;	/* not an answer about the mount */
+	k = &w->known[w->nknown++ % KNOWN_MOUNTS];
+	k->at = *at;
+	k->verdict = err;
+	return err;
+}
+
+/*
  * Step onto what fd names, found in the directory at w->here: never onto
  * self_dev (ELOOP), never into a FUSE filesystem (EINVAL).
  */
@@ -289,7 +334,7 @@ static int walk_step(struct walk *w, int fd, dev_t self_dev)
 	if (at.dev == self_dev)
 		return -ELOOP;
 	if (crosses(&w->here, &at)) {
-		err = refuse_fuse(&at);
+		err = walk_refuse_fuse(w, &at);
 		if (err)
 			return err;
 	}
@@ -307,7 +352,9 @@ static int walk_step(struct walk *w, int fd, dev_t self_dev)
  * request: a walk that waited on another FUSE daemon (stalled, or itself
  * a sectionfs walking into this mount) would wait with it held, and its
  * callers could not even be killed.  So each step that crosses into
- * another mount is checked before anything is looked up there.
+ * another mount is checked before anything is looked up there, and a
+ * walk takes at most MAX_STEPS steps (ELOOP beyond), so that no target
+ * holds the directory for long.
  */
 static int walk_path(const char *path, dev_t self_dev, struct walk *w,
 		     int *out)
@@ -320,10 +367,12 @@ static int walk_path(const char *path, dev_t self_dev, struct walk *w,
 	w->done_len = 0;
 	w->done[0] = '\0';
 	w->links = 0;
+	w->steps = 0;
+	w->nknown = 0;
 	if (!err)
 		err = fd_place(dirfd, &w->root);
 	if (!err)
-		err = refuse_fuse(&w->root);
+		err = walk_refuse_fuse(w, &w->root);
 	w->here = w->root;
 	while (!err) {
 		char *comp, rest_copy[sizeof(w->rest)];
@@ -334,6 +383,10 @@ static int walk_path(const char *path, dev_t self_dev, struct walk *w,
 			;
 		if (!*p)
 			break;
+		if (++w->steps > MAX_STEPS) {
+			err = -ELOOP;
+			break;
+		}
 		comp = p;
 		p = strchrnul(p, '/');
 		strcpy(rest_copy, *p ? p + 1 : "");

@@ -19,6 +19,7 @@ import ctypes
 import errno
 import json
 import os
+import pathlib
 import random
 import subprocess
 import threading
@@ -355,3 +356,88 @@ def test_readdirplus_attributes(mnt):
     assert sorted(r[6] for r in rows) == ['.', '..', 'fifo', 'file', 'sub']
     assert [r[4] for r in rows if r[6] == 'file'] == ['5']
     assert [r[0][0] for r in rows if r[6] == 'fifo'] == ['p']
+
+
+# --------------------------------------------------------------------------
+# Symlink walks
+
+#: Threads that each make file-backed sections of a long chain of links.
+LINKERS = 8
+
+LINKER = r'''
+import errno, json, os, shutil, sys, tempfile, threading
+pub, n = sys.argv[1], int(sys.argv[2])
+# 40 links (the most a walk follows), each target ~4,000 characters of
+# "/proc/.." (a step into another mount and back, twice a pair) ending
+# in the next link; the last names a file.
+d = tempfile.mkdtemp(prefix='chain-')
+with open(os.path.join(d, 'file'), 'wb') as f:
+    f.write(b'end of the chain')
+for i in range(40):
+    nxt = os.path.join(d, 'l%d' % (i + 1) if i < 39 else 'file')
+    os.symlink('/proc/..' * ((4000 - len(nxt)) // 8) + nxt,
+               os.path.join(d, 'l%d' % i))
+stop = threading.Event()
+outcomes = {}
+lock = threading.Lock()
+
+def link(k):
+    i = 0
+    while not stop.is_set():
+        i += 1
+        p = os.path.join(pub, 'chain%d-%d' % (k, i))
+        try:
+            os.symlink(os.path.join(d, 'l0'), p)
+            os.unlink(p)
+            what = 'ok'
+        except OSError as e:
+            what = errno.errorcode.get(e.errno, str(e.errno))
+        with lock:
+            outcomes[what] = outcomes.get(what, 0) + 1
+
+threads = [threading.Thread(target=link, args=(k,)) for k in range(n)]
+for t in threads:
+    t.start()
+print('ready', flush=True)
+sys.stdin.read()
+stop.set()
+for t in threads:
+    t.join()
+shutil.rmtree(d)
+print(json.dumps(outcomes), flush=True)
+'''
+
+
+@pytest.mark.root
+@pytest.mark.other_user
+def test_long_symlink_walks_do_not_stall_other_users(shared_mnt):
+    """uid 65534 makes file-backed sections of a chain of 40 links, each
+    thousands of steps into /proc and back, from many threads; root
+    creates and unlinks files in the same directory meanwhile (the kernel
+    holds it for the whole of each link's walk).  Each call ends, ELOOP
+    or a section, and the victim's work finishes within a liveness
+    bound."""
+    mnt = shared_mnt
+    if util.setpriv_skip_reason():
+        pytest.skip(util.setpriv_skip_reason())
+    attacker = subprocess.Popen(
+        util.as_user_argv(NOBODY) + [util.PYTHON, '-I', '-c', LINKER,
+                                     mnt / 'pub', str(LINKERS)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd='/')
+    try:
+        assert attacker.stdout.readline().strip() == 'ready'
+        time.sleep(0.5)             # every attacker thread is asking
+        took = victim_cycles(pathlib.Path(mnt / 'pub'))
+    finally:
+        out, _ = attacker.communicate(timeout=util.PATIENCE)
+    outcomes = json.loads(out)
+    assert took < VICTIM_BOUND or util.VALGRIND, \
+        '20 create/stat/unlink cycles took %.1f s beside %d linkers' % (
+            took, LINKERS)
+    assert set(outcomes) <= {'ELOOP', 'ok'}, outcomes
+    assert sum(outcomes.values()) > 0, outcomes
+    # A short chain still makes a section.
+    p = os.path.join(mnt / 'pub', 'short')
+    os.symlink('/proc/../proc/../etc/hostname', p)
+    with open('/etc/hostname', 'rb') as f:
+        assert util.read_file(p) == f.read()
