@@ -16,13 +16,16 @@
  *
  * READDIR offsets: 1 after ".", 2 after "..", and seq + 2 after a child.
  * Reading on from the offset the listing stands at costs O(1) an entry;
- * any other offset (a seekdir, a rewind) walks from the head.  It changes
- * nothing in the tree beyond the lookups readdirplus counts, and never
- * replies to the kernel.
+ * any other offset (a seekdir, a rewind) walks from the head, letting
+ * ns->lock go every few hundred steps so that no one waits on a seek
+ * through a big directory for long.  It changes nothing in the tree
+ * beyond the lookups readdirplus counts, and never replies to the
+ * kernel.
  */
 #include "config.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +34,8 @@
 
 /* Offsets of "." and ".."; a child's is its seq plus DIR_DOTS. */
 #define DIR_DOTS	2
+/* Steps a seek takes under ns->lock before letting it go a moment. */
+#define SEEK_CHUNK	256
 
 static bool is_mark(const struct dentry *d)
 {
@@ -62,34 +67,58 @@ static void mark_unplace(struct ns_dir *dir)
 /*
  * ns->lock held: place the mark at offset off, walking from after
  * (NULL: the head) past marks and the children at or above off.
+ *
+ * A walk to an offset far down a big directory would hold ns->lock for
+ * O(entries), and every create, lookup and unlink in the mount waits on
+ * it.  So every SEEK_CHUNK steps the mark is placed where the walk
+ * stands and the lock is let go a moment: the mark holds the place (no
+ * one frees a mark, and every other walk skips it), children created or
+ * renamed meanwhile go to the head, before it, where they belong (their
+ * seq is above every offset given out), and a child removed meanwhile
+ * is unlinked around it.  The kernel sends one READDIR of a handle at a
+ * time, so nothing else moves this listing's mark while it walks.
  */
-static void mark_place(struct ns_dir *dir, struct dentry *after, off_t off)
+static void mark_place(struct ns *ns, struct ns_dir *dir,
+		       struct dentry *after, off_t off)
 {
 	struct node *p = dir->dir;
 	struct dentry *m = dir->mark, *x;
 	uint64_t bound = seq_bound(off);
+	unsigned int steps;
 
-	for (x = after ? after->next : p->u.other.first;
-	     x && (is_mark(x) || x->seq >= bound); x = x->next)
-		after = x;
-	m->prev = after;
-	m->next = x;
-	if (after)
-		after->next = m;
-	else
-		p->u.other.first = m;
-	if (x)
-		x->prev = m;
-	dir->placed = true;
+	for (;;) {
+		steps = 0;
+		for (x = after ? after->next : p->u.other.first;
+		     x && (is_mark(x) || x->seq >= bound) &&
+		     steps < SEEK_CHUNK; x = x->next, steps++)
+			after = x;
+		m->prev = after;
+		m->next = x;
+		if (after)
+			after->next = m;
+		else
+			p->u.other.first = m;
+		if (x)
+			x->prev = m;
+		dir->placed = true;
+		if (steps < SEEK_CHUNK)
+			break;
+		pthread_mutex_unlock(&ns->lock);
+		sched_yield();
+		pthread_mutex_lock(&ns->lock);
+		after = m->prev;
+		mark_unplace(dir);
+	}
 	dir->pos = off;
 }
 
 /*
- * ns->lock held: stand at offset off (>= DIR_DOTS).  From where the
- * listing stands, or one entry on from there, in O(1) (the next entry
- * taken); any other offset is a seek, from the head.
+ * ns->lock held (let go on the way, see mark_place()): stand at offset
+ * off (>= DIR_DOTS).  From where the listing stands, or one entry on
+ * from there, in O(1) (the next entry taken); any other offset is a
+ * seek, from the head.
  */
-static void mark_seek(struct ns_dir *dir, off_t off)
+static void mark_seek(struct ns *ns, struct ns_dir *dir, off_t off)
 {
 	struct dentry *after;
 
@@ -98,11 +127,11 @@ static void mark_seek(struct ns_dir *dir, off_t off)
 	if (dir->placed && off == dir->peeked) {
 		after = dir->mark->prev;
 		mark_unplace(dir);
-		mark_place(dir, after, off);
+		mark_place(ns, dir, after, off);
 		return;
 	}
 	mark_unplace(dir);
-	mark_place(dir, NULL, off);
+	mark_place(ns, dir, NULL, off);
 }
 
 int ns_opendir(struct ns *ns, fuse_ino_t ino, struct ns_dir **out)
@@ -158,7 +187,7 @@ int ns_readdir_entry(struct ns *ns, struct ns_dir *dir, off_t off, int plus,
 		pthread_mutex_unlock(&ns->lock);
 		return 0;
 	}
-	mark_seek(dir, off);
+	mark_seek(ns, dir, off);
 	for (d = dir->mark->next; d && is_mark(d); d = d->next)
 		;
 	if (!d) {

@@ -441,3 +441,76 @@ def test_long_symlink_walks_do_not_stall_other_users(shared_mnt):
     os.symlink('/proc/../proc/../etc/hostname', p)
     with open('/etc/hostname', 'rb') as f:
         assert util.read_file(p) == f.read()
+
+
+#: Entries of the directory seekers walk, and the seeking threads.
+SEEK_ENTRIES = 50000
+SEEKERS = 4
+#: A liveness bound for one create/stat/unlink cycle beside them.
+CYCLE_BOUND = 2.0
+
+
+def test_seekdir_in_a_big_directory(mnt):
+    """Threads seek far into a directory of 50,000 entries over and over
+    (each seek walks the directory from its head) while names are
+    created, statted and unlinked in it: every seek finds the entry it
+    was asked for, and every create/stat/unlink cycle finishes within a
+    liveness bound."""
+    d = mnt / 'huge'
+    os.mkdir(d)
+    # FIFOs: names that hold no section (and no descriptor of the
+    # daemon's), which a directory listing walks all the same.
+    for i in range(SEEK_ENTRIES):
+        os.mkfifo(os.path.join(d, 'e%05d' % i))
+    dirp = _libc.opendir(d.encode())
+    assert dirp
+    try:
+        listing = read_on(dirp)
+    finally:
+        _libc.closedir(dirp)
+    assert len(listing) == SEEK_ENTRIES + 2
+    stop = threading.Event()
+    wrong, errors, seeks = [], [], [0]
+
+    def seek():
+        rnd = random.Random(threading.get_ident())
+        dirp = _libc.opendir(d.encode())
+        try:
+            while not stop.is_set():
+                # Far down the listing: the oldest names come last.
+                k = rnd.randrange(len(listing) * 3 // 4, len(listing) - 1)
+                _libc.seekdir(dirp, listing[k][1])
+                ent = _libc.readdir(dirp)
+                got = ent.contents.d_name.decode() if ent else None
+                if got != listing[k + 1][0]:
+                    wrong.append((listing[k + 1][0], got))
+                seeks[0] += 1
+        except Exception as e:  # reported by the test
+            errors.append(e)
+        finally:
+            _libc.closedir(dirp)
+
+    threads = [threading.Thread(target=seek) for _ in range(SEEKERS)]
+    for t in threads:
+        t.start()
+    worst = 0.0
+    try:
+        time.sleep(0.5)             # every seeker is seeking
+        for i in range(50):
+            start = time.monotonic()
+            p = os.path.join(d, 'victim%d' % i)
+            os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o644))
+            os.stat(p)
+            os.unlink(p)
+            worst = max(worst, time.monotonic() - start)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    assert not wrong, 'seekdir found the wrong entry: %s' % wrong[:5]
+    assert seeks[0] > 0
+    print('worst cycle %.3f s, %d seeks' % (worst, seeks[0]))
+    assert worst < CYCLE_BOUND or util.VALGRIND, \
+        'a create/stat/unlink cycle took %.1f s beside %d seekers' % (
+            worst, SEEKERS)
