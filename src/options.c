@@ -219,8 +219,8 @@ static int bad_value(char *msg, size_t msglen, const char *name,
 /*
  * The writeback cache lets the kernel acknowledge a write before the
  * daemon sees it, so nothing the daemon refuses can be refused in time:
- * not a write past a size cap.  And with passthrough the daemon sees no
- * data at all.
+ * not a write past a size cap, nor past a user's or group's byte limit.
+ * And with passthrough the daemon sees no data at all.
  */
 static int check_writeback(const struct sfs_options *o, char *msg,
 			   size_t msglen)
@@ -229,6 +229,12 @@ static int check_writeback(const struct sfs_options *o, char *msg,
 		return 0;
 	if (o->size) {		/* size=0 is no cap */
 		snprintf(msg, msglen, "option 'writeback_cache' cannot be used with 'size': the kernel would accept writes past the cap");
+		return -EINVAL;
+	}
+	if (o->quota.usr_block || o->quota.grp_block) {
+		snprintf(msg, msglen, "option 'writeback_cache' cannot be used with '%s': the kernel would accept writes past the limit",
+			 o->quota.usr_block ? "usrquota_block_hardlimit" :
+					      "grpquota_block_hardlimit");
 		return -EINVAL;
 	}
 	if (o->passthrough == PT_ON) {

@@ -65,6 +65,8 @@ BAD_OPTIONS = [
     ('mode=1777,umask=022', 'mode'),
     ('uid=abc', 'uid'),
     ('writeback_cache,size=1m', 'writeback_cache'),
+    ('writeback_cache,usrquota_block_hardlimit=1m', 'writeback_cache'),
+    ('writeback_cache,grpquota_block_hardlimit=1m', 'writeback_cache'),
     ('writeback_cache,passthrough=on', 'writeback_cache'),
     ('subtype=foo', 'subtype'),
 ]

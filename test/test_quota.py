@@ -225,6 +225,7 @@ def test_chown_moves_the_charge(mount_factory, datapath):
 # --------------------------------------------------------------------------
 # Per-user section limit
 
+@pytest.mark.file_backed
 def test_user_inode_limit(mount_factory, datapath, tmp_path):
     """Sections past a user's limit: EDQUOT, for creates and for
     file-backed sections alike; a directory counts as one; an unlink
@@ -321,7 +322,8 @@ def limited_mnt(request, base_dir, datapath):
     mp = os.path.join(base_dir, 'mnt')
     os.mkdir(mp)
     m = util.LimitedMount(mp, datapath=datapath, nofile=200,
-                          options=['allow_other'])
+                          options=['allow_other'],
+                          writeback=util.writeback_allowed(request.node))
     m.start()
     os.mkdir(m / 'pub')
     os.chmod(m / 'pub', 0o1777)
@@ -332,6 +334,7 @@ def limited_mnt(request, base_dir, datapath):
         pytest.fail('teardown: ' + '\n'.join(problems), pytrace=False)
 
 
+@pytest.mark.file_backed
 def test_fd_budget(limited_mnt):
     """With 200 descriptors, a user makes sections until ENOSPC (never
     EMFILE), as many as df -i said were free; root then still makes a

@@ -392,8 +392,12 @@ class Mount:
         self.flags = list(flags)        # e.g. ['-s']
         if datapath is not None:
             self.options.insert(0, DATAPATHS[datapath])
+        # The daemon refuses writeback_cache beside a size cap or a byte
+        # limit (writes would be accepted past them).
         if WRITEBACK and writeback and datapath == 'cached' and \
-                not any(o.startswith('size=') for o in self.options):
+                not any(o.startswith(('size=', 'usrquota_block',
+                                      'grpquota_block'))
+                        for o in self.options):
             self.options.append('writeback_cache')
         # -s serves on one thread, which io_uring=on refuses.
         if IO_URING in ('on', 'off') and '-s' not in self.flags and \
