@@ -18,17 +18,10 @@ import subprocess
 import pytest
 
 import util
-from util import PAGE, NOBODY, View, pattern, write_file
+from util import PAGE, NOBODY, View, expect_errno, pattern, write_file
 
 pytestmark = pytest.mark.kernel_passthrough
 
-
-def expect_errno(code, fn, *args):
-    with pytest.raises(OSError) as exc:
-        fn(*args)
-    assert exc.value.errno == code, \
-        'expected %s, got %s' % (errno.errorcode[code],
-                                 util.errno_name(exc.value))
 
 
 @pytest.mark.root

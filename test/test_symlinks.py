@@ -19,15 +19,8 @@ import time
 import pytest
 
 import util
-from util import read_file, write_file
+from util import expect_errno, read_file, write_file
 
-
-def expect_errno(code, fn, *args, **kwargs):
-    with pytest.raises(OSError) as exc:
-        fn(*args, **kwargs)
-    assert exc.value.errno == code, \
-        'expected %s, got %s' % (errno.errorcode[code],
-                                 util.errno_name(exc.value))
 
 
 def listing_elsewhere(path):

@@ -1025,6 +1025,18 @@ def errno_name(exc):
     return errno.errorcode.get(exc.errno, str(exc.errno))
 
 
+def expect_errno(code, fn, *args, **kwargs):
+    """Call fn and check that it fails with errno code."""
+    try:
+        fn(*args, **kwargs)
+    except OSError as exc:
+        assert exc.errno == code, 'expected %s, got %s' % (
+            errno.errorcode[code], errno_name(exc))
+        return
+    raise AssertionError('expected %s, the call succeeded'
+                         % errno.errorcode[code])
+
+
 def outcome(fn, *args):
     """'ok' or the errno name fn(*args) raised (EOPNOTSUPP, the name the
     contract uses, for Linux's one number of EOPNOTSUPP and ENOTSUP)."""
