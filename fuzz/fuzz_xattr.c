@@ -138,6 +138,7 @@ static void check_set(const char *name, const char *v, size_t size)
 	}
 	if (!strcmp(name, SECTIONFS_XATTR_KIND) ||
 	    !strcmp(name, SECTIONFS_XATTR_BACKING) ||
+	    !strcmp(name, SECTIONFS_XATTR_BACKING_NOW) ||
 	    !strcmp(name, SECTIONFS_XATTR_RESIDENT))
 		check(err == -EPERM, "a read-only name is not EPERM");
 	else
