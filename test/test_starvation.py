@@ -107,23 +107,31 @@ def victim_cycles(mnt, count=20):
     return time.monotonic() - start
 
 
+def under_attack(script, pub, threads, victim_dir):
+    """Run script as uid 65534 with pub and threads; once it says ready,
+    time the victim's cycles in victim_dir, then end the attack (closing
+    its stdin).  Returns the victim's seconds and the attacker's outcomes
+    (the JSON it prints last)."""
+    attacker = subprocess.Popen(
+        util.as_user_argv(NOBODY) + [util.PYTHON, '-I', '-c', script,
+                                     pub, str(threads)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd='/')
+    try:
+        assert attacker.stdout.readline().strip() == 'ready'
+        time.sleep(0.5)             # every attacker thread is asking
+        took = victim_cycles(victim_dir)
+    finally:
+        out, _ = attacker.communicate(timeout=util.PATIENCE)
+    return took, json.loads(out)
+
+
 @pytest.mark.root
 @pytest.mark.other_user
 def test_seal_storm_does_not_stall_other_users(shared_mnt):
     mnt = shared_mnt
     if util.setpriv_skip_reason():
         pytest.skip(util.setpriv_skip_reason())
-    attacker = subprocess.Popen(
-        util.as_user_argv(NOBODY) + [util.PYTHON, '-I', '-c', ATTACKER,
-                                     mnt / 'pub', str(ATTACKERS)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert attacker.stdout.readline().strip() == 'ready'
-        time.sleep(0.5)             # every attacker thread is asking
-        took = victim_cycles(mnt)
-    finally:
-        out, _ = attacker.communicate(timeout=util.PATIENCE)
-    outcomes = json.loads(out)
+    took, outcomes = under_attack(ATTACKER, mnt / 'pub', ATTACKERS, mnt)
     # Under valgrind every request costs the daemon tens of times more,
     # and the victim's requests queue behind the attacker's refusals.
     assert took < VICTIM_BOUND or util.VALGRIND, \
@@ -420,17 +428,8 @@ def test_long_symlink_walks_do_not_stall_other_users(shared_mnt):
     mnt = shared_mnt
     if util.setpriv_skip_reason():
         pytest.skip(util.setpriv_skip_reason())
-    attacker = subprocess.Popen(
-        util.as_user_argv(NOBODY) + [util.PYTHON, '-I', '-c', LINKER,
-                                     mnt / 'pub', str(LINKERS)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd='/')
-    try:
-        assert attacker.stdout.readline().strip() == 'ready'
-        time.sleep(0.5)             # every attacker thread is asking
-        took = victim_cycles(pathlib.Path(mnt / 'pub'))
-    finally:
-        out, _ = attacker.communicate(timeout=util.PATIENCE)
-    outcomes = json.loads(out)
+    took, outcomes = under_attack(LINKER, mnt / 'pub', LINKERS,
+                                  pathlib.Path(mnt / 'pub'))
     assert took < VICTIM_BOUND or util.VALGRIND, \
         '20 create/stat/unlink cycles took %.1f s beside %d linkers' % (
             took, LINKERS)
