@@ -10,7 +10,10 @@
  * creates no sections, never does I/O on a section's file while holding
  * the namespace lock, and never replies to the kernel.
  *
- * A node's FUSE node id is its address.  A node lives while it has a name
+ * A node's FUSE node id is its ino, a number never reused, found in a
+ * table (ids below) checked on every request: an id from a server that
+ * has since died, or one never given, finds no node and is ESTALE, never
+ * memory that once held one.  A node lives while it has a name
  * (nlink > 0) or the kernel holds a lookup on it; nodes the kernel holds
  * after their last name went sit on the orphan list so that ns_destroy()
  * can free them at unmount.  Directory listings are linked to the
@@ -159,6 +162,86 @@ void dentry_detach(struct ns *ns, struct dentry *d)
 	p->u.other.mtime = p->ctime = now();
 }
 
+/* ---- node ids ---- */
+
+/* Where ino's probe starts: Fibonacci hashing spreads inos a pattern of
+ * creates and removals leaves evenly spaced. */
+static size_t id_home(const struct ns *ns, uint64_t ino)
+{
+	return (size_t)((ino * 0x9e3779b97f4a7c15ULL) >> 32) &
+		(ns->nids_slots - 1);
+}
+
+struct node *node_find(struct ns *ns, fuse_ino_t ino)
+{
+	size_t mask = ns->nids_slots - 1, i = id_home(ns, ino);
+	struct node *n;
+
+	for (; (n = ns->ids[i]); i = (i + 1) & mask)
+		if (n->ino == ino)
+			return n;
+	return NULL;
+}
+
+static void id_place(struct node **t, size_t mask, size_t home, struct node *n)
+{
+	size_t i = home;
+
+	while (t[i])
+		i = (i + 1) & mask;
+	t[i] = n;
+}
+
+/* Keep the table at most half full; on ENOMEM keep it while a slot is
+ * left, so a probe always ends. */
+static int id_insert(struct ns *ns, struct node *n)
+{
+	if ((ns->nids + 1) * 2 > ns->nids_slots) {
+		size_t nb = ns->nids_slots * 2, i, old = ns->nids_slots;
+		struct node **t = calloc(nb, sizeof(*t));
+
+		if (!t && ns->nids + 2 > old)
+			return -ENOMEM;
+		if (t) {
+			struct node **ot = ns->ids;
+
+			ns->ids = t;
+			ns->nids_slots = nb;
+			for (i = 0; i < old; i++)
+				if (ot[i])
+					id_place(t, nb - 1,
+						 id_home(ns, ot[i]->ino), ot[i]);
+			free(ot);
+		}
+	}
+	id_place(ns->ids, ns->nids_slots - 1, id_home(ns, n->ino), n);
+	ns->nids++;
+	return 0;
+}
+
+/* Linear probing's deletion: later entries of the run move back, so no
+ * tombstone is left to lengthen probes. */
+static void id_remove(struct ns *ns, struct node *n)
+{
+	size_t mask = ns->nids_slots - 1, i = id_home(ns, n->ino), j, k;
+
+	while (ns->ids[i] != n)
+		i = (i + 1) & mask;
+	for (j = i;;) {
+		j = (j + 1) & mask;
+		if (!ns->ids[j])
+			break;
+		k = id_home(ns, ns->ids[j]->ino);
+		/* Stays when its home lies cyclically in (i, j]. */
+		if (i <= j ? (i < k && k <= j) : (i < k || k <= j))
+			continue;
+		ns->ids[i] = ns->ids[j];
+		i = j;
+	}
+	ns->ids[i] = NULL;
+	ns->nids--;
+}
+
 /* ---- nodes ---- */
 
 struct node *node_new(struct ns *ns, mode_t mode, uid_t uid, gid_t gid)
@@ -168,6 +251,10 @@ struct node *node_new(struct ns *ns, mode_t mode, uid_t uid, gid_t gid)
 	if (!n)
 		return NULL;
 	n->ino = ns->next_ino++;
+	if (id_insert(ns, n)) {
+		free(n);
+		return NULL;
+	}
 	n->mode = mode;
 	n->uid = uid;
 	n->gid = gid;
@@ -188,6 +275,7 @@ struct section *node_free(struct ns *ns, struct node *n)
 {
 	struct section *sec = node_sec(n);
 
+	id_remove(ns, n);
 	ns->nnodes--;
 	if (node_counted(ns, n)) {
 		free((char *)node_target(n));
@@ -302,6 +390,8 @@ int dir_for_entry(struct ns *ns, fuse_ino_t parent, const char *name,
 {
 	struct node *p = node_of(ns, parent);
 
+	if (!p)
+		return -ESTALE;
 	if (strlen(name) > NAME_MAX)
 		return -ENAMETOOLONG;
 	if (!is_dir(p))
@@ -350,10 +440,14 @@ int ns_init(struct ns *ns, const struct sfs_modes *modes, mode_t root_mode,
 	ns->next_ino = FUSE_ROOT_ID;
 	ns->nbuckets = 1024;
 	ns->buckets = calloc(ns->nbuckets, sizeof(*ns->buckets));
-	if (!ns->buckets)
-		return -ENOMEM;
-	ns->root = node_new(ns, S_IFDIR | (root_mode & 07777), uid, gid);
-	if (!ns->root) {
+	ns->nids_slots = 1024;
+	ns->ids = calloc(ns->nids_slots, sizeof(*ns->ids));
+	if (ns->buckets && ns->ids)
+		ns->root = node_new(ns, S_IFDIR | (root_mode & 07777), uid,
+				    gid);
+	if (!ns->root || ns_handles_init(&ns->handles)) {
+		free(ns->root);
+		free(ns->ids);
 		free(ns->buckets);
 		return -ENOMEM;
 	}
@@ -410,6 +504,8 @@ void ns_destroy(struct ns *ns)
 	}
 	free_tree(ns->root);
 	free(ns->buckets);
+	free(ns->ids);
+	ns_handles_destroy(&ns->handles);
 	pthread_cond_destroy(&ns->writers_gone);
 	pthread_cond_destroy(&ns->sealed);
 	pthread_mutex_destroy(&ns->lock);
@@ -434,27 +530,36 @@ int ns_lookup(struct ns *ns, fuse_ino_t parent, const char *name,
 
 void ns_forget(struct ns *ns, fuse_ino_t ino, uint64_t nlookup)
 {
-	struct node *n = node_of(ns, ino);
 	struct section *sec = NULL;
+	struct node *n;
 
 	pthread_mutex_lock(&ns->lock);
+	n = node_of(ns, ino);
+	if (!n)
+		goto out;		/* nothing to forget: no reply either */
 	n->nlookup = n->nlookup > nlookup ? n->nlookup - nlookup : 0;
 	if (n->nlookup == 0 && n->nlink == 0 && n != ns->root) {
 		LIST_REMOVE(n, orphan);
 		sec = node_free(ns, n);
 	}
+out:
 	ns_unlock(ns);
 	put_if(sec);
 }
 
 int ns_readlink(struct ns *ns, fuse_ino_t ino, char *buf, size_t size)
 {
-	const char *target;
+	const char *target = NULL;
+	struct node *n;
 	int err = 0;
 
 	pthread_mutex_lock(&ns->lock);
-	target = node_target(node_of(ns, ino));
-	if (!target)
+	n = node_of(ns, ino);
+	if (n)
+		target = node_target(n);
+	if (!n)
+		err = -ESTALE;
+	else if (!target)
 		err = -EINVAL;		/* not a symlink, or the placeholder */
 	else if (strlen(target) >= size)
 		err = -ENAMETOOLONG;
@@ -466,12 +571,15 @@ int ns_readlink(struct ns *ns, fuse_ino_t ino, char *buf, size_t size)
 
 int ns_getattr(struct ns *ns, fuse_ino_t ino, struct stat *st)
 {
-	struct section *sec;
+	struct section *sec = NULL;
+	struct node *n;
 
 	pthread_mutex_lock(&ns->lock);
-	sec = attr_start(ns, node_of(ns, ino), st);
+	n = node_of(ns, ino);
+	if (n)
+		sec = attr_start(ns, n, st);
 	pthread_mutex_unlock(&ns->lock);
-	return attr_finish(sec, st);
+	return n ? attr_finish(sec, st) : -ESTALE;
 }
 
 /* ---- setattr ---- */
@@ -546,12 +654,15 @@ static int in_group(const struct caller *who, gid_t gid)
 
 int ns_kill_setid(struct ns *ns, fuse_ino_t ino, const struct caller *who)
 {
-	struct node *n = node_of(ns, ino);
 	mode_t kill = 0;
+	struct node *n;
 	int res = 0;
 
 	pthread_mutex_lock(&ns->lock);
-	if (!S_ISREG(n->mode))
+	n = node_of(ns, ino);
+	if (!n)
+		res = -ESTALE;
+	if (!n || !S_ISREG(n->mode))
 		goto out;
 	kill = n->mode & S_ISUID;
 	/* A set-group-ID file the group may not execute marks no program,
@@ -579,8 +690,8 @@ out:
 int ns_setattr(struct ns *ns, fuse_ino_t ino, const struct stat *attr,
 	       int to_set, const struct caller *who, struct stat *out)
 {
-	struct node *n = node_of(ns, ino);
 	struct section *sec;
+	struct node *n;
 	struct timespec times[2] = {
 		attr_time(to_set, FUSE_SET_ATTR_ATIME, FUSE_SET_ATTR_ATIME_NOW,
 			  attr->st_atim),
@@ -597,6 +708,11 @@ int ns_setattr(struct ns *ns, fuse_ino_t ino, const struct stat *attr,
 
 again:
 	pthread_mutex_lock(&ns->lock);
+	n = node_of(ns, ino);
+	if (!n) {
+		pthread_mutex_unlock(&ns->lock);
+		return -ESTALE;
+	}
 	sec = node_sec(n);
 	if (sec)
 		section_get(sec);
@@ -625,6 +741,13 @@ again:
 	}
 
 	pthread_mutex_lock(&ns->lock);
+	/* The kernel holds the node while its request is on: the same
+	 * one is found again. */
+	n = node_of(ns, ino);
+	if (!n) {
+		pthread_mutex_unlock(&ns->lock);
+		return -ESTALE;
+	}
 	if (moves && (n->uid != ouid || n->gid != ogid)) {
 		/* Another chown came between: its owner holds the inode
 		 * now.  Give the inode back (by root: never refused) and

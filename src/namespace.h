@@ -4,7 +4,10 @@
  * The namespace maps the kernel's node ids to nodes, keeps the kernel's
  * lookup counts, and owns names, link counts, ownership, modes and the
  * times of directories.  Every function returns 0 or a negative errno and
- * leaves the tree unchanged on error.  Functions that hand a section to
+ * leaves the tree unchanged on error.  Node ids and handle ids are
+ * numbers looked up in tables, never addresses: a node id the namespace
+ * does not hold (a stale one, or one it never gave) is ESTALE, a handle
+ * id EBADF.  Functions that hand a section to
  * the caller give it a reference the caller must drop (section_put) or
  * keep for an open handle.
  *
@@ -33,6 +36,21 @@ struct node;
 struct dentry;
 struct ns_dir;
 struct ns_seal;
+struct ns_handle;
+
+/*
+ * The ids the kernel holds for open files and directories (ns_handles.c).
+ * A leaf lock of its own, never taken with ns->lock held nor held across
+ * a call elsewhere: the data path finds its section here on every READ
+ * and WRITE without waiting for name operations.
+ */
+struct ns_handles {
+	pthread_mutex_t lock;
+	struct ns_handle *slots;	/* lock */
+	uint32_t nslots;		/* lock */
+	uint32_t nused;			/* lock */
+	uint32_t free;			/* first free slot + 1, or 0; lock */
+};
 
 /* The mount's tree.  What guards each field is named on it, as in
  * ns_internal.h: ns->lock, or immutable once ns_init() (or main) has set
@@ -62,6 +80,12 @@ struct ns {
 	pthread_t sealer;		/* set by ns_sealer_start() */
 	bool sealer_running;		/* ns->lock */
 	bool sealer_stopping;		/* ns->lock */
+	/* Node id -> node: every node not yet freed, by open addressing
+	 * (linear probing) on its ino, which is its node id. */
+	struct node **ids;		/* ns->lock */
+	size_t nids_slots;		/* a power of two; ns->lock */
+	size_t nids;			/* ns->lock */
+	struct ns_handles handles;	/* its own lock */
 	uint64_t next_ino;		/* ns->lock */
 	uint64_t next_seq;		/* dentries attached; ns->lock */
 	uint64_t nnodes;		/* ns->lock */
@@ -244,6 +268,25 @@ void ns_releasedir(struct ns *ns, struct ns_dir *dir);
 int ns_readdir_entry(struct ns *ns, struct ns_dir *dir, off_t off, int plus,
 		     char name[NAME_MAX + 1], struct fuse_entry_param *e,
 		     off_t *next);
+
+/*
+ * Handles (ns_handles.c).  ns_handle_add gives an open section (with the
+ * reference ns_open or ns_mknod gave for it, which the handle now holds)
+ * an fh, ns_dirhandle_add an open directory; -ENOMEM.  ns_handle_section
+ * finds a file handle's section with a reference of its own for the
+ * caller to put, ns_handle_dir a directory handle's listing; NULL when
+ * fh is no such handle (EBADF).  The _take calls remove a handle of node
+ * ino and return what it held (the section with the handle's reference),
+ * or NULL when fh is no such handle of ino.
+ */
+int ns_handle_add(struct ns *ns, fuse_ino_t ino, struct section *sec,
+		  uint64_t *fh);
+int ns_dirhandle_add(struct ns *ns, fuse_ino_t ino, struct ns_dir *dir,
+		     uint64_t *fh);
+struct section *ns_handle_section(struct ns *ns, uint64_t fh);
+struct ns_dir *ns_handle_dir(struct ns *ns, uint64_t fh);
+struct section *ns_handle_take(struct ns *ns, uint64_t fh, fuse_ino_t ino);
+struct ns_dir *ns_dirhandle_take(struct ns *ns, uint64_t fh, fuse_ino_t ino);
 
 /* The number of nodes, and how many more uid may make within
  * -o nr_inodes, for statfs (bytes are the store's: store.h). */

@@ -136,20 +136,29 @@ static void mark_seek(struct ns *ns, struct ns_dir *dir, off_t off)
 
 int ns_opendir(struct ns *ns, fuse_ino_t ino, struct ns_dir **out)
 {
-	struct ns_dir *dir;
-	struct node *n = node_of(ns, ino);
-
-	if (!is_dir(n))		/* the type bits never change */
-		return -ENOTDIR;
 	/* The mark shares the block: it has no name. */
-	dir = calloc(1, sizeof(*dir) + sizeof(struct dentry) + 1);
+	struct ns_dir *dir = calloc(1, sizeof(*dir) + sizeof(struct dentry) + 1);
+	struct node *n;
+	int err = 0;
+
 	if (!dir)
 		return -ENOMEM;
-	dir->dir = n;
 	dir->mark = (struct dentry *)(dir + 1);
 	pthread_mutex_lock(&ns->lock);
-	LIST_INSERT_HEAD(&ns->listings, dir, link);
+	n = node_of(ns, ino);
+	if (!n)
+		err = -ESTALE;
+	else if (!is_dir(n))
+		err = -ENOTDIR;
+	if (!err) {
+		dir->dir = n;
+		LIST_INSERT_HEAD(&ns->listings, dir, link);
+	}
 	pthread_mutex_unlock(&ns->lock);
+	if (err) {
+		free(dir);
+		return err;
+	}
 	*out = dir;
 	return 0;
 }

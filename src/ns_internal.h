@@ -138,14 +138,21 @@ static inline struct timespec now(void)
 	return ts;
 }
 
+/*
+ * Under the lock: the node with node id ino, or NULL when the namespace
+ * holds none (ESTALE for the request).  Ids are inos, never reused, so a
+ * stale id finds nothing rather than another node.
+ */
+struct node *node_find(struct ns *ns, fuse_ino_t ino);
+
 static inline struct node *node_of(struct ns *ns, fuse_ino_t ino)
 {
-	return ino == FUSE_ROOT_ID ? ns->root : (struct node *)(uintptr_t)ino;
+	return ino == FUSE_ROOT_ID ? ns->root : node_find(ns, ino);
 }
 
 static inline fuse_ino_t ino_of(struct ns *ns, struct node *n)
 {
-	return n == ns->root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)n;
+	return n->ino;
 }
 
 static inline int is_dir(const struct node *n)
@@ -233,6 +240,11 @@ int dir_for_entry(struct ns *ns, fuse_ino_t parent, const char *name,
 /* The dentry name names in directory parent, or ENOENT. */
 int find_entry(struct ns *ns, fuse_ino_t parent, const char *name,
 	       struct dentry **out);
+
+/* ns_handles.c: the handle table's setup and teardown (ns_init,
+ * ns_destroy). */
+int ns_handles_init(struct ns_handles *h);
+void ns_handles_destroy(struct ns_handles *h);
 
 /* ns_open.c: a handle is opened on n's section (ns->lock held). */
 unsigned int count_open(struct node *n, int flags);

@@ -507,13 +507,14 @@ out:
 int ns_link(struct ns *ns, fuse_ino_t ino, fuse_ino_t newparent,
 	    const char *newname, struct fuse_entry_param *e)
 {
-	struct node *n = node_of(ns, ino), *p;
 	struct section *pin = NULL;
+	struct node *n, *p;
 	struct dentry *d;
 	int err;
 
 	pthread_mutex_lock(&ns->lock);
-	err = dir_for_entry(ns, newparent, newname, &p);
+	n = node_of(ns, ino);
+	err = n ? dir_for_entry(ns, newparent, newname, &p) : -ESTALE;
 	if (err)
 		goto out;
 	if (is_dir(n)) {

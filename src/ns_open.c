@@ -58,16 +58,22 @@ static void count_close(struct ns *ns, struct node *n, int flags)
  * not destroy a section whose owner set handle after closing it (as
  * sectionctl create --lifetime handle does).
  */
-static void set_lifetime(struct ns *ns, struct node *n,
+static void set_lifetime(struct ns *ns, fuse_ino_t ino,
 			 enum lifetime_mode lifetime)
 {
+	struct node *n;
+
 	pthread_mutex_lock(&ns->lock);
+	n = node_of(ns, ino);
+	if (!n || !node_sec(n))
+		goto out;	/* gone since its attributes were read */
 	if (lifetime == LIFETIME_HANDLE &&
 	    n->u.file.lifetime != LIFETIME_HANDLE) {
 		n->u.file.handle_opens = 0;
 		n->u.file.handle_epoch++;
 	}
 	n->u.file.lifetime = lifetime;
+out:
 	pthread_mutex_unlock(&ns->lock);
 }
 
@@ -76,10 +82,15 @@ static void set_lifetime(struct ns *ns, struct node *n,
 int ns_open(struct ns *ns, fuse_ino_t ino, int flags, struct section **out,
 	    unsigned int *undo)
 {
-	struct node *n = node_of(ns, ino);
+	struct node *n;
 	int err = 0;
 
 	pthread_mutex_lock(&ns->lock);
+	n = node_of(ns, ino);
+	if (!n) {
+		pthread_mutex_unlock(&ns->lock);
+		return -ESTALE;
+	}
 	/* A seal is being added that writers wait for: see it first. */
 	while (node_sec(n) && is_writer(flags) && n->u.file.sealing)
 		pthread_cond_wait(&ns->sealed, &ns->lock);
@@ -103,9 +114,14 @@ int ns_open(struct ns *ns, fuse_ino_t ino, int flags, struct section **out,
 
 void ns_open_undo(struct ns *ns, fuse_ino_t ino, int flags, unsigned int undo)
 {
-	struct node *n = node_of(ns, ino);
+	struct node *n;
 
 	pthread_mutex_lock(&ns->lock);
+	n = node_of(ns, ino);
+	if (!n || !node_sec(n)) {
+		pthread_mutex_unlock(&ns->lock);
+		return;
+	}
 	count_close(ns, n, flags);
 	/* Only a count made since the lifetime last became handle. */
 	if (undo && undo == n->u.file.handle_epoch + 1u &&
@@ -142,19 +158,23 @@ static struct section *expire_names(struct ns *ns, struct node *n,
 int ns_release(struct ns *ns, fuse_ino_t ino, int flags,
 	       struct ns_expired *gone)
 {
-	struct node *n = node_of(ns, ino);
 	struct section *sec = NULL;
 	int expired = 0;
+	struct node *n;
 
 	memset(gone, 0, sizeof(*gone));
 	gone->ino = ino;
 	pthread_mutex_lock(&ns->lock);
+	n = node_of(ns, ino);
+	if (!n || !node_sec(n))
+		goto out;
 	count_close(ns, n, flags);
 	if (n->u.file.opens == 0 && n->u.file.lifetime == LIFETIME_HANDLE &&
 	    n->u.file.handle_opens > 0 && n->nlink > 0) {
 		sec = expire_names(ns, n, gone);
 		expired = gone->names != NULL;
 	}
+out:
 	pthread_mutex_unlock(&ns->lock);
 	put_if(sec);
 	return expired;
@@ -175,11 +195,14 @@ void ns_expired_free(struct ns_expired *gone)
 static int xattr_view_of(struct ns *ns, fuse_ino_t ino, struct xattr_view *v,
 			 uid_t *owner)
 {
-	struct node *n = node_of(ns, ino);
+	struct node *n;
 	int err = 0;
 
 	pthread_mutex_lock(&ns->lock);
-	if (node_sec(n)) {
+	n = node_of(ns, ino);
+	if (!n) {
+		err = -ESTALE;
+	} else if (node_sec(n)) {
 		section_get(n->u.file.sec);
 		v->sec = n->u.file.sec;
 		v->lifetime = n->u.file.lifetime;
@@ -304,7 +327,6 @@ static int seal_later(struct ns *ns, fuse_ino_t ino, uid_t uid,
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
-	s->n = node_of(ns, ino);
 	s->sec = sec;
 	s->seals = seals;
 	s->uid = uid;
@@ -314,9 +336,12 @@ static int seal_later(struct ns *ns, fuse_ino_t ino, uid_t uid,
 	s->deadline = mono_after(SEAL_WAIT_MS);
 	s->later = *later;
 	pthread_mutex_lock(&ns->lock);
+	s->n = node_of(ns, ino);
 	TAILQ_FOREACH(it, &ns->seals, link)
 		mine += it->uid == uid;
-	if (!ns->sealer_running || ns->sealer_stopping ||
+	if (!s->n) {
+		err = -ESTALE;
+	} else if (!ns->sealer_running || ns->sealer_stopping ||
 	    ns->nseals >= SEALS_MAX || mine >= SEALS_PER_USER) {
 		err = -EBUSY;
 	} else {
@@ -500,6 +525,8 @@ int ns_setxattr(struct ns *ns, fuse_ino_t ino, const struct caller *who,
 	uid_t owner;
 	int err = xattr_view_of(ns, ino, &v, &owner);
 
+	if (err == -ESTALE)
+		return err;
 	if (err)
 		return xattr_parse_set(name, value, size, &change) == -EOPNOTSUPP ?
 			-EOPNOTSUPP : -ENODATA;
@@ -516,7 +543,7 @@ int ns_setxattr(struct ns *ns, fuse_ino_t ino, const struct caller *who,
 		err = add_seals(ns, ino, who->uid, v.sec, change.seals,
 				later);
 	if (!err && change.what == XATTR_SET_LIFETIME)
-		set_lifetime(ns, node_of(ns, ino), change.lifetime);
+		set_lifetime(ns, ino, change.lifetime);
 	section_put(v.sec);
 	return err;
 }

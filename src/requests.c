@@ -5,8 +5,8 @@
  * data path) to do the work, and sends exactly one reply.  No policy lives
  * here: what is allowed and what it means is decided below, and what the
  * connection is (INIT, statfs) in connection.c.  An open handle's fh is
- * the section it holds a reference on; a directory handle's fh is its
- * listing.
+ * an id the namespace gives it (ns_handle_add), found again on every
+ * request on the handle: one it does not know is EBADF.
  */
 #include "config.h"
 
@@ -35,9 +35,17 @@
  */
 #define NEGATIVE_TIMEOUT	86400.0
 
-static struct section *section_of(struct fuse_file_info *fi)
+/* The section of req's file handle, with a reference to put; NULL when
+ * the namespace holds no such handle (EBADF). */
+static struct section *section_of(fuse_req_t req, struct fuse_file_info *fi)
 {
-	return (struct section *)(uintptr_t)fi->fh;
+	return ns_handle_section(ns_of(req), fi->fh);
+}
+
+static void put_section(struct section *sec)
+{
+	if (sec)
+		section_put(sec);
 }
 
 /* Who sent req; supplementary groups are left out (ngroups -1). */
@@ -308,10 +316,12 @@ static int open_truncate(struct section *sec, int flags)
  * namespace, read from the request before it was answered.
  */
 static void abandon_handle(struct ns *ns, fuse_ino_t ino,
-			   struct section *sec, int flags)
+			   struct section *sec, int flags, uint64_t fh)
 {
 	struct ns_expired gone;
 
+	if (fh)
+		ns_handle_take(ns, fh, ino);	/* sec, still held */
 	section_put(sec);
 	ns_release(ns, ino, flags, &gone);
 	ns_expired_free(&gone);
@@ -320,8 +330,10 @@ static void abandon_handle(struct ns *ns, fuse_ino_t ino,
 
 /* An open that failed after ns_open: as if it had never been made. */
 static void undo_open(struct ns *ns, fuse_ino_t ino, struct section *sec,
-		      int flags, unsigned int undo)
+		      int flags, unsigned int undo, uint64_t fh)
 {
+	if (fh)
+		ns_handle_take(ns, fh, ino);	/* sec, still held */
 	ns_open_undo(ns, ino, flags, undo);
 	section_put(sec);
 }
@@ -355,16 +367,19 @@ static void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	err = open_truncate(sec, fi->flags);
 	id = err ? err : dp_open_prepare(modes_of(req), sec, fi);
+	if (id >= 0) {
+		err = ns_handle_add(ns, ino, sec, &fi->fh);
+		id = err ? err : id;
+	}
 	if (id < 0) {
-		undo_open(ns, ino, sec, fi->flags, undo);
+		undo_open(ns, ino, sec, fi->flags, undo, 0);
 		fuse_reply_err(req, -id);
 		return;
 	}
 	open_kill_setid(req, ino, fi->flags);
-	fi->fh = (uintptr_t)sec;
 	/* A failed reply means no RELEASE will come for this handle. */
 	if (dp_reply_open(req, fi, id))
-		undo_open(ns, ino, sec, fi->flags, undo);
+		undo_open(ns, ino, sec, fi->flags, undo, fi->fh);
 }
 
 static void sfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
@@ -385,20 +400,47 @@ static void sfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	/* The name stays even when the open below fails. */
 	dir_changed(&mount_of(req)->notify, parent, 0);
 	id = dp_open_prepare(modes_of(req), sec, fi);
+	if (id >= 0) {
+		err = ns_handle_add(ns, e.ino, sec, &fi->fh);
+		id = err ? err : id;
+	}
 	if (id < 0) {
-		abandon_handle(ns, e.ino, sec, fi->flags);
+		abandon_handle(ns, e.ino, sec, fi->flags, 0);
 		fuse_reply_err(req, -id);
 		return;
 	}
-	fi->fh = (uintptr_t)sec;
 	if (dp_reply_create(req, &e, fi, id))
-		abandon_handle(ns, e.ino, sec, fi->flags);
+		abandon_handle(ns, e.ino, sec, fi->flags, fi->fh);
 }
 
 static void sfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
-	dp_read(req, section_of(fi), size, off);
+	struct section *sec = section_of(req, fi);
+
+	if (!sec) {
+		fuse_reply_err(req, EBADF);
+		return;
+	}
+	dp_read(req, sec, size, off);
+	section_put(sec);
+}
+
+/*
+ * Consume a refused WRITE's data: with splice it sits in the thread's
+ * pipe, which libfuse reuses for the next request.
+ */
+static void discard_data(struct fuse_bufvec *in)
+{
+	char scratch[4096];
+	ssize_t n;
+
+	do {
+		struct fuse_bufvec sink = FUSE_BUFVEC_INIT(sizeof(scratch));
+
+		sink.buf[0].mem = scratch;
+		n = fuse_buf_copy(&sink, in, FUSE_BUF_NO_SPLICE);
+	} while (n > 0);
 }
 
 /*
@@ -415,10 +457,19 @@ static void sfs_write_buf(fuse_req_t req, fuse_ino_t ino,
 			  struct fuse_file_info *fi)
 {
 	struct notifier *notify = &mount_of(req)->notify;
-	struct section *sec = section_of(fi);
+	struct section *sec = section_of(req, fi);
 	size_t total = fuse_buf_size(in);
-	bool append = !fi->writepage && dp_appends(modes_of(req), sec, fi->flags);
-	ssize_t res = dp_write(sec, in, off, fi->writepage, append);
+	bool append;
+	ssize_t res;
+
+	if (!sec) {
+		discard_data(in);
+		fuse_reply_err(req, EBADF);
+		return;
+	}
+	append = !fi->writepage && dp_appends(modes_of(req), sec, fi->flags);
+	res = dp_write(sec, in, off, fi->writepage, append);
+	section_put(sec);
 
 	/* An append's range is not known: drop every page (len 0). */
 	if (res > 0 && !fi->writepage && dp_direct_io(modes_of(req), sec))
@@ -451,10 +502,15 @@ static void sfs_release(fuse_req_t req, fuse_ino_t ino,
 			struct fuse_file_info *fi)
 {
 	struct sfs_mount *m = mount_of(req);	/* req is gone after the reply */
+	struct section *sec = ns_handle_take(&m->ns, fi->fh, ino);
 	struct ns_expired gone;
 	int expired;
 
-	section_put(section_of(fi));
+	if (!sec) {
+		fuse_reply_err(req, EBADF);
+		return;
+	}
+	section_put(sec);
 	expired = ns_release(&m->ns, ino, fi->flags, &gone);
 	fuse_reply_err(req, 0);
 	if (expired)
@@ -465,19 +521,30 @@ static void sfs_release(fuse_req_t req, fuse_ino_t ino,
 static void sfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 		      struct fuse_file_info *fi)
 {
-	fuse_reply_err(req, -section_sync(section_of(fi), datasync));
+	struct section *sec = section_of(req, fi);
+	int err = sec ? section_sync(sec, datasync) : -EBADF;
+
+	put_section(sec);
+	fuse_reply_err(req, -err);
 }
 
 static void sfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
 			  off_t off, off_t len, struct fuse_file_info *fi)
 {
-	fuse_reply_err(req, -section_fallocate(section_of(fi), mode, off, len));
+	struct section *sec = section_of(req, fi);
+	int err = sec ? section_fallocate(sec, mode, off, len) : -EBADF;
+
+	put_section(sec);
+	fuse_reply_err(req, -err);
 }
 
 static void sfs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		      struct fuse_file_info *fi)
 {
-	off_t res = dp_seek(modes_of(req), section_of(fi), off, whence);
+	struct section *sec = section_of(req, fi);
+	off_t res = sec ? dp_seek(modes_of(req), sec, off, whence) : -EBADF;
+
+	put_section(sec);
 
 	if (res < 0)
 		fuse_reply_err(req, (int)-res);
@@ -571,15 +638,22 @@ static void sfs_opendir(fuse_req_t req, fuse_ino_t ino,
 		fuse_reply_err(req, -err);
 		return;
 	}
-	fi->fh = (uintptr_t)dir;
+	err = ns_dirhandle_add(ns, ino, dir, &fi->fh);
+	if (err) {
+		ns_releasedir(ns, dir);
+		fuse_reply_err(req, -err);
+		return;
+	}
 	/* Only this daemon changes names, and it drops the kernel's copy of
 	 * a listing whenever it does (dir_changed): the kernel may keep it,
 	 * from one opendir to the next. */
 	fi->cache_readdir = 1;
 	fi->keep_cache = 1;
 	/* A failed reply has freed req too. */
-	if (fuse_reply_open(req, fi))
+	if (fuse_reply_open(req, fi)) {
+		ns_dirhandle_take(ns, fi->fh, ino);
 		ns_releasedir(ns, dir);
+	}
 }
 
 /* Append one entry; returns its size, or 0 when the buffer is full. */
@@ -602,14 +676,14 @@ static size_t add_entry(fuse_req_t req, char *buf, size_t room, int plus,
 static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi, int plus)
 {
-	struct ns_dir *dir = (struct ns_dir *)(uintptr_t)fi->fh;
 	struct ns *ns = ns_of(req);
+	struct ns_dir *dir = ns_handle_dir(ns, fi->fh);
 	struct fuse_entry_param e;
 	char name[NAME_MAX + 1];
 	char *buf = malloc(size);
 	size_t pos = 0, len;
 	off_t next;
-	int err = buf ? 0 : -ENOMEM;
+	int err = !dir ? -EBADF : buf ? 0 : -ENOMEM;
 
 	while (!err) {
 		err = ns_readdir_entry(ns, dir, off, plus, name, &e, &next);
@@ -646,8 +720,11 @@ static void sfs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
 static void sfs_releasedir(fuse_req_t req, fuse_ino_t ino,
 			   struct fuse_file_info *fi)
 {
-	ns_releasedir(ns_of(req), (struct ns_dir *)(uintptr_t)fi->fh);
-	fuse_reply_err(req, 0);
+	struct ns_dir *dir = ns_dirhandle_take(ns_of(req), fi->fh, ino);
+
+	if (dir)
+		ns_releasedir(ns_of(req), dir);
+	fuse_reply_err(req, dir ? 0 : EBADF);
 }
 
 static void sfs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,

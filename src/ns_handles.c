@@ -1,0 +1,188 @@
+/*
+ * ns_handles.c - the ids of open files and directories.
+ *
+ * The kernel names an open file or directory by the fh the daemon gave it
+ * at OPEN, CREATE or OPENDIR, and sends it back with every request on the
+ * handle.  An fh is a slot of the table here and the slot's generation,
+ * never an address: an fh the table does not hold (released, made by a
+ * server that has since died, or never given) finds nothing and is
+ * EBADF, not whatever memory lies at that number now.  A slot freed is
+ * given out again with the next generation, so an old fh does not find
+ * its successor.  The table has its own lock, a leaf: never taken with
+ * ns->lock held, never held across a call out but a section's reference
+ * count, so the data path's reads and writes, which find their section
+ * here, never wait for the tree.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+#include "ns_internal.h"
+
+enum handle_kind { HANDLE_FREE, HANDLE_FILE, HANDLE_DIR };
+
+/* One slot: 24 bytes. */
+struct ns_handle {
+	void *obj;		/* the section (with the handle's reference)
+				   or the listing; lock */
+	fuse_ino_t ino;		/* the node it is open on; lock */
+	uint32_t gen;		/* the fh's high half; lock */
+	uint16_t kind;		/* enum handle_kind; lock */
+	uint16_t unused;
+};
+
+/* Free slots are chained through ino, as slot numbers plus one. */
+#define FH_SLOT(fh)	((uint32_t)(fh) - 1)
+#define FH_GEN(fh)	((uint32_t)((fh) >> 32))
+#define SLOTS_MAX	(1u << 30)
+
+int ns_handles_init(struct ns_handles *h)
+{
+	h->slots = NULL;
+	h->nslots = h->nused = h->free = 0;
+	return -pthread_mutex_init(&h->lock, NULL);
+}
+
+void ns_handles_destroy(struct ns_handles *h)
+{
+	/* What the handles held went with their nodes (ns_destroy). */
+	free(h->slots);
+	pthread_mutex_destroy(&h->lock);
+}
+
+/* Under the lock: one more slot on the free chain, doubling the table. */
+static int grow(struct ns_handles *h)
+{
+	uint32_t n = h->nslots ? h->nslots * 2 : 64, i;
+	struct ns_handle *s;
+
+	if (n > SLOTS_MAX)
+		return -ENOMEM;		/* a billion open files */
+	s = realloc(h->slots, n * sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	for (i = h->nslots; i < n; i++)
+		s[i] = (struct ns_handle){
+			.ino = i + 1 < n ? i + 2 : h->free, .gen = 0,
+		};
+	h->free = h->nslots + 1;
+	h->slots = s;
+	h->nslots = n;
+	return 0;
+}
+
+static int add(struct ns *ns, enum handle_kind kind, fuse_ino_t ino,
+	       void *obj, uint64_t *fh)
+{
+	struct ns_handles *h = &ns->handles;
+	struct ns_handle *s;
+	int err = 0;
+
+	pthread_mutex_lock(&h->lock);
+	if (!h->free)
+		err = grow(h);
+	if (!err) {
+		uint32_t slot = h->free - 1;
+
+		s = &h->slots[slot];
+		h->free = (uint32_t)s->ino;
+		/* Generation 0 is never given: a zero fh finds nothing. */
+		s->gen = s->gen + 1 ? s->gen + 1 : 1;
+		*fh = (uint64_t)s->gen << 32 | (slot + 1);
+		s->obj = obj;
+		s->ino = ino;
+		s->kind = kind;
+		h->nused++;
+	}
+	pthread_mutex_unlock(&h->lock);
+	return err;
+}
+
+/* Under the lock: fh's slot when it holds a handle of kind, else NULL. */
+static struct ns_handle *find(struct ns_handles *h, enum handle_kind kind,
+			      uint64_t fh)
+{
+	uint32_t slot = FH_SLOT(fh);
+	struct ns_handle *s;
+
+	if (slot >= h->nslots)
+		return NULL;		/* 0 - 1 wraps past nslots too */
+	s = &h->slots[slot];
+	return s->kind == kind && s->gen == FH_GEN(fh) ? s : NULL;
+}
+
+static void *take(struct ns *ns, enum handle_kind kind, uint64_t fh,
+		  fuse_ino_t ino)
+{
+	struct ns_handles *h = &ns->handles;
+	struct ns_handle *s;
+	void *obj = NULL;
+
+	pthread_mutex_lock(&h->lock);
+	s = find(h, kind, fh);
+	if (s && s->ino == ino) {
+		obj = s->obj;
+		s->obj = NULL;
+		s->kind = HANDLE_FREE;
+		s->ino = h->free;
+		h->free = FH_SLOT(fh) + 1;
+		h->nused--;
+	}
+	pthread_mutex_unlock(&h->lock);
+	return obj;
+}
+
+int ns_handle_add(struct ns *ns, fuse_ino_t ino, struct section *sec,
+		  uint64_t *fh)
+{
+	return add(ns, HANDLE_FILE, ino, sec, fh);
+}
+
+int ns_dirhandle_add(struct ns *ns, fuse_ino_t ino, struct ns_dir *dir,
+		     uint64_t *fh)
+{
+	return add(ns, HANDLE_DIR, ino, dir, fh);
+}
+
+struct section *ns_handle_section(struct ns *ns, uint64_t fh)
+{
+	struct ns_handles *h = &ns->handles;
+	struct section *sec = NULL;
+	struct ns_handle *s;
+
+	pthread_mutex_lock(&h->lock);
+	s = find(h, HANDLE_FILE, fh);
+	if (s) {
+		sec = s->obj;
+		section_get(sec);
+	}
+	pthread_mutex_unlock(&h->lock);
+	return sec;
+}
+
+/* The kernel sends one READDIR of a handle at a time and RELEASEDIR after
+ * the last, so the listing found stays until the caller is done. */
+struct ns_dir *ns_handle_dir(struct ns *ns, uint64_t fh)
+{
+	struct ns_handles *h = &ns->handles;
+	struct ns_dir *dir = NULL;
+	struct ns_handle *s;
+
+	pthread_mutex_lock(&h->lock);
+	s = find(h, HANDLE_DIR, fh);
+	if (s)
+		dir = s->obj;
+	pthread_mutex_unlock(&h->lock);
+	return dir;
+}
+
+struct section *ns_handle_take(struct ns *ns, uint64_t fh, fuse_ino_t ino)
+{
+	return take(ns, HANDLE_FILE, fh, ino);
+}
+
+struct ns_dir *ns_dirhandle_take(struct ns *ns, uint64_t fh, fuse_ino_t ino)
+{
+	return take(ns, HANDLE_DIR, fh, ino);
+}

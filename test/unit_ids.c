@@ -1,0 +1,221 @@
+/*
+ * unit_ids.c - unit tests of node ids and handle ids.
+ *
+ * Runs the namespace without a mount: a node id or handle id it never
+ * gave, or one whose node or handle has gone, must be refused (ESTALE,
+ * EBADF) and change nothing, as it will be when a server adopts a mount
+ * whose kernel still holds its predecessor's ids.  Many nodes made and
+ * removed in a pattern check that the id table finds every live one.
+ * Exit status is the number of failed checks (0 = pass).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cap.h"
+#include "namespace.h"
+#include "store.h"
+
+static int failures;
+
+#define CHECK(cond) do {						\
+	if (!(cond)) {							\
+		fprintf(stderr, "%s:%d: check failed: %s\n",		\
+			__FILE__, __LINE__, #cond);			\
+		failures++;						\
+	}								\
+} while (0)
+
+/* Ids no namespace gives: 0, far ahead, and all ones. */
+static const fuse_ino_t bogus[] = { 0, 1u << 30, 0x7777777777ULL, ~0ULL };
+
+static struct caller root_caller = { .uid = 0, .gid = 0, .ngroups = 0 };
+
+static void test_unknown_nodes(struct ns *ns)
+{
+	struct fuse_entry_param e;
+	struct section *sec;
+	struct ns_dir *dir;
+	struct stat st;
+	unsigned int undo;
+	char buf[64];
+	size_t i;
+
+	for (i = 0; i < sizeof(bogus) / sizeof(bogus[0]); i++) {
+		fuse_ino_t b = bogus[i];
+
+		CHECK(ns_getattr(ns, b, &st) == -ESTALE);
+		CHECK(ns_lookup(ns, b, "x", &e) == -ESTALE);
+		CHECK(ns_mkdir(ns, b, "x", 0755, &root_caller, &e) == -ESTALE);
+		CHECK(ns_mknod(ns, b, "x", S_IFREG | 0644, 0, &root_caller,
+			       &e, NULL, 0) == -ESTALE);
+		CHECK(ns_symlink(ns, b, "x", "rel", &root_caller, &e) ==
+		      -ESTALE);
+		CHECK(ns_unlink(ns, b, "x") == -ESTALE);
+		CHECK(ns_rmdir(ns, b, "x") == -ESTALE);
+		CHECK(ns_rename(ns, b, "x", FUSE_ROOT_ID, "y", 0) == -ESTALE);
+		CHECK(ns_link(ns, b, FUSE_ROOT_ID, "y", &e) == -ESTALE);
+		CHECK(ns_setattr(ns, b, &st, FUSE_SET_ATTR_MODE, &root_caller,
+				 &st) == -ESTALE);
+		CHECK(ns_open(ns, b, O_RDONLY, &sec, &undo) == -ESTALE);
+		CHECK(ns_opendir(ns, b, &dir) == -ESTALE);
+		CHECK(ns_readlink(ns, b, buf, sizeof(buf)) == -ESTALE);
+		CHECK(ns_getxattr(ns, b, "user.sectionfs.kind", buf,
+				  sizeof(buf)) == -ESTALE);
+		CHECK(ns_listxattr(ns, b, buf, sizeof(buf)) == -ESTALE);
+		CHECK(ns_setxattr(ns, b, &root_caller, "user.sectionfs.lifetime",
+				  "name", 4, 0, NULL) == -ESTALE);
+		CHECK(ns_kill_setid(ns, b, &root_caller) == -ESTALE);
+		ns_forget(ns, b, 1);		/* ignored, no crash */
+		ns_open_undo(ns, b, O_RDONLY, 0);
+	}
+	/* Nothing was made by any of it. */
+	CHECK(ns_lookup(ns, FUSE_ROOT_ID, "y", &e) == -ENOENT);
+	CHECK(ns_lookup(ns, FUSE_ROOT_ID, "x", &e) == -ENOENT);
+}
+
+/* A node freed leaves an id that finds nothing, and is never reused. */
+static void test_stale_node(struct ns *ns)
+{
+	struct fuse_entry_param e, again;
+	struct stat st;
+	fuse_ino_t old;
+
+	CHECK(ns_mknod(ns, FUSE_ROOT_ID, "f", S_IFREG | 0644, 0, &root_caller,
+		       &e, NULL, 0) == 0);
+	old = e.ino;
+	CHECK(ns_getattr(ns, old, &st) == 0 && st.st_ino == old);
+	CHECK(ns_unlink(ns, FUSE_ROOT_ID, "f") == 0);
+	/* Still held by the kernel's lookup: an orphan, still there. */
+	CHECK(ns_getattr(ns, old, &st) == 0 && st.st_nlink == 0);
+	ns_forget(ns, old, 1);
+	CHECK(ns_getattr(ns, old, &st) == -ESTALE);
+	ns_forget(ns, old, 1);		/* a second forget: ignored */
+	CHECK(ns_mknod(ns, FUSE_ROOT_ID, "f", S_IFREG | 0644, 0, &root_caller,
+		       &again, NULL, 0) == 0);
+	CHECK(again.ino != old);
+	CHECK(ns_unlink(ns, FUSE_ROOT_ID, "f") == 0);
+	ns_forget(ns, again.ino, 1);
+}
+
+/* Enough nodes to grow the table several times, every third removed. */
+static void test_many(struct ns *ns)
+{
+	enum { N = 5000 };
+	fuse_ino_t *ino = calloc(N, sizeof(*ino));
+	struct fuse_entry_param e;
+	char name[32];
+	struct stat st;
+	int i, live = 0, stale = 0;
+
+	if (!ino) {
+		CHECK(!"out of memory");
+		return;
+	}
+	for (i = 0; i < N; i++) {
+		snprintf(name, sizeof(name), "d%d", i);
+		CHECK(ns_mkdir(ns, FUSE_ROOT_ID, name, 0755, &root_caller,
+			       &e) == 0);
+		ino[i] = e.ino;
+	}
+	for (i = 0; i < N; i += 3) {
+		snprintf(name, sizeof(name), "d%d", i);
+		CHECK(ns_rmdir(ns, FUSE_ROOT_ID, name) == 0);
+		ns_forget(ns, ino[i], 1);
+	}
+	for (i = 0; i < N; i++) {
+		int err = ns_getattr(ns, ino[i], &st);
+
+		if (i % 3 == 0)
+			stale += err == -ESTALE;
+		else
+			live += err == 0 && st.st_ino == ino[i] &&
+				S_ISDIR(st.st_mode);
+	}
+	CHECK(stale == (N + 2) / 3);
+	CHECK(live == N - (N + 2) / 3);
+	for (i = 0; i < N; i++) {
+		if (i % 3 == 0)
+			continue;
+		snprintf(name, sizeof(name), "d%d", i);
+		CHECK(ns_rmdir(ns, FUSE_ROOT_ID, name) == 0);
+		ns_forget(ns, ino[i], 1);
+		CHECK(ns_getattr(ns, ino[i], &st) == -ESTALE);
+	}
+	free(ino);
+}
+
+static void test_handles(struct ns *ns)
+{
+	struct fuse_entry_param e;
+	struct section *sec, *got;
+	struct ns_dir *dir;
+	uint64_t fh, fh2, dfh;
+	unsigned int undo;
+
+	CHECK(ns_mknod(ns, FUSE_ROOT_ID, "h", S_IFREG | 0644, 0, &root_caller,
+		       &e, NULL, 0) == 0);
+	CHECK(ns_open(ns, e.ino, O_RDWR, &sec, &undo) == 0);
+	CHECK(ns_handle_add(ns, e.ino, sec, &fh) == 0);
+	CHECK(fh != 0);
+	got = ns_handle_section(ns, fh);
+	CHECK(got == sec);
+	if (got)
+		section_put(got);
+	CHECK(!ns_handle_section(ns, 0));
+	CHECK(!ns_handle_section(ns, fh + 1));
+	CHECK(!ns_handle_section(ns, fh ^ (1ULL << 32)));
+	CHECK(!ns_handle_section(ns, ~0ULL));
+	CHECK(!ns_handle_dir(ns, fh));		/* a file's, not a listing */
+	CHECK(!ns_handle_take(ns, fh, e.ino + 1));	/* another node's */
+	CHECK(!ns_dirhandle_take(ns, fh, e.ino));
+	CHECK(ns_handle_take(ns, fh, e.ino) == sec);
+	CHECK(!ns_handle_section(ns, fh));	/* released: stale */
+	CHECK(!ns_handle_take(ns, fh, e.ino));
+	/* The slot is given again, under another id. */
+	CHECK(ns_handle_add(ns, e.ino, sec, &fh2) == 0);
+	CHECK(fh2 != fh && !ns_handle_section(ns, fh));
+	CHECK(ns_handle_take(ns, fh2, e.ino) == sec);
+	ns_open_undo(ns, e.ino, O_RDWR, undo);
+	section_put(sec);
+
+	CHECK(ns_opendir(ns, FUSE_ROOT_ID, &dir) == 0);
+	CHECK(ns_dirhandle_add(ns, FUSE_ROOT_ID, dir, &dfh) == 0);
+	CHECK(ns_handle_dir(ns, dfh) == dir);
+	CHECK(!ns_handle_section(ns, dfh));
+	CHECK(ns_dirhandle_take(ns, dfh, FUSE_ROOT_ID) == dir);
+	CHECK(!ns_handle_dir(ns, dfh));
+	ns_releasedir(ns, dir);
+	CHECK(ns_opendir(ns, e.ino, &dir) == -ENOTDIR);
+
+	CHECK(ns_unlink(ns, FUSE_ROOT_ID, "h") == 0);
+	ns_forget(ns, e.ino, 1);
+}
+
+int main(void)
+{
+	struct quota_limits limits = { 0 };
+	struct sfs_modes modes = { .nr_inodes = 1u << 20,
+				   .lifetime = LIFETIME_NAME };
+	struct ns ns;
+
+	if (store_init(0, 0, false) || ns_init(&ns, &modes, 0755, 0, 0, 1.0, 1.0)) {
+		fprintf(stderr, "cannot set up a namespace\n");
+		return 1;
+	}
+	cap_init(&limits, false);
+	test_unknown_nodes(&ns);
+	test_stale_node(&ns);
+	test_many(&ns);
+	test_handles(&ns);
+	ns_destroy(&ns);
+	store_fini();
+	if (failures)
+		fprintf(stderr, "%d checks failed\n", failures);
+	return failures;
+}
