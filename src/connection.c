@@ -122,8 +122,12 @@ void conn_init(void *userdata, struct fuse_conn_info *conn)
 	conn->time_gran = 1;
 	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
 		conn->want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
-	if (conn->capable & FUSE_CAP_SPLICE_READ)
-		conn->want |= FUSE_CAP_SPLICE_READ;
+	/* Requests are read, not spliced: the session's read hook must see
+	 * each one's header (wire.c gives libfuse 3.14 O_TMPFILE as a
+	 * CREATE), and a spliced WRITE gains nothing, its bytes being
+	 * copied into the store either way (shmem has no zero-copy
+	 * splice_write). */
+	conn->want &= ~FUSE_CAP_SPLICE_READ;
 	conn->max_write = MAX_WRITE;
 	conn->max_readahead = MAX_WRITE;
 	/* A symlink's target never changes: the kernel may keep it rather
