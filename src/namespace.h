@@ -175,6 +175,16 @@ int ns_rmdir(struct ns *ns, fuse_ino_t parent, const char *name);
 /* flags: 0, RENAME_NOREPLACE or RENAME_EXCHANGE. */
 int ns_rename(struct ns *ns, fuse_ino_t parent, const char *name,
 	      fuse_ino_t newparent, const char *newname, unsigned int flags);
+/*
+ * O_TMPFILE in directory parent: a page-file-backed section with no name
+ * (nlink 0), opened as ns_mknod opens one, which dies as an unlinked
+ * section does unless ns_link names it first; with O_EXCL in open_flags
+ * it may never be named.
+ */
+int ns_tmpfile(struct ns *ns, fuse_ino_t parent, mode_t mode,
+	       const struct caller *who, struct fuse_entry_param *e,
+	       struct section **opened, int open_flags);
+/* Only a section O_TMPFILE made may be linked while it has no name. */
 int ns_link(struct ns *ns, fuse_ino_t ino, fuse_ino_t newparent,
 	    const char *newname, struct fuse_entry_param *e);
 

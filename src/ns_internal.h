@@ -63,6 +63,10 @@ struct node_file {
 	unsigned short sealing;		/* seals being added that writers
 					   wait for (seal_now);
 					   ns->lock */
+	bool linkable;			/* made by O_TMPFILE without O_EXCL
+					   and never named yet: link may
+					   give it its first name;
+					   ns->lock */
 };
 
 /* What directories and special files have instead: sections read their

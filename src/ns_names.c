@@ -1,12 +1,12 @@
 /*
  * ns_names.c - requests that add, remove and move names in the tree.
  *
- * Owns mknod, mkdir, symlink, unlink, rmdir, rename and link: the checks
- * each makes before it changes anything, and the order in which it
- * changes the tree so that a failure leaves it as it was.  New sections
- * are created here (their stores outside the namespace lock, being
- * syscalls); the tree's own bookkeeping is namespace.c's, and nothing
- * here opens a section or replies to the kernel.
+ * Owns mknod, O_TMPFILE, mkdir, symlink, unlink, rmdir, rename and link:
+ * the checks each makes before it changes anything, and the order in
+ * which it changes the tree so that a failure leaves it as it was.  New
+ * sections are created here (their stores outside the namespace lock,
+ * being syscalls); the tree's own bookkeeping is namespace.c's, and
+ * nothing here opens a section or replies to the kernel.
  */
 #include "config.h"
 
@@ -195,6 +195,61 @@ int ns_mknod(struct ns *ns, fuse_ino_t parent, const char *name, mode_t mode,
 			cap_node_uncount(who->uid, gid);
 		return err;
 	}
+	return attr_finish(pin, &e->attr);
+}
+
+/* An O_TMPFILE section's store is named (in /proc) by its directory's
+ * path and this. */
+#define TMPFILE_NAME	"(O_TMPFILE)"
+
+int ns_tmpfile(struct ns *ns, fuse_ino_t parent, mode_t mode,
+	       const struct caller *who, struct fuse_entry_param *e,
+	       struct section **opened, int open_flags)
+{
+	char path[PATH_MAX];
+	struct section *sec = NULL, *pin;
+	struct node *p, *n = NULL;
+	gid_t gid = who->gid;
+	int err;
+
+	/* A directory already removed will do, as on tmpfs: the section
+	 * needs no name in it, and no name can be made there. */
+	pthread_mutex_lock(&ns->lock);
+	p = node_of(ns, parent);
+	err = !p ? -ESTALE : is_dir(p) ? 0 : -ENOTDIR;
+	if (!err) {
+		path_of(ns, p, TMPFILE_NAME, path, sizeof(path));
+		gid = group_of(p, who);
+	}
+	pthread_mutex_unlock(&ns->lock);
+	/* Charged to its owner and group as a named section is. */
+	if (!err)
+		err = section_create_pagefile(path, who->uid, gid, &sec);
+	if (err)
+		return err;
+
+	pthread_mutex_lock(&ns->lock);
+	if (nodes_left(ns, who->uid) == 0)
+		err = -ENOSPC;		/* -o nr_inodes counts it, as tmpfs */
+	else if (!(n = node_new(ns, S_IFREG | (mode & 07777), who->uid, gid)))
+		err = -ENOMEM;
+	if (err) {
+		pthread_mutex_unlock(&ns->lock);
+		section_put(sec);
+		return err;
+	}
+	n->u.file.sec = sec;
+	n->u.file.lifetime = ns->modes->lifetime;
+	n->u.file.linkable = !(open_flags & O_EXCL);
+	/* Nameless from birth: an orphan the kernel holds, freed by its
+	 * FORGET after the last close, or by unmount. */
+	n->nlink = 0;
+	LIST_INSERT_HEAD(&ns->orphans, n, orphan);
+	pin = entry_start(ns, n, e);
+	section_get(sec);
+	*opened = sec;
+	count_open(n, open_flags);
+	pthread_mutex_unlock(&ns->lock);
 	return attr_finish(pin, &e->attr);
 }
 
@@ -521,8 +576,10 @@ int ns_link(struct ns *ns, fuse_ino_t ino, fuse_ino_t newparent,
 		err = -EPERM;
 		goto out;
 	}
-	if (n->nlink == 0) {
-		err = -ENOENT;	/* linkat of an unlinked file, as on tmpfs */
+	/* linkat of an unlinked file is ENOENT, as on tmpfs; of an
+	 * O_TMPFILE section not yet named, its first name. */
+	if (n->nlink == 0 && !(node_sec(n) && n->u.file.linkable)) {
+		err = -ENOENT;
 		goto out;
 	}
 	if (dentry_find(ns, p, newname)) {
@@ -533,6 +590,12 @@ int ns_link(struct ns *ns, fuse_ino_t ino, fuse_ino_t newparent,
 	if (!d) {
 		err = -ENOMEM;
 		goto out;
+	}
+	if (n->nlink == 0) {
+		/* Named once, it is an ordinary section: unlinked again, it
+		 * stays unlinked, as the kernel's I_LINKABLE goes too. */
+		LIST_REMOVE(n, orphan);
+		n->u.file.linkable = false;
 	}
 	n->nlink++;
 	n->ctime = now();

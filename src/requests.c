@@ -25,6 +25,7 @@
 #include "mount.h"
 #include "requests.h"
 #include "uring.h"
+#include "wire.h"
 #include "sectionfs.h"
 
 /*
@@ -382,6 +383,48 @@ static void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		undo_open(ns, ino, sec, fi->flags, undo, fi->fh);
 }
 
+/*
+ * The open half of a CREATE or an O_TMPFILE: a handle on the new
+ * section and the reply; when either fails, the open and the kernel's
+ * lookup are dropped again (a name made stays).
+ */
+static void reply_created(fuse_req_t req, struct ns *ns,
+			  const struct fuse_entry_param *e,
+			  struct section *sec, struct fuse_file_info *fi)
+{
+	int err, id = dp_open_prepare(modes_of(req), sec, fi);
+
+	if (id >= 0) {
+		err = ns_handle_add(ns, e->ino, sec, &fi->fh);
+		id = err ? err : id;
+	}
+	if (id < 0) {
+		abandon_handle(ns, e->ino, sec, fi->flags, 0);
+		fuse_reply_err(req, -id);
+		return;
+	}
+	if (dp_reply_create(req, e, fi, id))
+		abandon_handle(ns, e->ino, sec, fi->flags, fi->fh);
+}
+
+/* open(dir, O_TMPFILE): answered as CREATE is, with a section that has
+ * no name. */
+static void sfs_tmpfile(fuse_req_t req, fuse_ino_t parent, mode_t mode,
+			struct fuse_file_info *fi)
+{
+	struct ns *ns = ns_of(req);
+	struct caller who = caller_of(req);
+	struct fuse_entry_param e;
+	struct section *sec;
+	int err;
+
+	err = ns_tmpfile(ns, parent, mode, &who, &e, &sec, fi->flags);
+	if (err)
+		fuse_reply_err(req, -err);
+	else
+		reply_created(req, ns, &e, sec, fi);
+}
+
 static void sfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		       mode_t mode, struct fuse_file_info *fi)
 {
@@ -389,8 +432,12 @@ static void sfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct caller who = caller_of(req);
 	struct fuse_entry_param e;
 	struct section *sec;
-	int id, err;
+	int err;
 
+	if (wire_tmpfile()) {
+		sfs_tmpfile(req, parent, mode, fi);
+		return;
+	}
 	err = ns_mknod(ns, parent, name, S_IFREG | (mode & 07777), 0,
 		       &who, &e, &sec, fi->flags);
 	if (err) {
@@ -399,18 +446,7 @@ static void sfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	}
 	/* The name stays even when the open below fails. */
 	dir_changed(&mount_of(req)->notify, parent, 0);
-	id = dp_open_prepare(modes_of(req), sec, fi);
-	if (id >= 0) {
-		err = ns_handle_add(ns, e.ino, sec, &fi->fh);
-		id = err ? err : id;
-	}
-	if (id < 0) {
-		abandon_handle(ns, e.ino, sec, fi->flags, 0);
-		fuse_reply_err(req, -id);
-		return;
-	}
-	if (dp_reply_create(req, &e, fi, id))
-		abandon_handle(ns, e.ino, sec, fi->flags, fi->fh);
+	reply_created(req, ns, &e, sec, fi);
 }
 
 static void sfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,

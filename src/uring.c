@@ -43,6 +43,7 @@
 #include "kabi.h"
 #include "log.h"
 #include "uring.h"
+#include "wire.h"
 
 /*
  * Entries per queue.  A queue's thread serves one request at a time; a
@@ -287,6 +288,7 @@ static bool serve_request(struct ur_ent *e)
 	memcpy(start + sizeof(in), e->hdr.op_in, op_len);
 	buf.mem = start;
 	buf.size = in.len;
+	wire_recognise(start, in.len);
 
 	ur_current = e;
 	fuse_session_process_buf(ur.se, &buf);

@@ -6,8 +6,9 @@
  * the kernel: it remembers what the INIT request offered, adds to our
  * INIT reply the flags and fields init() asked for through wire_ask(),
  * turns a plain OPEN/CREATE reply into a passthrough one when the
- * replying thread says so, and hands a reply to uring.c when it answers
- * a request that came by ring.  It must not decide what to ask for, nor
+ * replying thread says so, hands a reply to uring.c when it answers
+ * a request that came by ring, and gives libfuse an O_TMPFILE request
+ * as the CREATE it resembles.  It must not decide what to ask for, nor
  * anything about sections: it only writes what it was told.
  */
 #include "config.h"
@@ -56,6 +57,14 @@ struct wire_reply_ctx {
 	size_t payload;		/* expected reply payload length */
 };
 static __thread struct wire_reply_ctx wire_reply;
+
+/*
+ * Whether the request this thread serves came as FUSE_TMPFILE: set by
+ * wire_recognise() for every request before libfuse sees it.  libfuse
+ * reads a request and handles it on one thread, and so does a ring's
+ * queue thread.
+ */
+static __thread bool wire_tmpfile_req;
 
 /*
  * Find [off, off + len) of a message gathered in iov, relative to the
@@ -211,13 +220,15 @@ static ssize_t io_read(int fd, void *buf, size_t buf_len, void *userdata)
 {
 	ssize_t res = read(fd, buf, buf_len);
 
-	/* INIT is the first request; it always comes by read, never by
-	 * splice, since libfuse splices only once INIT agreed to it. */
-	if (res > 0 && !atomic_load_explicit(&wire.init_seen,
-					     memory_order_relaxed)) {
+	/* Every request comes by read: sectionfs never asks libfuse to
+	 * splice them (connection.c), so this hook sees each header. */
+	if (res > 0) {
 		int saved = errno;
 
-		see_request(buf, res);
+		if (!atomic_load_explicit(&wire.init_seen,
+					  memory_order_relaxed))
+			see_request(buf, res);
+		wire_recognise(buf, res);
 		errno = saved;
 	}
 	return res;
@@ -324,4 +335,31 @@ int wire_reply_create(fuse_req_t req, const struct fuse_entry_param *e,
 	res = fuse_reply_create(req, e, fi);
 	wire_reply.backing_id = 0;
 	return res;
+}
+
+/*
+ * FUSE_TMPFILE (Linux 6.1) is FUSE_CREATE on the wire: fuse_create_in,
+ * then a name ("/", which no CREATE can carry), answered with an entry
+ * and an open.  libfuse 3.14 answers the opcode ENOSYS, after which the
+ * kernel never asks again; as CREATE it reaches the create handler,
+ * which asks wire_tmpfile() which of the two it serves.
+ */
+void wire_recognise(void *buf, size_t len)
+{
+	const size_t at = offsetof(struct fuse_in_header, opcode);
+	uint32_t opcode, create = FUSE_CREATE;
+
+	wire_tmpfile_req = false;
+	if (len < sizeof(struct fuse_in_header))
+		return;
+	memcpy(&opcode, (char *)buf + at, sizeof(opcode));
+	if (opcode != FUSE_TMPFILE)
+		return;
+	memcpy((char *)buf + at, &create, sizeof(create));
+	wire_tmpfile_req = true;
+}
+
+bool wire_tmpfile(void)
+{
+	return wire_tmpfile_req;
 }

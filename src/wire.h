@@ -6,14 +6,16 @@
  * name a backing file in an open reply.  The wire shim hooks the session
  * fd's read and writev (fuse_session_custom_io()) to do it: it reads
  * what the kernel offers in its INIT request, adds what init() asked for
- * to the INIT reply, turns a plain open reply into a passthrough one, and
- * hands replies to requests that came by ring to uring.c.  It decides
- * nothing: what to ask for is init()'s business.
+ * to the INIT reply, turns a plain open reply into a passthrough one,
+ * hands replies to requests that came by ring to uring.c, and passes an
+ * O_TMPFILE request, which libfuse 3.14 does not know, on as a CREATE.
+ * It decides nothing: what to ask for is init()'s business.
  */
 #ifndef SECTIONFS_WIRE_H
 #define SECTIONFS_WIRE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <fuse_lowlevel.h>
@@ -55,5 +57,21 @@ void wire_ask(uint64_t set, uint64_t clear, uint64_t restore,
 int wire_reply_open(fuse_req_t req, struct fuse_file_info *fi, int backing_id);
 int wire_reply_create(fuse_req_t req, const struct fuse_entry_param *e,
 		      struct fuse_file_info *fi, int backing_id);
+
+/*
+ * Every request, before libfuse sees it, in place (len bytes from its
+ * fuse_in_header on): one libfuse 3.14 does not know but the daemon
+ * serves goes on as the request it resembles, and the thread remembers
+ * what it was.  The session's read hook calls it; so does uring.c for
+ * requests that come by ring.
+ */
+void wire_recognise(void *buf, size_t len);
+
+/*
+ * From the create handler: true when the request this thread serves was
+ * an O_TMPFILE open (FUSE_TMPFILE), which comes as a CREATE whose name
+ * is to be ignored; the reply is a CREATE reply all the same.
+ */
+bool wire_tmpfile(void);
 
 #endif /* SECTIONFS_WIRE_H */
