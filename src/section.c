@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "cap.h"
+#include "keeper.h"
 #include "log.h"
 #include "passthrough.h"
 #include "section.h"
@@ -36,6 +37,22 @@ static struct section *section_new(int fd, enum section_kind kind)
 	sec->writable = 1;
 	atomic_init(&sec->refs, 1);
 	return sec;
+}
+
+/*
+ * A section's fd outlives this server: the keeper holds a copy from
+ * before the section is named until it is destroyed (keeper.h).
+ */
+static int hold(int fd)
+{
+	return keeper_hold(fd);
+}
+
+static void drop(int fd, bool held)
+{
+	if (held)
+		keeper_release(fd);
+	close(fd);
 }
 
 /* Every section holds an fd: when they run out, say so once per failure. */
@@ -60,11 +77,12 @@ int section_create_pagefile(const char *path, uid_t uid, gid_t gid,
 		cap_uncount(uid, gid);
 		return fd_trouble(fd, "section", path);
 	}
-	sec = section_new(fd, SECTION_PAGEFILE);
+	err = hold(fd);
+	sec = err ? NULL : section_new(fd, SECTION_PAGEFILE);
 	if (!sec) {
-		close(fd);
+		drop(fd, !err);
 		cap_uncount(uid, gid);
-		return -ENOMEM;
+		return err ? err : -ENOMEM;
 	}
 	sec->counted = cap_counts_bytes();
 	sec->uid = uid;
@@ -110,14 +128,15 @@ int section_create_file(const char *target, dev_t self_dev,
 		cap_uncount(who->uid, who->gid);
 		return fd_trouble(fd, "a section over", target);
 	}
-	sec = section_new(fd, SECTION_FILE);
+	err = hold(fd);
+	sec = err ? NULL : section_new(fd, SECTION_FILE);
 	if (!sec) {
-		close(fd);
+		drop(fd, !err);
 		free(file->path);
 		free(file->creator.groups);
 		free(file);
 		cap_uncount(who->uid, who->gid);
-		return -ENOMEM;
+		return err ? err : -ENOMEM;
 	}
 	sec->uid = who->uid;
 	sec->gid = who->gid;
@@ -143,7 +162,7 @@ static void section_destroy(struct section *sec)
 {
 	cap_uncharge(sec);
 	pt_backing_close(sec->backing_id);
-	close(sec->fd);
+	drop(sec->fd, true);
 	if (sec->file) {
 		free(sec->file->path);
 		free(sec->file->creator.groups);

@@ -22,6 +22,7 @@
 #include <sys/sysinfo.h>
 #include <unistd.h>
 
+#include "keeper.h"
 #include "log.h"
 #include "privilege.h"
 #include "store.h"
@@ -69,6 +70,15 @@ out:
 	if (mnt < 0)
 		mnt = -errno;
 	close(fs);
+	/* A successor makes its files in the same mount, under one cap. */
+	if (mnt >= 0) {
+		int err = keeper_hold(mnt);
+
+		if (err) {
+			close(mnt);
+			mnt = err;
+		}
+	}
 	return mnt;
 }
 
@@ -114,11 +124,14 @@ void store_fini(void)
 {
 	struct owner_store *o;
 
-	if (store.mnt_fd >= 0)
+	if (store.mnt_fd >= 0) {
+		keeper_release(store.mnt_fd);
 		close(store.mnt_fd);
+	}
 	store.mnt_fd = -1;
 	while ((o = store.owners)) {
 		store.owners = o->next;
+		keeper_release(o->mnt_fd);
 		close(o->mnt_fd);
 		free(o);
 	}
