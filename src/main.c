@@ -24,6 +24,7 @@
 #include "connection.h"
 #include "log.h"
 #include "mount.h"
+#include "record.h"
 #include "requests.h"
 #include "store.h"
 #include "uring.h"
@@ -172,6 +173,9 @@ int main(int argc, char *argv[])
 	}
 	if (mount_device(cl.mountpoint, &m.modes.self_dev))
 		goto out_ns;
+	if (record_start(&m.ns))
+		log_warn("no record of the namespace: a successor could not "
+			 "adopt this mount");
 	m.modes.commit_eager = m.opts.commit == COMMIT_EAGER;
 	m.modes.nr_inodes = m.opts.nr_inodes;
 	m.modes.lifetime = m.opts.lifetime;

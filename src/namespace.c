@@ -138,6 +138,9 @@ void dentry_attach(struct ns *ns, struct dentry *d, struct node *child)
 	if (is_dir(child))
 		p->nlink++;
 	p->u.other.mtime = p->ctime = now();
+	record_name(ns, d);
+	record_node(ns, p);
+	record_node(ns, child);
 }
 
 /* Unlink a dentry from its parent and the hash; the caller frees it. */
@@ -146,6 +149,9 @@ void dentry_detach(struct ns *ns, struct dentry *d)
 	struct node *p = d->parent;
 	struct dentry **pp;
 
+	record_unname(ns, d);
+	record_node(ns, p);
+	record_node(ns, d->child);
 	if (d->prev)
 		d->prev->next = d->next;
 	else
@@ -255,6 +261,7 @@ struct node *node_new(struct ns *ns, mode_t mode, uid_t uid, gid_t gid)
 		free(n);
 		return NULL;
 	}
+	record_node(ns, n);
 	n->mode = mode;
 	n->uid = uid;
 	n->gid = gid;
@@ -276,6 +283,7 @@ struct section *node_free(struct ns *ns, struct node *n)
 	struct section *sec = node_sec(n);
 
 	id_remove(ns, n);
+	record_gone(ns, n);
 	ns->nnodes--;
 	if (node_counted(ns, n)) {
 		free((char *)node_target(n));
@@ -293,7 +301,7 @@ void ns_unlock(struct ns *ns)
 	struct node *n = LIST_FIRST(&ns->freed), *next;
 
 	LIST_INIT(&ns->freed);
-	pthread_mutex_unlock(&ns->lock);
+	ns_leave(ns);
 	for (; n; n = next) {
 		next = LIST_NEXT(n, orphan);
 		cap_node_uncount(n->uid, n->gid);
@@ -305,6 +313,7 @@ void ns_unlock(struct ns *ns)
 struct section *node_unnamed(struct ns *ns, struct node *n)
 {
 	n->ctime = now();
+	record_node(ns, n);
 	if (n->nlink > 0)
 		return NULL;
 	if (n->nlookup == 0)
@@ -377,6 +386,7 @@ struct section *entry_start(struct ns *ns, struct node *n,
 {
 	memset(e, 0, sizeof(*e));
 	n->nlookup++;
+	record_node(ns, n);
 	e->ino = ino_of(ns, n);
 	e->generation = n->ino;
 	e->entry_timeout = ns->entry_timeout;
@@ -491,6 +501,7 @@ void ns_destroy(struct ns *ns)
 {
 	struct node *n;
 
+	record_stop(ns);
 	/* Listings first: their marks stand in directories' lists. */
 	while (!LIST_EMPTY(&ns->listings))
 		ns_releasedir(ns, LIST_FIRST(&ns->listings));
@@ -524,7 +535,7 @@ int ns_lookup(struct ns *ns, fuse_ino_t parent, const char *name,
 	err = find_entry(ns, parent, name, &d);
 	if (!err)
 		sec = entry_start(ns, d->child, e);
-	pthread_mutex_unlock(&ns->lock);
+	ns_leave(ns);
 	return err ? err : attr_finish(sec, &e->attr);
 }
 
@@ -538,6 +549,7 @@ void ns_forget(struct ns *ns, fuse_ino_t ino, uint64_t nlookup)
 	if (!n)
 		goto out;		/* nothing to forget: no reply either */
 	n->nlookup = n->nlookup > nlookup ? n->nlookup - nlookup : 0;
+	record_node(ns, n);
 	if (n->nlookup == 0 && n->nlink == 0 && n != ns->root) {
 		LIST_REMOVE(n, orphan);
 		sec = node_free(ns, n);
@@ -565,7 +577,7 @@ int ns_readlink(struct ns *ns, fuse_ino_t ino, char *buf, size_t size)
 		err = -ENAMETOOLONG;
 	else
 		strcpy(buf, target);
-	pthread_mutex_unlock(&ns->lock);
+	ns_leave(ns);
 	return err;
 }
 
@@ -578,7 +590,7 @@ int ns_getattr(struct ns *ns, fuse_ino_t ino, struct stat *st)
 	n = node_of(ns, ino);
 	if (n)
 		sec = attr_start(ns, n, st);
-	pthread_mutex_unlock(&ns->lock);
+	ns_leave(ns);
 	return n ? attr_finish(sec, st) : -ESTALE;
 }
 
@@ -680,10 +692,11 @@ int ns_kill_setid(struct ns *ns, fuse_ino_t ino, const struct caller *who)
 	if (kill && !res) {
 		n->mode &= ~kill;
 		n->ctime = now();
+		record_node(ns, n);
 		res = 1;
 	}
 out:
-	pthread_mutex_unlock(&ns->lock);
+	ns_leave(ns);
 	return res;
 }
 
@@ -710,7 +723,7 @@ again:
 	pthread_mutex_lock(&ns->lock);
 	n = node_of(ns, ino);
 	if (!n) {
-		pthread_mutex_unlock(&ns->lock);
+		ns_leave(ns);
 		return -ESTALE;
 	}
 	sec = node_sec(n);
@@ -723,7 +736,7 @@ again:
 		node_counted(ns, n);
 	ouid = n->uid;
 	ogid = n->gid;
-	pthread_mutex_unlock(&ns->lock);
+	ns_leave(ns);
 	if (err)
 		return err;
 
@@ -745,14 +758,14 @@ again:
 	 * one is found again. */
 	n = node_of(ns, ino);
 	if (!n) {
-		pthread_mutex_unlock(&ns->lock);
+		ns_leave(ns);
 		return -ESTALE;
 	}
 	if (moves && (n->uid != ouid || n->gid != ogid)) {
 		/* Another chown came between: its owner holds the inode
 		 * now.  Give the inode back (by root: never refused) and
 		 * move it from that owner. */
-		pthread_mutex_unlock(&ns->lock);
+		ns_leave(ns);
 		cap_node_chown(nuid == (uid_t)-1 ? ouid : nuid,
 			       ngid == (gid_t)-1 ? ogid : ngid, ouid, ogid, 0);
 		goto again;
@@ -770,8 +783,9 @@ again:
 		set_node_time(&n->u.other.mtime, times[1]);
 	}
 	n->ctime = now();
+	record_node(ns, n);
 	sec = attr_start(ns, n, out);
-	pthread_mutex_unlock(&ns->lock);
+	ns_leave(ns);
 	return attr_finish(sec, out);
 }
 
@@ -794,5 +808,5 @@ void ns_counts(struct ns *ns, uid_t uid, uint64_t *nodes, uint64_t *left)
 	pthread_mutex_lock(&ns->lock);
 	*nodes = ns->nnodes;
 	*left = nodes_left(ns, uid);
-	pthread_mutex_unlock(&ns->lock);
+	ns_leave(ns);
 }

@@ -37,6 +37,7 @@ struct dentry;
 struct ns_dir;
 struct ns_seal;
 struct ns_handle;
+struct record;
 
 /*
  * The ids the kernel holds for open files and directories (ns_handles.c).
@@ -86,6 +87,9 @@ struct ns {
 	size_t nids_slots;		/* a power of two; ns->lock */
 	size_t nids;			/* ns->lock */
 	struct ns_handles handles;	/* its own lock */
+	struct record *rec;		/* what a successor adopts
+					   (record.h); NULL for none;
+					   ns->lock */
 	uint64_t next_ino;		/* ns->lock */
 	uint64_t next_seq;		/* dentries attached; ns->lock */
 	uint64_t nnodes;		/* ns->lock */
@@ -281,8 +285,8 @@ int ns_readdir_entry(struct ns *ns, struct ns_dir *dir, off_t off, int plus,
 
 /*
  * Handles (ns_handles.c).  ns_handle_add gives an open section (with the
- * reference ns_open or ns_mknod gave for it, which the handle now holds)
- * an fh, ns_dirhandle_add an open directory; -ENOMEM.  ns_handle_section
+ * reference ns_open or ns_mknod gave for it, which the handle now holds,
+ * and the flags it was opened with) an fh, ns_dirhandle_add an open directory; -ENOMEM.  ns_handle_section
  * finds a file handle's section with a reference of its own for the
  * caller to put, ns_handle_dir a directory handle's listing; NULL when
  * fh is no such handle (EBADF).  The _take calls remove a handle of node
@@ -290,13 +294,17 @@ int ns_readdir_entry(struct ns *ns, struct ns_dir *dir, off_t off, int plus,
  * or NULL when fh is no such handle of ino.
  */
 int ns_handle_add(struct ns *ns, fuse_ino_t ino, struct section *sec,
-		  uint64_t *fh);
+		  int flags, uint64_t *fh);
 int ns_dirhandle_add(struct ns *ns, fuse_ino_t ino, struct ns_dir *dir,
 		     uint64_t *fh);
 struct section *ns_handle_section(struct ns *ns, uint64_t fh);
 struct ns_dir *ns_handle_dir(struct ns *ns, uint64_t fh);
 struct section *ns_handle_take(struct ns *ns, uint64_t fh, fuse_ino_t ino);
 struct ns_dir *ns_dirhandle_take(struct ns *ns, uint64_t fh, fuse_ino_t ino);
+/* Whether fh is an open handle of ino (a directory's, with dir), and how
+ * many are open: what the record is checked against. */
+bool ns_handle_known(struct ns *ns, uint64_t fh, fuse_ino_t ino, bool dir);
+size_t ns_handle_count(struct ns *ns);
 
 /* The number of nodes, and how many more uid may make within
  * -o nr_inodes, for statfs (bytes are the store's: store.h). */

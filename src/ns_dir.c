@@ -103,7 +103,7 @@ static void mark_place(struct ns *ns, struct ns_dir *dir,
 		dir->placed = true;
 		if (steps < SEEK_CHUNK)
 			break;
-		pthread_mutex_unlock(&ns->lock);
+		ns_leave(ns);
 		sched_yield();
 		pthread_mutex_lock(&ns->lock);
 		after = m->prev;
@@ -154,7 +154,7 @@ int ns_opendir(struct ns *ns, fuse_ino_t ino, struct ns_dir **out)
 		dir->dir = n;
 		LIST_INSERT_HEAD(&ns->listings, dir, link);
 	}
-	pthread_mutex_unlock(&ns->lock);
+	ns_leave(ns);
 	if (err) {
 		free(dir);
 		return err;
@@ -168,7 +168,7 @@ void ns_releasedir(struct ns *ns, struct ns_dir *dir)
 	pthread_mutex_lock(&ns->lock);
 	mark_unplace(dir);
 	LIST_REMOVE(dir, link);
-	pthread_mutex_unlock(&ns->lock);
+	ns_leave(ns);
 	free(dir);
 }
 
@@ -193,14 +193,14 @@ int ns_readdir_entry(struct ns *ns, struct ns_dir *dir, off_t off, int plus,
 		e->attr.st_ino = child->ino;
 		e->attr.st_mode = child->mode;
 		*next = off + 1;
-		pthread_mutex_unlock(&ns->lock);
+		ns_leave(ns);
 		return 0;
 	}
 	mark_seek(ns, dir, off);
 	for (d = dir->mark->next; d && is_mark(d); d = d->next)
 		;
 	if (!d) {
-		pthread_mutex_unlock(&ns->lock);
+		ns_leave(ns);
 		return -ENOENT;
 	}
 	strcpy(name, d->name);	/* names are at most NAME_MAX bytes */
@@ -210,7 +210,7 @@ int ns_readdir_entry(struct ns *ns, struct ns_dir *dir, off_t off, int plus,
 	dir->peeked = *next;
 	if (plus)
 		pin = entry_start(ns, d->child, e);
-	pthread_mutex_unlock(&ns->lock);
+	ns_leave(ns);
 	err = plus ? attr_finish(pin, &e->attr) : 0;
 	if (err)
 		ns_forget(ns, e->ino, 1);	/* the kernel never sees it */

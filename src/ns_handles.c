@@ -72,8 +72,30 @@ static int grow(struct ns_handles *h)
 	return 0;
 }
 
+/*
+ * Into the record, under ns->lock (never with the table's lock held): a
+ * handle opened or released, and with an open the node, whose section
+ * may have just been given its passthrough id.
+ */
+static void record(struct ns *ns, uint64_t fh, fuse_ino_t ino, int dir,
+		   int flags, bool opened)
+{
+	struct node *n;
+
+	pthread_mutex_lock(&ns->lock);
+	if (opened) {
+		record_handle(ns, fh, ino, dir, flags);
+		n = node_of(ns, ino);
+		if (n)
+			record_node(ns, n);
+	} else {
+		record_handle_gone(ns, fh);
+	}
+	ns_leave(ns);
+}
+
 static int add(struct ns *ns, enum handle_kind kind, fuse_ino_t ino,
-	       void *obj, uint64_t *fh)
+	       void *obj, int flags, uint64_t *fh)
 {
 	struct ns_handles *h = &ns->handles;
 	struct ns_handle *s;
@@ -96,6 +118,8 @@ static int add(struct ns *ns, enum handle_kind kind, fuse_ino_t ino,
 		h->nused++;
 	}
 	pthread_mutex_unlock(&h->lock);
+	if (!err)
+		record(ns, *fh, ino, kind == HANDLE_DIR, flags, true);
 	return err;
 }
 
@@ -130,19 +154,43 @@ static void *take(struct ns *ns, enum handle_kind kind, uint64_t fh,
 		h->nused--;
 	}
 	pthread_mutex_unlock(&h->lock);
+	if (obj)
+		record(ns, fh, ino, kind == HANDLE_DIR, 0, false);
 	return obj;
 }
 
 int ns_handle_add(struct ns *ns, fuse_ino_t ino, struct section *sec,
-		  uint64_t *fh)
+		  int flags, uint64_t *fh)
 {
-	return add(ns, HANDLE_FILE, ino, sec, fh);
+	return add(ns, HANDLE_FILE, ino, sec, flags, fh);
 }
 
 int ns_dirhandle_add(struct ns *ns, fuse_ino_t ino, struct ns_dir *dir,
 		     uint64_t *fh)
 {
-	return add(ns, HANDLE_DIR, ino, dir, fh);
+	return add(ns, HANDLE_DIR, ino, dir, 0, fh);
+}
+
+bool ns_handle_known(struct ns *ns, uint64_t fh, fuse_ino_t ino, bool dir)
+{
+	struct ns_handles *h = &ns->handles;
+	struct ns_handle *s;
+
+	pthread_mutex_lock(&h->lock);
+	s = find(h, dir ? HANDLE_DIR : HANDLE_FILE, fh);
+	s = s && s->ino == ino ? s : NULL;
+	pthread_mutex_unlock(&h->lock);
+	return s != NULL;
+}
+
+size_t ns_handle_count(struct ns *ns)
+{
+	size_t n;
+
+	pthread_mutex_lock(&ns->handles.lock);
+	n = ns->handles.nused;
+	pthread_mutex_unlock(&ns->handles.lock);
+	return n;
 }
 
 struct section *ns_handle_section(struct ns *ns, uint64_t fh)

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "namespace.h"
+#include "record.h"
 
 /*
  * Locking.  One mutex, ns->lock, guards the whole tree; the comment on
@@ -133,6 +134,14 @@ struct ns_dir {
 	off_t peeked;			/* after the entry last returned;
 					   ns->lock */
 };
+
+/* Drop ns->lock, committing to the record what was changed under it:
+ * every unlock of ns->lock goes through here or ns_unlock(). */
+static inline void ns_leave(struct ns *ns)
+{
+	record_commit(ns);
+	pthread_mutex_unlock(&ns->lock);
+}
 
 static inline struct timespec now(void)
 {

@@ -73,7 +73,7 @@ static gid_t group_in(struct ns *ns, struct node *p, const struct caller *who)
 
 	pthread_mutex_lock(&ns->lock);
 	gid = group_of(p, who);
-	pthread_mutex_unlock(&ns->lock);
+	ns_leave(ns);
 	return gid;
 }
 
@@ -141,7 +141,7 @@ static int create_section(struct ns *ns, struct node *p, const char *name,
 		path_of(ns, p, name, path, sizeof(path));
 	/* Charged to the owner and group it will have (insert_new). */
 	inherit_group(p, &mode, gid);
-	pthread_mutex_unlock(&ns->lock);
+	ns_leave(ns);
 	/* The store is made outside the lock: it is a syscall. */
 	return err ? err : section_create_pagefile(path, who->uid, *gid, out);
 }
@@ -158,7 +158,7 @@ int ns_mknod(struct ns *ns, fuse_ino_t parent, const char *name, mode_t mode,
 
 	pthread_mutex_lock(&ns->lock);
 	err = dir_for_entry(ns, parent, name, &p);
-	pthread_mutex_unlock(&ns->lock);
+	ns_leave(ns);
 	if (err)
 		return err;
 	switch (mode & S_IFMT) {
@@ -186,8 +186,9 @@ int ns_mknod(struct ns *ns, fuse_ino_t parent, const char *name, mode_t mode,
 			*opened = sec;
 			count_open(n, open_flags);
 		}
+		record_node(ns, n);
 	}
-	pthread_mutex_unlock(&ns->lock);
+	ns_leave(ns);
 	if (err) {
 		if (sec)
 			section_put(sec);
@@ -263,7 +264,7 @@ int ns_mkdir(struct ns *ns, fuse_ino_t parent, const char *name, mode_t mode,
 
 	pthread_mutex_lock(&ns->lock);
 	err = dir_for_entry(ns, parent, name, &p);
-	pthread_mutex_unlock(&ns->lock);
+	ns_leave(ns);
 	if (!err)
 		err = charge_node(ns, p, who, &gid);
 	if (err)
@@ -271,7 +272,7 @@ int ns_mkdir(struct ns *ns, fuse_ino_t parent, const char *name, mode_t mode,
 	pthread_mutex_lock(&ns->lock);
 	err = insert_new(ns, p, name, S_IFDIR | (mode & 07777), who, gid,
 			 NULL, e, &pin);
-	pthread_mutex_unlock(&ns->lock);
+	ns_leave(ns);
 	if (err)
 		cap_node_uncount(who->uid, gid);
 	return err ? err : attr_finish(pin, &e->attr);
@@ -331,7 +332,7 @@ static int plain_symlink(struct ns *ns, fuse_ino_t parent, const char *name,
 		return -ENAMETOOLONG;
 	pthread_mutex_lock(&ns->lock);
 	err = dir_for_entry(ns, parent, name, &p);
-	pthread_mutex_unlock(&ns->lock);
+	ns_leave(ns);
 	if (!err)
 		err = charge_node(ns, p, who, &gid);
 	if (err)
@@ -342,7 +343,7 @@ static int plain_symlink(struct ns *ns, fuse_ino_t parent, const char *name,
 				e, &pin) : -ENOMEM;
 	if (!err)
 		node_of(ns, e->ino)->u.other.target = copy;
-	pthread_mutex_unlock(&ns->lock);
+	ns_leave(ns);
 	if (err) {
 		free(copy);
 		cap_node_uncount(who->uid, gid);
@@ -370,7 +371,7 @@ int ns_symlink(struct ns *ns, fuse_ino_t parent, const char *name,
 	err = dir_for_entry(ns, parent, name, &p);
 	if (!err && dentry_find(ns, p, name))
 		err = -EEXIST;
-	pthread_mutex_unlock(&ns->lock);
+	ns_leave(ns);
 	/* Under the writeback cache the kernel keeps its own size and times
 	 * and writes them back: it would append at a stale end of a backing
 	 * file changed outside, and put back its old mtime. */
@@ -401,7 +402,7 @@ int ns_symlink(struct ns *ns, fuse_ino_t parent, const char *name,
 	} else if (ph) {
 		node_free(ns, ph);
 	}
-	pthread_mutex_unlock(&ns->lock);
+	ns_leave(ns);
 	if (err)
 		section_put(sec);
 	else
@@ -602,6 +603,6 @@ int ns_link(struct ns *ns, fuse_ino_t ino, fuse_ino_t newparent,
 	dentry_attach(ns, d, n);
 	pin = entry_start(ns, n, e);
 out:
-	pthread_mutex_unlock(&ns->lock);
+	ns_leave(ns);
 	return err ? err : attr_finish(pin, &e->attr);
 }

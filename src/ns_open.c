@@ -43,6 +43,7 @@ unsigned int count_open(struct node *n, int flags)
 /* A handle on n's section is gone (released, or its open undone). */
 static void count_close(struct ns *ns, struct node *n, int flags)
 {
+	record_node(ns, n);
 	n->u.file.opens--;
 	if (!is_writer(flags))
 		return;
@@ -73,8 +74,9 @@ static void set_lifetime(struct ns *ns, fuse_ino_t ino,
 		n->u.file.handle_epoch++;
 	}
 	n->u.file.lifetime = lifetime;
+	record_node(ns, n);
 out:
-	pthread_mutex_unlock(&ns->lock);
+	ns_leave(ns);
 }
 
 /* ---- open ---- */
@@ -88,7 +90,7 @@ int ns_open(struct ns *ns, fuse_ino_t ino, int flags, struct section **out,
 	pthread_mutex_lock(&ns->lock);
 	n = node_of(ns, ino);
 	if (!n) {
-		pthread_mutex_unlock(&ns->lock);
+		ns_leave(ns);
 		return -ESTALE;
 	}
 	/* A seal is being added that writers wait for: see it first. */
@@ -107,8 +109,9 @@ int ns_open(struct ns *ns, fuse_ino_t ino, int flags, struct section **out,
 		section_get(n->u.file.sec);
 		*out = n->u.file.sec;
 		*undo = count_open(n, flags);
+		record_node(ns, n);
 	}
-	pthread_mutex_unlock(&ns->lock);
+	ns_leave(ns);
 	return err;
 }
 
@@ -119,7 +122,7 @@ void ns_open_undo(struct ns *ns, fuse_ino_t ino, int flags, unsigned int undo)
 	pthread_mutex_lock(&ns->lock);
 	n = node_of(ns, ino);
 	if (!n || !node_sec(n)) {
-		pthread_mutex_unlock(&ns->lock);
+		ns_leave(ns);
 		return;
 	}
 	count_close(ns, n, flags);
@@ -127,7 +130,7 @@ void ns_open_undo(struct ns *ns, fuse_ino_t ino, int flags, unsigned int undo)
 	if (undo && undo == n->u.file.handle_epoch + 1u &&
 	    n->u.file.handle_opens > 0 && n->u.file.handle_opens < UINT_MAX)
 		n->u.file.handle_opens--;
-	pthread_mutex_unlock(&ns->lock);
+	ns_leave(ns);
 }
 
 /* Under the lock: take every name of n, recording them for the kernel. */
@@ -175,7 +178,7 @@ int ns_release(struct ns *ns, fuse_ino_t ino, int flags,
 		expired = gone->names != NULL;
 	}
 out:
-	pthread_mutex_unlock(&ns->lock);
+	ns_leave(ns);
 	put_if(sec);
 	return expired;
 }
@@ -211,7 +214,7 @@ static int xattr_view_of(struct ns *ns, fuse_ino_t ino, struct xattr_view *v,
 	} else {
 		err = -ENODATA;		/* directories have none of ours */
 	}
-	pthread_mutex_unlock(&ns->lock);
+	ns_leave(ns);
 	return err;
 }
 
@@ -350,7 +353,7 @@ static int seal_later(struct ns *ns, fuse_ino_t ino, uid_t uid,
 		ns->nseals++;
 		pthread_cond_broadcast(&ns->writers_gone);
 	}
-	pthread_mutex_unlock(&ns->lock);
+	ns_leave(ns);
 	if (err)
 		free(s);
 	return err ? err : NS_LATER;
@@ -369,9 +372,10 @@ static void seal_now(struct ns *ns, struct ns_seal *s)
 {
 	if (s->writers)
 		s->n->u.file.sealing++;
-	pthread_mutex_unlock(&ns->lock);
+	ns_leave(ns);
 	s->err = section_add_seals(s->sec, s->seals);
 	pthread_mutex_lock(&ns->lock);
+	record_node(ns, s->n);		/* its seals */
 	if (s->writers && --s->n->u.file.sealing == 0)
 		pthread_cond_broadcast(&ns->sealed);
 }
@@ -430,7 +434,7 @@ static void *sealer_main(void *arg)
 	for (;;) {
 		waiting = seals_step(ns, &done, &next);
 		if (!TAILQ_EMPTY(&done)) {
-			pthread_mutex_unlock(&ns->lock);
+			ns_leave(ns);
 			while ((s = TAILQ_FIRST(&done))) {
 				TAILQ_REMOVE(&done, s, link);
 				s->later.answer(s->later.cookie, s->err);
@@ -442,13 +446,14 @@ static void *sealer_main(void *arg)
 		}
 		if (ns->sealer_stopping && TAILQ_EMPTY(&ns->seals))
 			break;
+		record_commit(ns);	/* waiting lets the lock go */
 		if (waiting)
 			pthread_cond_timedwait(&ns->writers_gone, &ns->lock,
 					       &next);
 		else
 			pthread_cond_wait(&ns->writers_gone, &ns->lock);
 	}
-	pthread_mutex_unlock(&ns->lock);
+	ns_leave(ns);
 	return NULL;
 }
 
@@ -460,7 +465,7 @@ int ns_sealer_start(struct ns *ns)
 		return -err;
 	pthread_mutex_lock(&ns->lock);
 	ns->sealer_running = true;
-	pthread_mutex_unlock(&ns->lock);
+	ns_leave(ns);
 	return 0;
 }
 
@@ -472,12 +477,24 @@ void ns_sealer_stop(struct ns *ns)
 	running = ns->sealer_running;
 	ns->sealer_stopping = true;
 	pthread_cond_broadcast(&ns->writers_gone);
-	pthread_mutex_unlock(&ns->lock);
+	ns_leave(ns);
 	if (running)
 		pthread_join(ns->sealer, NULL);
 	pthread_mutex_lock(&ns->lock);
 	ns->sealer_running = false;
-	pthread_mutex_unlock(&ns->lock);
+	ns_leave(ns);
+}
+
+/* The seals of ino's section changed: into the record, under the lock. */
+static void record_seals(struct ns *ns, fuse_ino_t ino)
+{
+	struct node *n;
+
+	pthread_mutex_lock(&ns->lock);
+	n = node_of(ns, ino);
+	if (n)
+		record_node(ns, n);
+	ns_leave(ns);
 }
 
 /*
@@ -500,7 +517,10 @@ static int add_seals(struct ns *ns, fuse_ino_t ino, uid_t uid,
 		return -EPERM;		/* removing a seal */
 	if (want & ~have & waits_for_writers(ns))
 		return seal_later(ns, ino, uid, sec, want & ~have, later);
-	return section_add_seals(sec, want & ~have);
+	err = section_add_seals(sec, want & ~have);
+	if (!err)
+		record_seals(ns, ino);
+	return err;
 }
 
 /* setxattr's XATTR_CREATE and XATTR_REPLACE, against what getxattr shows. */

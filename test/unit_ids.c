@@ -161,7 +161,7 @@ static void test_handles(struct ns *ns)
 	CHECK(ns_mknod(ns, FUSE_ROOT_ID, "h", S_IFREG | 0644, 0, &root_caller,
 		       &e, NULL, 0) == 0);
 	CHECK(ns_open(ns, e.ino, O_RDWR, &sec, &undo) == 0);
-	CHECK(ns_handle_add(ns, e.ino, sec, &fh) == 0);
+	CHECK(ns_handle_add(ns, e.ino, sec, O_RDWR, &fh) == 0);
 	CHECK(fh != 0);
 	got = ns_handle_section(ns, fh);
 	CHECK(got == sec);
@@ -178,7 +178,7 @@ static void test_handles(struct ns *ns)
 	CHECK(!ns_handle_section(ns, fh));	/* released: stale */
 	CHECK(!ns_handle_take(ns, fh, e.ino));
 	/* The slot is given again, under another id. */
-	CHECK(ns_handle_add(ns, e.ino, sec, &fh2) == 0);
+	CHECK(ns_handle_add(ns, e.ino, sec, O_RDWR, &fh2) == 0);
 	CHECK(fh2 != fh && !ns_handle_section(ns, fh));
 	CHECK(ns_handle_take(ns, fh2, e.ino) == sec);
 	ns_open_undo(ns, e.ino, O_RDWR, undo);

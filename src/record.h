@@ -1,0 +1,54 @@
+/*
+ * record.h - the namespace's record, what a successor adopts.
+ *
+ * Every change to state the kernel refers to or a user sees (node ids and
+ * lookup counts, names, modes, owners, times, lifetimes, seals, open
+ * handles, each section's descriptor and backing id) is written to a
+ * memfd the keeper holds before the request that made it is answered, so
+ * that a server started after this one dies can rebuild the namespace as
+ * it was.  The record is an append-only log of whole entries made visible
+ * by one aligned store of its length, written under ns->lock where the
+ * change is made: a server killed between any two instructions leaves a
+ * prefix of whole changes.  The format is in record.c.
+ */
+#ifndef SECTIONFS_RECORD_H
+#define SECTIONFS_RECORD_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct ns;
+struct node;
+struct dentry;
+
+/* First server, before serving: start a record of ns (as it is now). */
+int record_start(struct ns *ns);
+/* Successor, before serving: rebuild ns from the record the keeper
+ * holds; -errno when there is none or it cannot be read. */
+int record_adopt(struct ns *ns);
+/* At unmount. */
+void record_stop(struct ns *ns);
+
+/*
+ * Under ns->lock: what changed.  Nothing is visible until
+ * record_commit(), which every unlock of ns->lock calls (ns_internal.h):
+ * the changes of one critical section become visible together.
+ */
+void record_node(struct ns *ns, struct node *n);	/* n's state */
+void record_gone(struct ns *ns, struct node *n);	/* n freed */
+void record_name(struct ns *ns, const struct dentry *d);
+void record_unname(struct ns *ns, const struct dentry *d);
+void record_handle(struct ns *ns, uint64_t fh, uint64_t ino, int dir,
+		   int flags);
+void record_handle_gone(struct ns *ns, uint64_t fh);
+void record_commit(struct ns *ns);
+
+/*
+ * For the test suite: rebuild an image of the namespace from the record
+ * (after compacting it first, with compact) and compare it with the live
+ * one; writes "ok" or what differs into buf.  Returns the length.
+ */
+size_t record_check(struct ns *ns, int compact, char *buf, size_t size);
+
+#endif /* SECTIONFS_RECORD_H */
