@@ -399,6 +399,40 @@ void cap_uncharge(struct section *sec)
 	pthread_mutex_unlock(&quota.lock);
 }
 
+/* ---- adoption: the ledger recomputed from what a successor holds ---- */
+
+/* Never refused: the inode exists already, limits or not. */
+static void count_forced(uid_t uid, gid_t gid)
+{
+	struct cap_owner *u, *g;
+
+	if (!quota.accounting)
+		return;
+	pthread_mutex_lock(&quota.lock);
+	u = owner_of(quota.users, uid);
+	g = owner_of(quota.groups, gid);
+	if (u && g) {
+		u->inodes++;
+		g->inodes++;
+	}
+	pthread_mutex_unlock(&quota.lock);
+}
+
+void cap_adopt_node(uid_t uid, gid_t gid)
+{
+	count_forced(uid, gid);
+}
+
+void cap_adopt(struct section *sec)
+{
+	struct cap_hold none = { 0 };
+
+	atomic_fetch_add(&quota.fds, 1);
+	count_forced(sec->uid, sec->gid);
+	atomic_store(&sec->charged, 0);
+	cap_settle(sec, &none);		/* what its store holds */
+}
+
 /* ---- limits, owners and descriptors ---- */
 
 void cap_init(const struct quota_limits *lim, bool owner_stores)

@@ -90,6 +90,15 @@ int cap_node_chown(uid_t ouid, gid_t ogid, uid_t uid, gid_t gid, uid_t by);
  */
 int cap_chown(struct section *sec, uid_t uid, gid_t gid, uid_t by);
 
+/*
+ * A successor adopts a node that is no section (cap_adopt_node), or a
+ * section (cap_adopt: its descriptor, its inode, and what its store
+ * holds, charged to its owner): the ledger is recomputed from them,
+ * never refused, since what they hold exists already.
+ */
+void cap_adopt_node(uid_t uid, gid_t gid);
+void cap_adopt(struct section *sec);
+
 /* An -ENOSPC from an owner's own store is the owner's limit: -EDQUOT. */
 int cap_errno(struct section *sec, int err);
 

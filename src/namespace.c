@@ -122,10 +122,17 @@ struct dentry *dentry_new(struct node *parent, const char *name)
 /* Link a prepared dentry into its parent and the hash. */
 void dentry_attach(struct ns *ns, struct dentry *d, struct node *child)
 {
+	dentry_attach_seq(ns, d, child, ++ns->next_seq);
+}
+
+/* The same with the listing order given (adoption: the recorded one). */
+void dentry_attach_seq(struct ns *ns, struct dentry *d, struct node *child,
+		       uint64_t seq)
+{
 	struct node *p = d->parent;
 
 	d->child = child;
-	d->seq = ++ns->next_seq;
+	d->seq = seq;
 	d->prev = NULL;
 	d->next = p->u.other.first;
 	if (d->next)
@@ -268,6 +275,31 @@ struct node *node_new(struct ns *ns, mode_t mode, uid_t uid, gid_t gid)
 	n->ctime = now();
 	if (!S_ISREG(mode))
 		n->u.other.atime = n->u.other.mtime = n->ctime;
+	ns->nnodes++;
+	return n;
+}
+
+/*
+ * A node a predecessor made, with its id (adoption): the root is there
+ * already; any other is made bare, its state for the caller to set.
+ */
+struct node *node_adopt(struct ns *ns, uint64_t ino, mode_t mode)
+{
+	struct node *n;
+
+	if (ino == FUSE_ROOT_ID)
+		return S_ISDIR(mode) ? ns->root : NULL;
+	if (ino == 0 || node_find(ns, ino))
+		return NULL;		/* a record that says so is bad */
+	n = calloc(1, sizeof(*n));
+	if (!n)
+		return NULL;
+	n->ino = ino;
+	n->mode = mode;
+	if (id_insert(ns, n)) {
+		free(n);
+		return NULL;
+	}
 	ns->nnodes++;
 	return n;
 }

@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "ns_internal.h"
 
@@ -29,7 +30,7 @@ struct ns_handle {
 	fuse_ino_t ino;		/* the node it is open on; lock */
 	uint32_t gen;		/* the fh's high half; lock */
 	uint16_t kind;		/* enum handle_kind; lock */
-	uint16_t unused;
+	uint16_t writer;	/* opened for writing; lock */
 };
 
 /* Free slots are chained through ino, as slot numbers plus one. */
@@ -115,6 +116,7 @@ static int add(struct ns *ns, enum handle_kind kind, fuse_ino_t ino,
 		s->obj = obj;
 		s->ino = ino;
 		s->kind = kind;
+		s->writer = is_writer(flags);
 		h->nused++;
 	}
 	pthread_mutex_unlock(&h->lock);
@@ -157,6 +159,77 @@ static void *take(struct ns *ns, enum handle_kind kind, uint64_t fh,
 	if (obj)
 		record(ns, fh, ino, kind == HANDLE_DIR, 0, false);
 	return obj;
+}
+
+int ns_handle_place(struct ns *ns, uint64_t fh, fuse_ino_t ino, bool dir,
+		    int flags, void *obj)
+{
+	struct ns_handles *h = &ns->handles;
+	uint32_t slot = FH_SLOT(fh), n;
+	struct ns_handle *s;
+	int err = 0;
+
+	if (slot >= SLOTS_MAX || FH_GEN(fh) == 0 || !obj)
+		return -EINVAL;
+	pthread_mutex_lock(&h->lock);
+	if (slot >= h->nslots) {
+		for (n = h->nslots ? h->nslots : 64; n <= slot; n *= 2)
+			;
+		s = realloc(h->slots, n * sizeof(*s));
+		if (s) {
+			memset(s + h->nslots, 0,
+			       (n - h->nslots) * sizeof(*s));
+			h->slots = s;
+			h->nslots = n;
+		} else {
+			err = -ENOMEM;
+		}
+	}
+	if (!err && h->slots[slot].kind != HANDLE_FREE)
+		err = -EINVAL;
+	if (!err) {
+		h->slots[slot] = (struct ns_handle){
+			.obj = obj, .ino = ino, .gen = FH_GEN(fh),
+			.kind = dir ? HANDLE_DIR : HANDLE_FILE,
+			.writer = is_writer(flags),
+		};
+		h->nused++;
+	}
+	pthread_mutex_unlock(&h->lock);
+	return err;
+}
+
+void ns_handles_adopted(struct ns *ns)
+{
+	struct ns_handles *h = &ns->handles;
+	uint32_t i;
+
+	pthread_mutex_lock(&h->lock);
+	h->free = 0;
+	for (i = h->nslots; i-- > 0;)
+		if (h->slots[i].kind == HANDLE_FREE) {
+			h->slots[i].ino = h->free;
+			h->free = i + 1;
+		}
+	pthread_mutex_unlock(&h->lock);
+}
+
+void ns_handles_each(struct ns *ns,
+		     void (*fn)(void *arg, uint64_t fh, fuse_ino_t ino,
+				bool dir, int flags, void *obj),
+		     void *arg)
+{
+	struct ns_handles *h = &ns->handles;
+	uint32_t i;
+
+	pthread_mutex_lock(&h->lock);
+	for (i = 0; i < h->nslots; i++)
+		if (h->slots[i].kind != HANDLE_FREE)
+			fn(arg, (uint64_t)h->slots[i].gen << 32 | (i + 1),
+			   h->slots[i].ino, h->slots[i].kind == HANDLE_DIR,
+			   h->slots[i].writer ? O_RDWR : O_RDONLY,
+			   h->slots[i].obj);
+	pthread_mutex_unlock(&h->lock);
 }
 
 int ns_handle_add(struct ns *ns, fuse_ino_t ino, struct section *sec,

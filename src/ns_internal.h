@@ -223,10 +223,15 @@ struct dentry *dentry_find(struct ns *ns, const struct node *parent,
 struct dentry *dentry_new(struct node *parent, const char *name);
 /* Link a prepared dentry into its parent and the hash. */
 void dentry_attach(struct ns *ns, struct dentry *d, struct node *child);
+void dentry_attach_seq(struct ns *ns, struct dentry *d, struct node *child,
+		       uint64_t seq);
 /* Unlink a dentry from its parent and the hash; the caller frees it. */
 void dentry_detach(struct ns *ns, struct dentry *d);
 /* A new node with no name and no lookup; NULL on ENOMEM. */
 struct node *node_new(struct ns *ns, mode_t mode, uid_t uid, gid_t gid);
+/* A node with id ino and type mode, for adoption; NULL when the id is
+ * taken, or on ENOMEM.  ino 1 is the root. */
+struct node *node_adopt(struct ns *ns, uint64_t ino, mode_t mode);
 /* Free a node nobody names or holds; returns its section to put after
  * unlocking, or NULL.  A counted node waits on ns->freed for
  * ns_unlock(). */
@@ -258,6 +263,19 @@ int find_entry(struct ns *ns, fuse_ino_t parent, const char *name,
  * ns_destroy). */
 int ns_handles_init(struct ns_handles *h);
 void ns_handles_destroy(struct ns_handles *h);
+/*
+ * Adoption: put a handle at the very id fh a predecessor gave it (obj a
+ * section with a reference for it, or a listing); -EINVAL when fh is
+ * taken or no id this table gives.  ns_handles_adopted() then chains
+ * the slots left free.  ns_handles_each() calls fn for every handle.
+ */
+int ns_handle_place(struct ns *ns, uint64_t fh, fuse_ino_t ino, bool dir,
+		    int flags, void *obj);
+void ns_handles_adopted(struct ns *ns);
+void ns_handles_each(struct ns *ns,
+		     void (*fn)(void *arg, uint64_t fh, fuse_ino_t ino,
+				bool dir, int flags, void *obj),
+		     void *arg);
 
 /* ns_open.c: a handle is opened on n's section (ns->lock held). */
 unsigned int count_open(struct node *n, int flags);

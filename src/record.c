@@ -21,7 +21,7 @@
  * several times in one critical section is written once, at the commit:
  * record_node() only marks it.
  *
- * Compaction: when the log has grown past four times the last snapshot
+ * Compaction: when the log has grown past twice the last snapshot
  * (and 1 MiB), the state is written as a snapshot, in the same format,
  * into a fresh memfd, which the keeper is given in place of the old one:
  * O(state) work every O(state) entries, so O(1) per change amortised.
@@ -34,6 +34,7 @@
  */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
@@ -41,8 +42,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "cap.h"
 #include "keeper.h"
 #include "log.h"
 #include "ns_internal.h"
@@ -476,9 +479,14 @@ void record_commit(struct ns *ns)
 		return;
 	atomic_store_explicit(&r->hdr->committed, r->tail,
 			      memory_order_release);
-	if (r->tail - REC_HEADER > 4 * r->snapshot + (1u << 20))
+	if (r->tail - REC_HEADER > 2 * r->snapshot + (1u << 20))
 		compact(ns);
 }
+
+/* ns_handles_each(): a handle into a record's own list of them. */
+static void mirror_handle(void *arg, uint64_t fh, fuse_ino_t ino, bool dir,
+			  int flags, void *obj);
+static void free_opens(struct record *r);
 
 int record_start(struct ns *ns)
 {
@@ -494,6 +502,8 @@ int record_start(struct ns *ns)
 	err = rec_open_new(r);
 	if (err)
 		goto fail;
+	/* The handles a successor adopted (none in a first server). */
+	ns_handles_each(ns, mirror_handle, r);
 	pthread_mutex_lock(&ns->lock);
 	write_snapshot(ns, r, r->opens, r->nopens_slots);
 	atomic_store_explicit(&r->hdr->committed, r->tail,
@@ -509,7 +519,7 @@ int record_start(struct ns *ns)
 	ns->rec = r;
 	return 0;
 fail:
-	free(r->opens);
+	free_opens(r);
 	free(r);
 	return err;
 }
@@ -829,12 +839,321 @@ static int image_read(const char *map, size_t maplen, struct image *im,
 	return im->err;
 }
 
+/* ---- adoption: a namespace rebuilt from an image ---- */
+
+static struct timespec ts_of(struct rec_time t)
+{
+	return (struct timespec){ .tv_sec = t.sec, .tv_nsec = t.nsec };
+}
+
+static int by_seq(const void *a, const void *b)
+{
+	const struct img_name *x = *(struct img_name *const *)a;
+	const struct img_name *y = *(struct img_name *const *)b;
+
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* A node's section, from its image. */
+static int adopt_section(const struct img_node *m, bool borrowed,
+			 struct section **out)
+{
+	struct caller creator = {
+		.uid = m->s.cr_uid, .gid = m->s.cr_gid,
+		.ngroups = (int)m->s.ngroups, .groups = m->groups,
+	};
+	struct section_state st = {
+		.fd = m->s.fd,
+		.kind = m->s.sec_flags & SEC_FILE ? SECTION_FILE :
+			SECTION_PAGEFILE,
+		.writable = m->s.sec_flags & SEC_WRITABLE,
+		.counted = m->s.sec_flags & SEC_COUNTED,
+		.backing_id = m->s.backing_id,
+		.seals = m->s.seals,
+		.uid = m->s.sec_uid,
+		.gid = m->s.sec_gid,
+		.path = m->str,
+		.creator = &creator,
+	};
+
+	if (m->s.fd < 0 || (m->s.ngroups && !m->groups))
+		return -EINVAL;
+	return section_adopt(&st, borrowed, out);
+}
+
+/* Every node of the image, bare; their state comes once named. */
+static int adopt_nodes(struct ns *ns, struct image *im, bool borrowed)
+{
+	struct img_node *m;
+	struct node *n;
+	size_t i;
+	int err;
+
+	for (i = 0; i < im->nslots; i++)
+		for (m = im->nodes[i]; m; m = m->next) {
+			n = node_adopt(ns, m->s.ino, m->s.mode);
+			if (!n)
+				return -EINVAL;
+			if (!S_ISREG(m->s.mode))
+				continue;
+			err = adopt_section(m, borrowed, &n->u.file.sec);
+			if (err)
+				return err;
+		}
+	return 0;
+}
+
+/* Every name, in the order the listings saw them made. */
+static int adopt_names(struct ns *ns, struct image *im)
+{
+	struct img_name **all = malloc((im->nnames + 1) * sizeof(*all)), *d;
+	size_t i, k = 0;
+	int err = 0;
+
+	if (!all)
+		return -ENOMEM;
+	for (i = 0; i < im->nslots; i++)
+		for (d = im->names[i]; d; d = d->next)
+			all[k++] = d;
+	qsort(all, k, sizeof(*all), by_seq);
+	for (i = 0; i < k && !err; i++) {
+		struct node *p = node_find(ns, all[i]->parent);
+		struct node *c = node_find(ns, all[i]->child);
+		struct dentry *nd;
+
+		if (!p || !c || !is_dir(p) || strlen(all[i]->name) > NAME_MAX ||
+		    dentry_find(ns, p, all[i]->name)) {
+			err = -EINVAL;
+			break;
+		}
+		nd = dentry_new(p, all[i]->name);
+		if (!nd)
+			err = -ENOMEM;
+		else
+			dentry_attach_seq(ns, nd, c, all[i]->seq);
+	}
+	free(all);
+	return err;
+}
+
+/* What each node is, now that names have stopped changing it. */
+static int adopt_state(struct ns *ns, struct image *im)
+{
+	struct img_node *m;
+	struct node *n;
+	size_t i;
+
+	for (i = 0; i < im->nslots; i++)
+		for (m = im->nodes[i]; m; m = m->next) {
+			n = node_find(ns, m->s.ino);
+			n->nlookup = m->s.nlookup;
+			n->mode = m->s.mode;
+			n->uid = m->s.uid;
+			n->gid = m->s.gid;
+			n->nlink = m->s.nlink;
+			n->ctime = ts_of(m->s.ctime);
+			if (S_ISREG(n->mode)) {
+				n->u.file.lifetime = m->s.lifetime;
+				n->u.file.handle_opens = m->s.handle_opens;
+				n->u.file.handle_epoch =
+					(unsigned short)m->s.handle_epoch;
+			} else {
+				n->u.other.atime = ts_of(m->s.atime);
+				n->u.other.mtime = ts_of(m->s.mtime);
+				n->u.other.rdev = m->s.rdev;
+				if (S_ISLNK(n->mode) && m->str &&
+				    !(n->u.other.target = strdup(m->str)))
+					return -ENOMEM;
+			}
+			if (n != ns->root && !n->names) {
+				if (n->nlink || !n->nlookup)
+					return -EINVAL;
+				LIST_INSERT_HEAD(&ns->orphans, n, orphan);
+			}
+		}
+	return 0;
+}
+
+/* Every handle at its id; a file's open and writer counts are its
+ * handles', whatever the record said (an open counted and then killed
+ * before its handle was given is not one). */
+static int adopt_handles(struct ns *ns, struct image *im)
+{
+	struct rec_open *o;
+	struct ns_dir *dir;
+	struct node *n;
+	size_t i;
+	int err = 0;
+
+	for (i = 0; i < im->nslots && !err; i++)
+		for (o = im->handles[i]; o && !err; o = o->next) {
+			n = node_find(ns, o->ino);
+			if (!n || (o->dir ? !is_dir(n) : !node_sec(n))) {
+				err = -EINVAL;
+				break;
+			}
+			if (o->dir) {
+				/* ns->lock is taken by ns_opendir: not held
+				 * here, nothing serves yet. */
+				err = ns_opendir(ns, o->ino, &dir);
+				if (!err && (err = ns_handle_place(ns, o->fh,
+								   o->ino, true,
+								   0, dir)))
+					ns_releasedir(ns, dir);
+				continue;
+			}
+			section_get(n->u.file.sec);
+			err = ns_handle_place(ns, o->fh, o->ino, false,
+					      (int)o->flags, n->u.file.sec);
+			if (err) {
+				section_put(n->u.file.sec);
+				break;
+			}
+			/* Not count_open(): handle_opens is recorded. */
+			n->u.file.opens++;
+			n->u.file.writers += is_writer((int)o->flags);
+		}
+	ns_handles_adopted(ns);
+	return err;
+}
+
+/*
+ * Rebuild ns, fresh from ns_init() and serving nothing, from an image.
+ * Borrowed: the sections stand for another namespace's (the test
+ * suite's copy), and no accounting is done.
+ */
+static int rebuild(struct ns *ns, struct image *im, bool borrowed)
+{
+	int err = adopt_nodes(ns, im, borrowed);
+
+	if (!err)
+		err = adopt_names(ns, im);
+	if (!err)
+		err = adopt_state(ns, im);
+	if (err)
+		return err;
+	err = adopt_handles(ns, im);
+	if (err)
+		return err;
+	ns->next_ino = im->next_ino;
+	ns->next_seq = im->next_seq;
+	return 0;
+}
+
+/* Table sizes for reading a record of len bytes: entries are 24 bytes
+ * at least. */
+static size_t slots_for(uint64_t len)
+{
+	size_t n = 1024;
+
+	while (n < len / 64 && n < ((size_t)1 << 28))
+		n *= 2;
+	return n;
+}
+
+static int by_int(const void *a, const void *b)
+{
+	int x = *(const int *)a, y = *(const int *)b;
+
+	return (x > y) - (x < y);
+}
+
+/*
+ * A predecessor killed between making a section's store and committing
+ * the change that named it leaves the store held and named by nothing:
+ * every store memfd ("sectionfs:" and the path) that no adopted section
+ * has is let go.  (A backing file opened for a symlink the predecessor
+ * never committed cannot be told from the daemon's other files; it
+ * stays, one descriptor per such death.)
+ */
+static void sweep_stores(struct ns *ns)
+{
+	static const char prefix[] = "/memfd:sectionfs:";
+	size_t i, n = 0;
+	struct dirent *de;
+	int *fds;
+	DIR *dir;
+
+	fds = malloc((ns->nids_slots + 1) * sizeof(*fds));
+	if (!fds)
+		return;
+	for (i = 0; i < ns->nids_slots; i++)
+		if (ns->ids[i] && node_sec(ns->ids[i]))
+			fds[n++] = node_sec(ns->ids[i])->fd;
+	qsort(fds, n, sizeof(*fds), by_int);
+	dir = opendir("/proc/self/fd");
+	while (dir && (de = readdir(dir))) {
+		char path[64], link[sizeof(prefix) + 16];
+		int fd = atoi(de->d_name);
+		ssize_t len;
+
+		if (de->d_name[0] < '0' || de->d_name[0] > '9' ||
+		    fd == dirfd(dir) ||
+		    bsearch(&fd, fds, n, sizeof(*fds), by_int))
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		len = readlink(path, link, sizeof(link) - 1);
+		if (len < (ssize_t)sizeof(prefix) - 1 ||
+		    memcmp(link, prefix, sizeof(prefix) - 1))
+			continue;
+		keeper_release(fd);
+		close(fd);
+	}
+	if (dir)
+		closedir(dir);
+	free(fds);
+}
+
 int record_adopt(struct ns *ns)
 {
-	/* Rebuilding a namespace from the record is not done yet: a
-	 * successor gives up, and the mount fails as a server's death
-	 * always made it fail. */
-	return keeper_record_fd() < 0 ? -ENOENT : -ENOSYS;
+	int fd = keeper_record_fd(), err;
+	struct image im = { 0 };
+	struct stat st;
+	void *map;
+
+	if (fd < 0)
+		return -ENOENT;
+	if (fstat(fd, &st))
+		return -errno;
+	map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+	if (map == MAP_FAILED)
+		return -errno;
+	err = image_read(map, (size_t)st.st_size, &im,
+			 slots_for((uint64_t)st.st_size));
+	if (!err)
+		err = rebuild(ns, &im, false);
+	image_free(&im);
+	munmap(map, (size_t)st.st_size);
+	if (err) {
+		log_err("cannot adopt the namespace from its record: %s",
+			strerror(-err));
+		return err;
+	}
+	sweep_stores(ns);
+	/* A fresh record of what was adopted takes the old one's place. */
+	err = record_start(ns);
+	if (!err) {
+		keeper_release(fd);
+		close(fd);
+	}
+	return err;
+}
+
+void record_charge(struct ns *ns)
+{
+	size_t i;
+
+	/* Nothing serves yet: no lock is needed, and cap.c takes its own. */
+	for (i = 0; i < ns->nids_slots; i++) {
+		struct node *n = ns->ids[i];
+
+		if (!n)
+			continue;
+		if (node_sec(n))
+			cap_adopt(node_sec(n));
+		else if (node_counted(ns, n))
+			cap_adopt_node(n->uid, n->gid);
+	}
 }
 
 /* ---- the test suite's comparison ---- */
@@ -850,28 +1169,17 @@ static bool same_time(struct rec_time a, struct rec_time b)
 	return a.sec == b.sec && a.nsec == b.nsec;
 }
 
-size_t record_check(struct ns *ns, int want_compact, char *buf, size_t size)
+/*
+ * Under ns->lock: whether im is the live namespace (nodes, names, next
+ * ids); what differs first goes into buf.  Handles are compared after,
+ * by compare_handles(), without ns->lock.
+ */
+static bool compare(struct ns *ns, struct image *im, char *buf, size_t size)
 {
-	struct image im;
-	bool diff = false;
 	size_t i, nnames = 0, nnodes = 0;
-	int err;
+	bool diff = false;
 
-	pthread_mutex_lock(&ns->lock);
-	if (!ns->rec) {
-		pthread_mutex_unlock(&ns->lock);
-		return (size_t)snprintf(buf, size, "no record");
-	}
-	record_commit(ns);
-	if (want_compact && (err = compact(ns))) {
-		pthread_mutex_unlock(&ns->lock);
-		return (size_t)snprintf(buf, size, "compaction failed: %s",
-					strerror(-err));
-	}
-	err = image_read(ns->rec->map, REC_MAP, &im, ns->nids_slots);
-	if (err)
-		DIFF("record unreadable: %s", strerror(-err));
-	for (i = 0; !err && i < ns->nids_slots; i++) {
+	for (i = 0; i < ns->nids_slots; i++) {
 		struct node *n = ns->ids[i];
 		const gid_t *groups;
 		const char *str;
@@ -883,7 +1191,7 @@ size_t record_check(struct ns *ns, int want_compact, char *buf, size_t size)
 			continue;
 		nnodes++;
 		node_state(n, &s, &str, &groups);
-		m = img_node(&im, n->ino);
+		m = img_node(im, n->ino);
 		if (!m) {
 			DIFF("node %llu missing", (unsigned long long)n->ino);
 			continue;
@@ -908,9 +1216,10 @@ size_t record_check(struct ns *ns, int want_compact, char *buf, size_t size)
 		    m->s.handle_opens != s.handle_opens ||
 		    m->s.handle_epoch != s.handle_epoch)
 			DIFF("node %llu: opens %u/%u writers %u/%u lifetime "
-			     "%u/%u", (unsigned long long)n->ino, m->s.opens,
-			     s.opens, m->s.writers, s.writers, m->s.lifetime,
-			     s.lifetime);
+			     "%u/%u handle opens %u/%u",
+			     (unsigned long long)n->ino, m->s.opens, s.opens,
+			     m->s.writers, s.writers, m->s.lifetime,
+			     s.lifetime, m->s.handle_opens, s.handle_opens);
 		if (m->s.fd != s.fd || m->s.backing_id != s.backing_id ||
 		    m->s.seals != s.seals || m->s.sec_uid != s.sec_uid ||
 		    m->s.sec_gid != s.sec_gid ||
@@ -922,11 +1231,14 @@ size_t record_check(struct ns *ns, int want_compact, char *buf, size_t size)
 		if (m->s.strlen != s.strlen ||
 		    (s.strlen && (!m->str || memcmp(m->str, str, s.strlen))) ||
 		    m->s.ngroups != s.ngroups || m->s.cr_uid != s.cr_uid ||
-		    m->s.cr_gid != s.cr_gid)
+		    m->s.cr_gid != s.cr_gid ||
+		    (s.ngroups && (!m->groups ||
+				   memcmp(m->groups, groups,
+					  s.ngroups * sizeof(gid_t)))))
 			DIFF("node %llu: target, path or creator differ",
 			     (unsigned long long)n->ino);
 		for (d = n->names; d; d = d->next_name) {
-			struct img_name *e = *img_name_at(&im, d->parent->ino,
+			struct img_name *e = *img_name_at(im, d->parent->ino,
 							   d->name,
 							   strlen(d->name));
 
@@ -937,36 +1249,143 @@ size_t record_check(struct ns *ns, int want_compact, char *buf, size_t size)
 				     e ? "differs" : "missing");
 		}
 	}
-	if (!err && (nnodes != im.nnodes || nnames != im.nnames))
+	if (nnodes != im->nnodes || nnames != im->nnames)
 		DIFF("%zu nodes and %zu names live, %zu and %zu recorded",
-		     nnodes, nnames, im.nnodes, im.nnames);
-	if (!err && (ns->next_ino != im.next_ino ||
-		     ns->next_seq != im.next_seq))
+		     nnodes, nnames, im->nnodes, im->nnames);
+	if (ns->next_ino != im->next_ino || ns->next_seq != im->next_seq)
 		DIFF("next ids %llu,%llu live, %llu,%llu recorded",
 		     (unsigned long long)ns->next_ino,
 		     (unsigned long long)ns->next_seq,
-		     (unsigned long long)im.next_ino,
-		     (unsigned long long)im.next_seq);
-	pthread_mutex_unlock(&ns->lock);
-	/* Handles, against the table itself (its lock, not ns->lock). */
-	if (!err && !diff) {
-		size_t live = 0;
+		     (unsigned long long)im->next_ino,
+		     (unsigned long long)im->next_seq);
+	return diff;
+}
 
-		for (i = 0; i < im.nslots; i++) {
-			struct rec_open *o;
+/* Without ns->lock: whether im's handles are the table's. */
+static bool compare_handles(struct ns *ns, struct image *im, char *buf,
+			    size_t size)
+{
+	size_t i, live = 0;
+	bool diff = false;
 
-			for (o = im.handles[i]; o; o = o->next) {
-				if (!ns_handle_known(ns, o->fh, o->ino, o->dir))
-					DIFF("handle %llx of %llu not open",
-					     (unsigned long long)o->fh,
-					     (unsigned long long)o->ino);
-				live++;
-			}
+	for (i = 0; i < im->nslots; i++) {
+		struct rec_open *o;
+
+		for (o = im->handles[i]; o; o = o->next) {
+			if (!ns_handle_known(ns, o->fh, o->ino, o->dir))
+				DIFF("handle %llx of %llu not open",
+				     (unsigned long long)o->fh,
+				     (unsigned long long)o->ino);
+			live++;
 		}
-		if (live != ns_handle_count(ns))
-			DIFF("%zu handles open, %zu recorded",
-			     ns_handle_count(ns), live);
 	}
+	if (live != ns_handle_count(ns))
+		DIFF("%zu handles open, %zu recorded", ns_handle_count(ns),
+		     live);
+	return diff;
+}
+
+/* ns_handles_each(): a handle into a record's own list of them. */
+static void mirror_handle(void *arg, uint64_t fh, fuse_ino_t ino, bool dir,
+			  int flags, void *obj)
+{
+	struct record *r = arg;
+	struct rec_open *o = malloc(sizeof(*o));
+
+	if (!o)
+		return;
+	*o = (struct rec_open){ .fh = fh, .ino = ino, .dir = dir,
+				.flags = flags };
+	o->next = r->opens[open_slot(r, fh)];
+	r->opens[open_slot(r, fh)] = o;
+}
+
+static void free_opens(struct record *r)
+{
+	struct rec_open *o, *next;
+	size_t i;
+
+	for (i = 0; r->opens && i < r->nopens_slots; i++)
+		for (o = r->opens[i]; o; o = next) {
+			next = o->next;
+			free(o);
+		}
+	free(r->opens);
+	r->opens = NULL;
+}
+
+/*
+ * The image a namespace rebuilt from im would write: rebuild a second
+ * namespace (its sections borrowed from the live one's), and read back
+ * the snapshot it writes.  *out is freed by the caller.
+ */
+static int adopted_image(struct ns *ns, struct image *im, struct image *out)
+{
+	struct record scratch = { .nopens_slots = 1024 };
+	struct ns ns2;
+	int err;
+
+	memset(out, 0, sizeof(*out));
+	err = ns_init(&ns2, ns->modes, 0, 0, 0, ns->entry_timeout,
+		      ns->attr_timeout);
+	if (err)
+		return err;
+	err = rebuild(&ns2, im, true);
+	scratch.opens = calloc(scratch.nopens_slots, sizeof(*scratch.opens));
+	if (!err && !scratch.opens)
+		err = -ENOMEM;
+	if (!err)
+		err = rec_open_new(&scratch);
+	if (!err) {
+		ns_handles_each(&ns2, mirror_handle, &scratch);
+		write_snapshot(&ns2, &scratch, scratch.opens,
+			       scratch.nopens_slots);
+		atomic_store(&scratch.hdr->committed, scratch.tail);
+		err = image_read(scratch.map, REC_MAP, out, im->nslots);
+		munmap(scratch.map, REC_MAP);
+		close(scratch.fd);
+	}
+	free_opens(&scratch);
+	ns_destroy(&ns2);
+	return err;
+}
+
+size_t record_check(struct ns *ns, int how, char *buf, size_t size)
+{
+	struct image im, adopted;
+	bool diff = false;
+	int err;
+
+	pthread_mutex_lock(&ns->lock);
+	if (!ns->rec) {
+		pthread_mutex_unlock(&ns->lock);
+		return (size_t)snprintf(buf, size, "no record");
+	}
+	record_commit(ns);
+	if (how == RECORD_CHECK_COMPACT && (err = compact(ns))) {
+		pthread_mutex_unlock(&ns->lock);
+		return (size_t)snprintf(buf, size, "compaction failed: %s",
+					strerror(-err));
+	}
+	err = image_read(ns->rec->map, REC_MAP, &im, ns->nids_slots);
+	pthread_mutex_unlock(&ns->lock);
+	if (!err && how == RECORD_CHECK_ADOPT) {
+		/* A second namespace has its own lock: never under ours. */
+		err = adopted_image(ns, &im, &adopted);
+		image_free(&im);
+		im = adopted;
+	}
+	if (err) {
+		snprintf(buf, size, "record unreadable: %s", strerror(-err));
+		diff = true;
+	}
+	if (!diff) {
+		pthread_mutex_lock(&ns->lock);
+		diff = compare(ns, &im, buf, size);
+		pthread_mutex_unlock(&ns->lock);
+	}
+	if (!diff)
+		diff = compare_handles(ns, &im, buf, size);
 	image_free(&im);
 	return diff ? strlen(buf) : (size_t)snprintf(buf, size, "ok");
 }

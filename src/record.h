@@ -27,6 +27,10 @@ int record_start(struct ns *ns);
 /* Successor, before serving: rebuild ns from the record the keeper
  * holds; -errno when there is none or it cannot be read. */
 int record_adopt(struct ns *ns);
+/* Successor, once INIT has set up the cap and the stores (cap_init):
+ * charge the adopted sections and nodes to their owners, as if each had
+ * just been made (the ledger is recomputed, never recorded). */
+void record_charge(struct ns *ns);
 /* At unmount. */
 void record_stop(struct ns *ns);
 
@@ -46,9 +50,12 @@ void record_commit(struct ns *ns);
 
 /*
  * For the test suite: rebuild an image of the namespace from the record
- * (after compacting it first, with compact) and compare it with the live
- * one; writes "ok" or what differs into buf.  Returns the length.
+ * and compare it with the live one: as the record is, after compacting
+ * it, or as a second namespace rebuilt from it (adoption, its sections
+ * borrowed) writes it again.  Writes "ok" or what differs into buf;
+ * returns the length.
  */
-size_t record_check(struct ns *ns, int compact, char *buf, size_t size);
+enum { RECORD_CHECK, RECORD_CHECK_COMPACT, RECORD_CHECK_ADOPT };
+size_t record_check(struct ns *ns, int how, char *buf, size_t size);
 
 #endif /* SECTIONFS_RECORD_H */

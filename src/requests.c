@@ -606,7 +606,8 @@ static void reply_xattr(fuse_req_t req, ssize_t res, const char *buf,
  * The test suite's look at the record (a build with --enable-test-hooks
  * only): on the root, for root, the attribute SFS_TEST_RECORD is "ok"
  * when a namespace rebuilt from the record is the live one, or what
- * differs; SFS_TEST_RECORD "_compact" compacts the record first.
+ * differs; SFS_TEST_RECORD "_compact" compacts the record first, and
+ * "_adopt" compares what a second namespace adopted from it writes.
  * Returns -ENODATA for any other request.
  */
 #define SFS_TEST_RECORD SECTIONFS_XATTR_PREFIX "test.record"
@@ -616,18 +617,20 @@ static ssize_t test_record(fuse_req_t req, fuse_ino_t ino, const char *name,
 {
 	size_t len = strlen(SFS_TEST_RECORD), n;
 	char text[1024];
-	int compact;
+	int how;
 
 	if (ino != FUSE_ROOT_ID || fuse_req_ctx(req)->uid != 0 ||
 	    strncmp(name, SFS_TEST_RECORD, len))
 		return -ENODATA;
 	if (!strcmp(name + len, ""))
-		compact = 0;
+		how = RECORD_CHECK;
 	else if (!strcmp(name + len, "_compact"))
-		compact = 1;
+		how = RECORD_CHECK_COMPACT;
+	else if (!strcmp(name + len, "_adopt"))
+		how = RECORD_CHECK_ADOPT;
 	else
 		return -ENODATA;
-	n = record_check(ns_of(req), compact, text, sizeof(text));
+	n = record_check(ns_of(req), how, text, sizeof(text));
 	if (n >= sizeof(text))
 		n = sizeof(text) - 1;
 	if (size && size < n)

@@ -105,6 +105,44 @@ static int copy_caller(struct caller *to, const struct caller *who)
 	return 0;
 }
 
+int section_adopt(const struct section_state *st, bool borrowed,
+		  struct section **out)
+{
+	struct section_file *file = NULL;
+	struct section *sec;
+
+	if (st->kind == SECTION_FILE) {
+		file = calloc(1, sizeof(*file));
+		if (!file || !st->path || !st->creator ||
+		    !(file->path = strdup(st->path)) ||
+		    copy_caller(&file->creator, st->creator)) {
+			if (file)
+				free(file->path);
+			free(file);
+			return -ENOMEM;
+		}
+	}
+	sec = section_new(st->fd, st->kind);
+	if (!sec) {
+		if (file) {
+			free(file->path);
+			free(file->creator.groups);
+		}
+		free(file);
+		return -ENOMEM;
+	}
+	sec->writable = st->writable;
+	sec->counted = st->counted;
+	sec->borrowed = borrowed;
+	atomic_store(&sec->backing_id, st->backing_id);
+	atomic_store(&sec->seals, st->seals);
+	sec->uid = st->uid;
+	sec->gid = st->gid;
+	sec->file = file;
+	*out = sec;
+	return 0;
+}
+
 int section_create_file(const char *target, dev_t self_dev,
 			const struct caller *who, struct section **out)
 {
@@ -160,9 +198,11 @@ void section_get(struct section *sec)
 
 static void section_destroy(struct section *sec)
 {
-	cap_uncharge(sec);
-	pt_backing_close(sec->backing_id);
-	drop(sec->fd, true);
+	if (!sec->borrowed) {
+		cap_uncharge(sec);
+		pt_backing_close(sec->backing_id);
+		drop(sec->fd, true);
+	}
 	if (sec->file) {
 		free(sec->file->path);
 		free(sec->file->creator.groups);

@@ -39,6 +39,8 @@ struct section {
 	unsigned int counted : 1;	/* bytes counted against the cap or
 					   the owner's limits by the daemon
 					   (cap_counts_bytes(), cap.h) */
+	unsigned int borrowed : 1;	/* another section owns the fd, the
+					   id and the charge (section_adopt) */
 	atomic_uint refs;
 	atomic_int backing_id;		/* passthrough id; 0 until first open */
 	atomic_uint seals;		/* F_SEAL_* added so far; only the
@@ -72,6 +74,29 @@ int section_create_pagefile(const char *path, uid_t uid, gid_t gid,
  */
 int section_create_file(const char *target, dev_t self_dev,
 			const struct caller *who, struct section **out);
+
+/* What the record says of a section a predecessor made. */
+struct section_state {
+	int fd;				/* held by the keeper, or open */
+	enum section_kind kind;
+	bool writable, counted;
+	int backing_id;
+	unsigned int seals;
+	uid_t uid;
+	gid_t gid;
+	const char *path;		/* file-backed: the file, */
+	const struct caller *creator;	/* and who made it */
+};
+
+/*
+ * A section over an fd a predecessor made, as the record describes it,
+ * with one reference.  Nothing is asked of the kernel or the ledger
+ * (cap_adopt() charges it).  A borrowed section stands for one that
+ * owns the fd, the backing id and the charge (the test suite's copy of
+ * the namespace): destroying it releases none of them.
+ */
+int section_adopt(const struct section_state *st, bool borrowed,
+		  struct section **out);
 
 /*
  * Run fn(arg) on the section's file: for a file-backed section as its

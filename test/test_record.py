@@ -7,8 +7,11 @@ their listing order, modes, owners, times, link and lookup counts,
 lifetimes, seals, sections' descriptors and backing ids, file-backed
 sections' paths and creators, open file and directory handles), or with
 what differs; user.sectionfs.test.record_compact compacts the record
-first and compares what the compacted record rebuilds.  Each test runs a
-workload and asks both, after every step.  Without the hooks the tests
+first and compares what the compacted record rebuilds;
+user.sectionfs.test.record_adopt rebuilds a second namespace from the
+record, as a successor would (its sections stand for the live ones), and
+compares what it would record.  Each test runs a workload and asks all of
+them.  Without the hooks the tests
 are skipped.
 """
 
@@ -23,32 +26,34 @@ from util import LIFETIME, SEALS, renameat2, RENAME_EXCHANGE, \
     RENAME_NOREPLACE
 
 CHECK = util.XATTR_PREFIX + 'test.record'
-CHECK_COMPACT = CHECK + '_compact'
 
 
-def record_state(mnt, compact=False):
+def record_state(mnt, how=''):
+    """The daemon's answer: how is '', '_compact' or '_adopt'."""
     try:
-        return os.getxattr(mnt.path, CHECK_COMPACT if compact else CHECK) \
-            .decode()
+        return os.getxattr(mnt.path, CHECK + how).decode()
     except OSError as e:
         if e.errno in (errno.ENODATA, errno.EOPNOTSUPP):
             pytest.skip('the daemon was built without --enable-test-hooks')
         raise
 
 
-def settled(mnt, compact=False):
+def settled(mnt, how=''):
     """The record's answer once the kernel's releases, sent after close(2)
     returns, have come in (a handle is taken from the table before its
     release is written to the record)."""
-    util.wait_for(lambda: record_state(mnt, compact) == 'ok')
-    return record_state(mnt, compact)
+    util.wait_for(lambda: record_state(mnt, how) == 'ok')
+    return record_state(mnt, how)
 
 
 def assert_recorded(mnt):
-    """The record rebuilds the live namespace, as it is and compacted."""
+    """The record rebuilds the live namespace: as it is, adopted by a
+    second namespace, compacted, and adopted from the compacted record."""
     assert settled(mnt) == 'ok'
-    assert settled(mnt, compact=True) == 'ok'
+    assert settled(mnt, '_adopt') == 'ok'
+    assert settled(mnt, '_compact') == 'ok'
     assert settled(mnt) == 'ok'
+    assert settled(mnt, '_adopt') == 'ok'
 
 
 @pytest.fixture

@@ -18,10 +18,40 @@
 #include <unistd.h>
 
 #include "cap.h"
+#include "keeper.h"
 #include "namespace.h"
+#include "record.h"
 #include "store.h"
 
 static int failures;
+
+/* The keeper, as far as a successor in this process needs one: every fd
+ * stays where it is, and the record's is remembered. */
+static int record_fd = -1;
+
+bool keeper_on(void)
+{
+	return true;
+}
+
+int keeper_hold(int fd)
+{
+	return 0;
+}
+
+void keeper_release(int fd)
+{
+}
+
+void keeper_set_record_fd(int fd)
+{
+	record_fd = fd;
+}
+
+int keeper_record_fd(void)
+{
+	return record_fd;
+}
 
 #define CHECK(cond) do {						\
 	if (!(cond)) {							\
@@ -197,6 +227,110 @@ static void test_handles(struct ns *ns)
 	ns_forget(ns, e.ino, 1);
 }
 
+static void same_attr(struct ns *a, struct ns *b, fuse_ino_t ino)
+{
+	struct stat sa, sb;
+
+	CHECK(ns_getattr(a, ino, &sa) == 0);
+	CHECK(ns_getattr(b, ino, &sb) == 0);
+	CHECK(sa.st_ino == sb.st_ino && sa.st_mode == sb.st_mode &&
+	      sa.st_nlink == sb.st_nlink && sa.st_uid == sb.st_uid &&
+	      sa.st_gid == sb.st_gid && sa.st_size == sb.st_size &&
+	      sa.st_ctim.tv_sec == sb.st_ctim.tv_sec &&
+	      sa.st_ctim.tv_nsec == sb.st_ctim.tv_nsec &&
+	      sa.st_mtim.tv_nsec == sb.st_mtim.tv_nsec);
+}
+
+/*
+ * A first server's namespace and record, and a successor that adopts
+ * it: the same ids, names, attributes, handles and orphans, and a record
+ * of its own that rebuilds it.  The first is then left as a dead server
+ * leaves it.
+ */
+static void test_adopt(const struct sfs_modes *modes)
+{
+	struct ns *one = calloc(1, sizeof(*one)), two;
+	struct fuse_entry_param d, f, l, o, e;
+	struct section *sec, *got;
+	uint64_t fh, ofh, dfh;
+	struct ns_dir *dir;
+	struct stat st;
+	unsigned int undo;
+	char buf[256];
+
+	if (!one || ns_init(one, modes, 0755, 0, 0, 1.0, 1.0) ||
+	    record_start(one)) {
+		CHECK(!"a first namespace with a record");
+		return;
+	}
+	CHECK(ns_mkdir(one, FUSE_ROOT_ID, "d", 0750, &root_caller, &d) == 0);
+	CHECK(ns_mknod(one, d.ino, "f", S_IFREG | 0640, 0, &root_caller, &f,
+		       &sec, O_RDWR) == 0);
+	CHECK(ns_handle_add(one, f.ino, sec, O_RDWR, &fh) == 0);
+	CHECK(ns_symlink(one, FUSE_ROOT_ID, "rel", "some/where", &root_caller,
+			 &l) == 0);
+	CHECK(ns_link(one, f.ino, FUSE_ROOT_ID, "hard", &e) == 0);
+	CHECK(ns_rename(one, FUSE_ROOT_ID, "hard", d.ino, "moved", 0) == 0);
+	CHECK(ns_mknod(one, FUSE_ROOT_ID, "o", S_IFREG | 0600, 0, &root_caller,
+		       &o, NULL, 0) == 0);
+	CHECK(ns_open(one, o.ino, O_RDONLY, &sec, &undo) == 0);
+	CHECK(ns_handle_add(one, o.ino, sec, O_RDONLY, &ofh) == 0);
+	CHECK(ns_unlink(one, FUSE_ROOT_ID, "o") == 0);	/* an open orphan */
+	st.st_mode = 0604;
+	CHECK(ns_setattr(one, f.ino, &st, FUSE_SET_ATTR_MODE, &root_caller,
+			 &st) == 0);
+	CHECK(ns_opendir(one, d.ino, &dir) == 0);
+	CHECK(ns_dirhandle_add(one, d.ino, dir, &dfh) == 0);
+	CHECK(record_check(one, RECORD_CHECK, buf, sizeof(buf)) == 2 &&
+	      !strcmp(buf, "ok"));
+
+	/* The successor. */
+	CHECK(ns_init(&two, modes, 0755, 0, 0, 1.0, 1.0) == 0);
+	CHECK(record_adopt(&two) == 0);
+	same_attr(one, &two, FUSE_ROOT_ID);
+	same_attr(one, &two, d.ino);
+	same_attr(one, &two, f.ino);
+	same_attr(one, &two, l.ino);
+	same_attr(one, &two, o.ino);
+	CHECK(ns_lookup(&two, d.ino, "moved", &e) == 0 && e.ino == f.ino);
+	CHECK(ns_lookup(&two, d.ino, "f", &e) == 0 && e.ino == f.ino);
+	CHECK(ns_lookup(&two, FUSE_ROOT_ID, "o", &e) == -ENOENT);
+	CHECK(ns_readlink(&two, l.ino, buf, sizeof(buf)) == 0 &&
+	      !strcmp(buf, "some/where"));
+	got = ns_handle_section(&two, fh);
+	sec = ns_handle_section(one, fh);
+	CHECK(got && sec && got != sec && got->fd == sec->fd);
+	if (got)
+		section_put(got);
+	if (sec)
+		section_put(sec);
+	CHECK(ns_handle_dir(&two, dfh) != NULL);
+	CHECK(ns_handle_section(&two, fh + (1ULL << 32)) == NULL);
+	CHECK(ns_getattr(&two, o.ino + 1000, &st) == -ESTALE);
+	/* New ids follow the old ones. */
+	CHECK(ns_mkdir(&two, FUSE_ROOT_ID, "new", 0755, &root_caller, &e) == 0);
+	CHECK(e.ino > o.ino);
+	CHECK(record_check(&two, RECORD_CHECK, buf, sizeof(buf)) == 2 &&
+	      !strcmp(buf, "ok"));
+	/* The orphan goes at its last release and forget, as it would
+	 * have in the first server. */
+	sec = ns_handle_take(&two, ofh, o.ino);
+	CHECK(sec != NULL);
+	if (sec) {
+		struct ns_expired gone;
+
+		section_put(sec);
+		ns_release(&two, o.ino, O_RDONLY, &gone);
+		ns_expired_free(&gone);
+	}
+	ns_forget(&two, o.ino, 1);
+	CHECK(ns_getattr(&two, o.ino, &st) == -ESTALE);
+	CHECK(record_check(&two, RECORD_CHECK_ADOPT, buf, sizeof(buf)) == 2 &&
+	      !strcmp(buf, "ok"));
+	ns_destroy(&two);
+	/* one is left as its server died: its fds are two's now. */
+}
+
 int main(void)
 {
 	struct quota_limits limits = { 0 };
@@ -214,6 +348,7 @@ int main(void)
 	test_many(&ns);
 	test_handles(&ns);
 	ns_destroy(&ns);
+	test_adopt(&modes);
 	store_fini();
 	if (failures)
 		fprintf(stderr, "%d checks failed\n", failures);
