@@ -137,6 +137,8 @@ struct record {
 	unsigned int ndirty;
 	bool full;			/* out of room: stopped */
 	uint64_t next_ino, next_seq;	/* as last written */
+	uint64_t written;		/* bytes ever written, snapshots too */
+	uint64_t commits, compactions;
 	struct rec_open **opens;	/* fh -> handle; chained */
 	size_t nopens_slots;
 };
@@ -463,6 +465,8 @@ static int compact(struct ns *ns)
 	keeper_set_record_fd(fresh.fd);
 	rec_close(r);
 	fresh.snapshot = fresh.tail - REC_HEADER;
+	fresh.written += fresh.snapshot;
+	fresh.compactions++;
 	*r = fresh;
 	return 0;
 }
@@ -477,10 +481,29 @@ void record_commit(struct ns *ns)
 	if (r->tail == atomic_load_explicit(&r->hdr->committed,
 					    memory_order_relaxed))
 		return;
+	r->written += r->tail - atomic_load_explicit(&r->hdr->committed,
+						     memory_order_relaxed);
+	r->commits++;
 	atomic_store_explicit(&r->hdr->committed, r->tail,
 			      memory_order_release);
 	if (r->tail - REC_HEADER > 2 * r->snapshot + (1u << 20))
 		compact(ns);
+}
+
+void record_stats(struct ns *ns, struct record_stats *st)
+{
+	struct record *r = ns->rec;
+
+	memset(st, 0, sizeof(*st));
+	pthread_mutex_lock(&ns->lock);
+	if (r) {
+		st->written = r->written;
+		st->commits = r->commits;
+		st->compactions = r->compactions;
+		st->length = r->tail;
+		st->snapshot = r->snapshot;
+	}
+	pthread_mutex_unlock(&ns->lock);
 }
 
 /* ns_handles_each(): a handle into a record's own list of them. */

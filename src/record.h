@@ -48,6 +48,13 @@ void record_handle(struct ns *ns, uint64_t fh, uint64_t ino, int dir,
 void record_handle_gone(struct ns *ns, uint64_t fh);
 void record_commit(struct ns *ns);
 
+/* What the record has cost: bytes written (snapshots included), commits
+ * and compactions, its length now and its last snapshot's. */
+struct record_stats {
+	uint64_t written, commits, compactions, length, snapshot;
+};
+void record_stats(struct ns *ns, struct record_stats *st);
+
 /*
  * For the test suite: rebuild an image of the namespace from the record
  * and compare it with the live one: as the record is, after compacting
