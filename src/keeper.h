@@ -29,4 +29,9 @@ void keeper_set_record_fd(int fd);
 /* In a successor: that fd; -1 in a first server. */
 int keeper_record_fd(void);
 
+/* In wire.c: the request's unique as the kernel sent it (bit 63: sent
+ * again after a server's death, FUSE_NOTIFY_RESEND). */
+uint64_t wire_request_unique(fuse_req_t req);
+#define UNIQUE_RESENT	(1ULL << 63)
+
 #endif /* SECTIONFS_KEEPER_H */

@@ -419,6 +419,7 @@ struct section *entry_start(struct ns *ns, struct node *n,
 	memset(e, 0, sizeof(*e));
 	n->nlookup++;
 	record_node(ns, n);
+	record_result(ns, n->ino);
 	e->ino = ino_of(ns, n);
 	e->generation = n->ino;
 	e->entry_timeout = ns->entry_timeout;
@@ -569,6 +570,28 @@ int ns_lookup(struct ns *ns, fuse_ino_t parent, const char *name,
 		sec = entry_start(ns, d->child, e);
 	ns_leave(ns);
 	return err ? err : attr_finish(sec, &e->attr);
+}
+
+int ns_entry(struct ns *ns, fuse_ino_t ino, struct fuse_entry_param *e)
+{
+	struct section *sec = NULL;
+	struct node *n;
+
+	pthread_mutex_lock(&ns->lock);
+	n = node_of(ns, ino);
+	if (n) {
+		memset(e, 0, sizeof(*e));
+		e->ino = ino_of(ns, n);
+		e->generation = n->ino;
+		/* ns_symlink's placeholder is never kept (zero timeouts). */
+		if (!S_ISLNK(n->mode) || n->u.other.target) {
+			e->entry_timeout = ns->entry_timeout;
+			e->attr_timeout = ns->attr_timeout;
+		}
+		sec = attr_start(ns, n, &e->attr);
+	}
+	ns_leave(ns);
+	return n ? attr_finish(sec, &e->attr) : -ESTALE;
 }
 
 void ns_forget(struct ns *ns, fuse_ino_t ino, uint64_t nlookup)

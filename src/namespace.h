@@ -126,6 +126,10 @@ void ns_destroy(struct ns *ns);
 int ns_lookup(struct ns *ns, fuse_ino_t parent, const char *name,
 	      struct fuse_entry_param *e);
 void ns_forget(struct ns *ns, fuse_ino_t ino, uint64_t nlookup);
+/* The entry of node ino as a reply that counted its lookup already
+ * would give it (a resent request answered from the record): no lookup
+ * is counted. */
+int ns_entry(struct ns *ns, fuse_ino_t ino, struct fuse_entry_param *e);
 
 int ns_getattr(struct ns *ns, fuse_ino_t ino, struct stat *st);
 /* to_set is libfuse's FUSE_SET_ATTR_* mask; *out gets the new attributes. */

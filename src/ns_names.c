@@ -292,6 +292,7 @@ static void symlink_placeholder(struct ns *ns, struct node *ph,
 	attr_start(ns, ph, &e->attr);	/* no section: nothing pinned */
 	e->ino = ino_of(ns, ph);
 	e->generation = ph->ino;
+	record_result(ns, ph->ino);
 }
 
 /*

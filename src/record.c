@@ -16,10 +16,12 @@
  * Entries say what an object is now, not what was done to it: a node's
  * whole state (NODE), a name added (NAME, with its listing order) or
  * taken (UNNAME), a node freed (GONE), a handle opened or released
- * (HANDLE, HANDLE_GONE), and the next ids (NEXT).  Reading applies them
- * in order, the last state of each object winning.  A node changed
- * several times in one critical section is written once, at the commit:
- * record_node() only marks it.
+ * (HANDLE, HANDLE_GONE), the next ids (NEXT), and a request carried out
+ * that must not be done twice if the kernel sends it again (DONE).
+ * Reading applies them in order, the last state of each object winning:
+ * into an image, from which a successor rebuilds the namespace
+ * (record_adopt).  A node changed several times in one critical section
+ * is written once, at the commit: record_node() only marks it.
  *
  * Compaction: when the log has grown past twice the last snapshot
  * (and 1 MiB), the state is written as a snapshot, in the same format,
@@ -31,6 +33,9 @@
  * ledger (recomputed from the sections at adoption), listings' positions
  * (a READDIR at an offset handed out before finds its place again), and
  * seals waiting for the sealer (the kernel sends the request again).
+ * Nor, yet, the private tmpfs mounts that stores live in with size= or
+ * per-owner limits: the keeper holds them, but a successor would make
+ * new ones.
  */
 #include "config.h"
 
@@ -67,8 +72,43 @@ struct rec_header {
 
 enum rec_type {
 	REC_NODE = 1, REC_GONE, REC_NAME, REC_UNNAME, REC_HANDLE,
-	REC_HANDLE_GONE, REC_NEXT,
+	REC_HANDLE_GONE, REC_NEXT, REC_DONE,
 };
+
+/*
+ * A request carried out (record_request()): its unique, the node its
+ * reply names and, for a create, its handle.  The last REC_DONE_KEPT
+ * are kept and carried into every snapshot: a request the kernel sends
+ * again after a server's death is one of the last few it was sent.
+ */
+struct rec_done {
+	uint64_t unique, ino, fh;
+};
+#define REC_DONE_KEPT	1024
+
+struct done_ring {
+	struct rec_done d[REC_DONE_KEPT];
+	unsigned int n, next;
+};
+
+static void ring_push(struct done_ring *ring, const struct rec_done *d)
+{
+	ring->d[ring->next] = *d;
+	ring->next = (ring->next + 1) % REC_DONE_KEPT;
+	if (ring->n < REC_DONE_KEPT)
+		ring->n++;
+}
+
+/* The i-th oldest. */
+static const struct rec_done *ring_at(const struct done_ring *ring,
+				      unsigned int i)
+{
+	return &ring->d[(ring->next + REC_DONE_KEPT - ring->n + i) %
+			REC_DONE_KEPT];
+}
+
+/* The request this thread serves, for record_commit(). */
+static __thread struct rec_done serving;
 
 struct rec_head {
 	uint32_t len;			/* head and payload, padded to 8 */
@@ -137,6 +177,7 @@ struct record {
 	unsigned int ndirty;
 	bool full;			/* out of room: stopped */
 	uint64_t next_ino, next_seq;	/* as last written */
+	struct done_ring done;		/* the last requests carried out */
 	uint64_t written;		/* bytes ever written, snapshots too */
 	uint64_t commits, compactions;
 	struct rec_open **opens;	/* fh -> handle; chained */
@@ -333,6 +374,8 @@ void record_handle(struct ns *ns, uint64_t fh, uint64_t ino, int dir,
 
 	if (!r)
 		return;
+	if (serving.unique)
+		serving.fh = fh;
 	o = malloc(sizeof(*o));
 	s = o ? reserve(r, REC_HANDLE, sizeof(*s)) : NULL;
 	if (!s) {
@@ -405,6 +448,12 @@ static void write_snapshot(struct ns *ns, struct record *r,
 					.dir = o->dir, .flags = o->flags,
 				};
 		}
+	for (i = 0; i < r->done.n; i++) {
+		struct rec_done *s = reserve(r, REC_DONE, sizeof(*s));
+
+		if (s)
+			*s = *ring_at(&r->done, (unsigned int)i);
+	}
 }
 
 /* A fresh memfd, mapped, with its header. */
@@ -481,6 +530,14 @@ void record_commit(struct ns *ns)
 	if (r->tail == atomic_load_explicit(&r->hdr->committed,
 					    memory_order_relaxed))
 		return;
+	/* What this commit did for a request not to be done twice. */
+	if (serving.unique) {
+		struct rec_done *s = reserve(r, REC_DONE, sizeof(*s));
+
+		if (s)
+			*s = serving;
+		ring_push(&r->done, &serving);
+	}
 	r->written += r->tail - atomic_load_explicit(&r->hdr->committed,
 						     memory_order_relaxed);
 	r->commits++;
@@ -488,6 +545,43 @@ void record_commit(struct ns *ns)
 			      memory_order_release);
 	if (r->tail - REC_HEADER > 2 * r->snapshot + (1u << 20))
 		compact(ns);
+}
+
+void record_request(uint64_t unique)
+{
+	serving = (struct rec_done){ .unique = unique & ~UNIQUE_RESENT };
+}
+
+void record_result(struct ns *ns, uint64_t ino)
+{
+	if (serving.unique)
+		serving.ino = ino;
+}
+
+int record_resent(struct ns *ns, uint64_t unique, uint64_t *ino,
+		  uint64_t *fh)
+{
+	struct record *r;
+	unsigned int i;
+	int found = 0;
+
+	unique &= ~UNIQUE_RESENT;
+	if (!unique)
+		return 0;
+	pthread_mutex_lock(&ns->lock);
+	r = ns->rec;
+	/* The newest first: a create's handle comes after its name. */
+	for (i = r ? r->done.n : 0; i-- > 0 && !found;) {
+		const struct rec_done *d = ring_at(&r->done, i);
+
+		if (d->unique == unique) {
+			*ino = d->ino;
+			*fh = d->fh;
+			found = 1;
+		}
+	}
+	pthread_mutex_unlock(&ns->lock);
+	return found;
 }
 
 void record_stats(struct ns *ns, struct record_stats *st)
@@ -511,13 +605,16 @@ static void mirror_handle(void *arg, uint64_t fh, fuse_ino_t ino, bool dir,
 			  int flags, void *obj);
 static void free_opens(struct record *r);
 
-int record_start(struct ns *ns)
+/* A record of ns as it is, carrying the requests carry says were done. */
+static int start(struct ns *ns, const struct done_ring *carry)
 {
 	struct record *r = calloc(1, sizeof(*r));
 	int err = -ENOMEM;
 
 	if (!r)
 		return err;
+	if (carry)
+		r->done = *carry;
 	r->nopens_slots = 1024;
 	r->opens = calloc(r->nopens_slots, sizeof(*r->opens));
 	if (!r->opens)
@@ -545,6 +642,11 @@ fail:
 	free_opens(r);
 	free(r);
 	return err;
+}
+
+int record_start(struct ns *ns)
+{
+	return start(ns, NULL);
 }
 
 void record_stop(struct ns *ns)
@@ -590,6 +692,7 @@ struct image {
 	size_t nslots;			/* of each table */
 	size_t nnodes, nnames, nhandles;
 	uint64_t next_ino, next_seq;
+	struct done_ring *done;
 	int err;
 };
 
@@ -799,6 +902,7 @@ static void image_free(struct image *im)
 	free(im->nodes);
 	free(im->names);
 	free(im->handles);
+	free(im->done);
 }
 
 /* Read a record's committed entries into an image. */
@@ -822,7 +926,8 @@ static int image_read(const char *map, size_t maplen, struct image *im,
 	im->nodes = calloc(nslots, sizeof(*im->nodes));
 	im->names = calloc(nslots, sizeof(*im->names));
 	im->handles = calloc(nslots, sizeof(*im->handles));
-	if (!im->nodes || !im->names || !im->handles)
+	im->done = calloc(1, sizeof(*im->done));
+	if (!im->nodes || !im->names || !im->handles || !im->done)
 		return -ENOMEM;
 	for (pos = REC_HEADER; pos < end && !im->err;) {
 		const struct rec_head *h = (const void *)(map + pos);
@@ -847,6 +952,11 @@ static int image_read(const char *map, size_t maplen, struct image *im,
 			break;
 		case REC_HANDLE: case REC_HANDLE_GONE:
 			apply_handle(im, h->type, p, len);
+			break;
+		case REC_DONE:
+			if (len < sizeof(struct rec_done))
+				return -EINVAL;
+			ring_push(im->done, (const struct rec_done *)p);
 			break;
 		case REC_NEXT:
 			if (len < sizeof(struct rec_next))
@@ -1145,21 +1255,22 @@ int record_adopt(struct ns *ns)
 			 slots_for((uint64_t)st.st_size));
 	if (!err)
 		err = rebuild(ns, &im, false);
-	image_free(&im);
 	munmap(map, (size_t)st.st_size);
+	if (!err) {
+		sweep_stores(ns);
+		/* A fresh record of what was adopted takes the old one's
+		 * place, with the requests done that may come again. */
+		err = start(ns, im.done);
+	}
+	image_free(&im);
 	if (err) {
 		log_err("cannot adopt the namespace from its record: %s",
 			strerror(-err));
 		return err;
 	}
-	sweep_stores(ns);
-	/* A fresh record of what was adopted takes the old one's place. */
-	err = record_start(ns);
-	if (!err) {
-		keeper_release(fd);
-		close(fd);
-	}
-	return err;
+	keeper_release(fd);
+	close(fd);
+	return 0;
 }
 
 void record_charge(struct ns *ns)

@@ -48,6 +48,22 @@ void record_handle(struct ns *ns, uint64_t fh, uint64_t ino, int dir,
 void record_handle_gone(struct ns *ns, uint64_t fh);
 void record_commit(struct ns *ns);
 
+/*
+ * Requests not to be done twice (create, mknod, mkdir, symlink, link,
+ * unlink, rmdir, rename).  record_request() names the one this thread
+ * serves (its unique as the kernel sent it; 0 when done): every commit
+ * made for it also writes that it was done, with the node its reply
+ * names (record_result(), under ns->lock) and, for a create, the handle.
+ * A successor asks record_resent() about a resent request: 1 with what
+ * the reply must say (*ino 0: no entry; *fh 0: no handle yet) when a
+ * predecessor carried it out, else 0.  Writes, setattr and setxattr are
+ * done again instead: done twice, they leave what they left once.
+ */
+void record_request(uint64_t unique);
+void record_result(struct ns *ns, uint64_t ino);
+int record_resent(struct ns *ns, uint64_t unique, uint64_t *ino,
+		  uint64_t *fh);
+
 /* What the record has cost: bytes written (snapshots included), commits
  * and compactions, its length now and its last snapshot's. */
 struct record_stats {

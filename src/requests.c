@@ -22,6 +22,7 @@
 #include "connection.h"
 #include "datapath.h"
 #include "log.h"
+#include "keeper.h"
 #include "mount.h"
 #include "record.h"
 #include "requests.h"
@@ -213,13 +214,93 @@ static void dir_changed(struct notifier *notify, fuse_ino_t dir, int err)
 		notify_inval(notify, dir, 0, 0, false);
 }
 
+static void undo_open(struct ns *ns, fuse_ino_t ino, struct section *sec,
+		      int flags, unsigned int undo, uint64_t fh);
+
+/*
+ * A resent CREATE whose name a server before this one made: its handle,
+ * or when that server died before giving one, a handle now.
+ */
+static void answer_create(fuse_req_t req, struct fuse_entry_param *e,
+			  uint64_t fh, struct fuse_file_info *fi)
+{
+	struct ns *ns = ns_of(req);
+	struct section *sec = NULL;
+	unsigned int undo;
+	int id = 0;
+
+	if (fh) {
+		sec = ns_handle_section(ns, fh);
+		id = sec ? 0 : -EBADF;
+	} else {
+		id = ns_open(ns, e->ino, fi->flags, &sec, &undo);
+		if (!id && (id = ns_handle_add(ns, e->ino, sec, fi->flags,
+					       &fh))) {
+			undo_open(ns, e->ino, sec, fi->flags, undo, 0);
+			sec = NULL;
+		}
+		if (sec)
+			section_get(sec);	/* as ns_handle_section */
+	}
+	if (!id)
+		id = dp_open_prepare(modes_of(req), sec, fi);
+	fi->fh = fh;
+	if (id < 0)
+		fuse_reply_err(req, -id);
+	else
+		dp_reply_create(req, e, fi, id);
+	put_section(sec);
+}
+
+/*
+ * The requests that must not be done twice (record.h).  One the kernel
+ * sends again after a server's death, which the record says a server
+ * before this one carried out, is answered from the record: true.
+ * Otherwise the record is told which request this thread serves, so that
+ * what it changes is written as done for it, until done_request().
+ */
+static bool answered_before(fuse_req_t req, bool entry,
+			    struct fuse_file_info *fi)
+{
+	uint64_t unique = wire_request_unique(req), ino = 0, fh = 0;
+	struct ns *ns = ns_of(req);
+	struct fuse_entry_param e;
+	int err;
+
+	if (!(unique & UNIQUE_RESENT) ||
+	    !record_resent(ns, unique, &ino, &fh)) {
+		record_request(unique);
+		return false;
+	}
+	if (!entry) {
+		fuse_reply_err(req, 0);
+		return true;
+	}
+	err = ns_entry(ns, ino, &e);
+	if (!err && fi)
+		answer_create(req, &e, fh, fi);
+	else
+		reply_entry_or_err(req, err, &e);
+	return true;
+}
+
+static void done_request(void)
+{
+	record_request(0);
+}
+
 static void sfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      mode_t mode, dev_t rdev)
 {
 	struct caller who = caller_of(req);
 	struct fuse_entry_param e;
-	int err = ns_mknod(ns_of(req), parent, name, mode, rdev, &who, &e,
-			   NULL, 0);
+	int err;
+
+	if (answered_before(req, true, NULL))
+		return;
+	err = ns_mknod(ns_of(req), parent, name, mode, rdev, &who, &e,
+		       NULL, 0);
+	done_request();
 
 	dir_changed(&mount_of(req)->notify, parent, err);
 	reply_entry_or_err(req, err, &e);
@@ -229,11 +310,15 @@ static void sfs_symlink(fuse_req_t req, const char *target, fuse_ino_t parent,
 			const char *name)
 {
 	struct fuse_entry_param e;
-	struct caller who;
-	int err = caller_with_groups(req, &who);
+	struct caller who = { .groups = NULL };
+	int err;
 
+	if (answered_before(req, true, NULL))
+		return;
+	err = caller_with_groups(req, &who);
 	if (!err)
 		err = ns_symlink(ns_of(req), parent, name, target, &who, &e);
+	done_request();
 	free(who.groups);
 	dir_changed(&mount_of(req)->notify, parent, err);
 	reply_entry_or_err(req, err, &e);
@@ -255,7 +340,12 @@ static void sfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 {
 	struct caller who = caller_of(req);
 	struct fuse_entry_param e;
-	int err = ns_mkdir(ns_of(req), parent, name, mode, &who, &e);
+	int err;
+
+	if (answered_before(req, true, NULL))
+		return;
+	err = ns_mkdir(ns_of(req), parent, name, mode, &who, &e);
+	done_request();
 
 	dir_changed(&mount_of(req)->notify, parent, err);
 	reply_entry_or_err(req, err, &e);
@@ -263,7 +353,12 @@ static void sfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 
 static void sfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	int err = ns_unlink(ns_of(req), parent, name);
+	int err;
+
+	if (answered_before(req, false, NULL))
+		return;
+	err = ns_unlink(ns_of(req), parent, name);
+	done_request();
 
 	dir_changed(&mount_of(req)->notify, parent, err);
 	fuse_reply_err(req, -err);
@@ -271,7 +366,12 @@ static void sfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void sfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	int err = ns_rmdir(ns_of(req), parent, name);
+	int err;
+
+	if (answered_before(req, false, NULL))
+		return;
+	err = ns_rmdir(ns_of(req), parent, name);
+	done_request();
 
 	dir_changed(&mount_of(req)->notify, parent, err);
 	fuse_reply_err(req, -err);
@@ -282,8 +382,12 @@ static void sfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		       unsigned int flags)
 {
 	struct notifier *notify = &mount_of(req)->notify;
-	int err = ns_rename(ns_of(req), parent, name, newparent, newname,
-			    flags);
+	int err;
+
+	if (answered_before(req, false, NULL))
+		return;
+	err = ns_rename(ns_of(req), parent, name, newparent, newname, flags);
+	done_request();
 
 	dir_changed(notify, parent, err);
 	if (newparent != parent)
@@ -295,7 +399,12 @@ static void sfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 		     const char *newname)
 {
 	struct fuse_entry_param e;
-	int err = ns_link(ns_of(req), ino, newparent, newname, &e);
+	int err;
+
+	if (answered_before(req, true, NULL))
+		return;
+	err = ns_link(ns_of(req), ino, newparent, newname, &e);
+	done_request();
 
 	dir_changed(&mount_of(req)->notify, newparent, err);
 	reply_entry_or_err(req, err, &e);
@@ -399,6 +508,7 @@ static void reply_created(fuse_req_t req, struct ns *ns,
 		err = ns_handle_add(ns, e->ino, sec, fi->flags, &fi->fh);
 		id = err ? err : id;
 	}
+	done_request();
 	if (id < 0) {
 		abandon_handle(ns, e->ino, sec, fi->flags, 0);
 		fuse_reply_err(req, -id);
@@ -419,11 +529,15 @@ static void sfs_tmpfile(fuse_req_t req, fuse_ino_t parent, mode_t mode,
 	struct section *sec;
 	int err;
 
+	if (answered_before(req, true, fi))
+		return;
 	err = ns_tmpfile(ns, parent, mode, &who, &e, &sec, fi->flags);
-	if (err)
+	if (err) {
+		done_request();
 		fuse_reply_err(req, -err);
-	else
-		reply_created(req, ns, &e, sec, fi);
+		return;
+	}
+	reply_created(req, ns, &e, sec, fi);
 }
 
 static void sfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
@@ -439,9 +553,12 @@ static void sfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		sfs_tmpfile(req, parent, mode, fi);
 		return;
 	}
+	if (answered_before(req, true, fi))
+		return;
 	err = ns_mknod(ns, parent, name, S_IFREG | (mode & 07777), 0,
 		       &who, &e, &sec, fi->flags);
 	if (err) {
+		done_request();
 		fuse_reply_err(req, -err);
 		return;
 	}
