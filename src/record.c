@@ -906,11 +906,18 @@ static void image_free(struct image *im)
 }
 
 /* Read a record's committed entries into an image. */
-static int image_read(const char *map, size_t maplen, struct image *im,
-		      size_t nslots)
+static size_t slots_for(uint64_t len);
+
+/*
+ * Read a record's entries up to its committed length (or up to end, a
+ * committed length it had before, when not 0) into an image, with
+ * tables of nslots (0: sized for the record).
+ */
+static int image_read(const char *map, size_t maplen, uint64_t end,
+		      struct image *im, size_t nslots)
 {
 	const struct rec_header *hdr = (const void *)map;
-	uint64_t end, pos;
+	uint64_t pos;
 
 	memset(im, 0, sizeof(*im));
 	if (maplen < REC_HEADER || memcmp(hdr->magic, REC_MAGIC, 8) ||
@@ -918,14 +925,15 @@ static int image_read(const char *map, size_t maplen, struct image *im,
 		return -EINVAL;
 	if (hdr->version != REC_VERSION)
 		return -EPROTO;		/* a record this binary cannot read */
-	end = atomic_load_explicit(&((struct rec_header *)hdr)->committed,
-				   memory_order_acquire);
+	if (!end)
+		end = atomic_load_explicit(&((struct rec_header *)hdr)->committed,
+					   memory_order_acquire);
 	if (end > maplen || end < REC_HEADER)
 		return -EINVAL;
-	im->nslots = nslots;
-	im->nodes = calloc(nslots, sizeof(*im->nodes));
-	im->names = calloc(nslots, sizeof(*im->names));
-	im->handles = calloc(nslots, sizeof(*im->handles));
+	im->nslots = nslots ? nslots : slots_for(end);
+	im->nodes = calloc(im->nslots, sizeof(*im->nodes));
+	im->names = calloc(im->nslots, sizeof(*im->names));
+	im->handles = calloc(im->nslots, sizeof(*im->handles));
 	im->done = calloc(1, sizeof(*im->done));
 	if (!im->nodes || !im->names || !im->handles || !im->done)
 		return -ENOMEM;
@@ -1237,6 +1245,26 @@ static void sweep_stores(struct ns *ns)
 	free(fds);
 }
 
+int record_adopt_at(struct ns *ns, int fd, uint64_t end)
+{
+	struct image im = { 0 };
+	struct stat st;
+	void *map;
+	int err;
+
+	if (fstat(fd, &st))
+		return -errno;
+	map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+	if (map == MAP_FAILED)
+		return -errno;
+	err = image_read(map, (size_t)st.st_size, end, &im, 0);
+	if (!err)
+		err = rebuild(ns, &im, true);
+	munmap(map, (size_t)st.st_size);
+	image_free(&im);
+	return err;
+}
+
 int record_adopt(struct ns *ns)
 {
 	int fd = keeper_record_fd(), err;
@@ -1251,8 +1279,7 @@ int record_adopt(struct ns *ns)
 	map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
 	if (map == MAP_FAILED)
 		return -errno;
-	err = image_read(map, (size_t)st.st_size, &im,
-			 slots_for((uint64_t)st.st_size));
+	err = image_read(map, (size_t)st.st_size, 0, &im, 0);
 	if (!err)
 		err = rebuild(ns, &im, false);
 	munmap(map, (size_t)st.st_size);
@@ -1475,7 +1502,7 @@ static int adopted_image(struct ns *ns, struct image *im, struct image *out)
 		write_snapshot(&ns2, &scratch, scratch.opens,
 			       scratch.nopens_slots);
 		atomic_store(&scratch.hdr->committed, scratch.tail);
-		err = image_read(scratch.map, REC_MAP, out, im->nslots);
+		err = image_read(scratch.map, REC_MAP, 0, out, im->nslots);
 		munmap(scratch.map, REC_MAP);
 		close(scratch.fd);
 	}
@@ -1501,7 +1528,7 @@ size_t record_check(struct ns *ns, int how, char *buf, size_t size)
 		return (size_t)snprintf(buf, size, "compaction failed: %s",
 					strerror(-err));
 	}
-	err = image_read(ns->rec->map, REC_MAP, &im, ns->nids_slots);
+	err = image_read(ns->rec->map, REC_MAP, 0, &im, ns->nids_slots);
 	pthread_mutex_unlock(&ns->lock);
 	if (!err && how == RECORD_CHECK_ADOPT) {
 		/* A second namespace has its own lock: never under ours. */

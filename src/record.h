@@ -64,6 +64,14 @@ void record_result(struct ns *ns, uint64_t ino);
 int record_resent(struct ns *ns, uint64_t unique, uint64_t *ino,
 		  uint64_t *fh);
 
+/*
+ * For the tests: rebuild ns, fresh from ns_init(), from the record in fd
+ * as it was when its committed length was end (a length it had after
+ * some commit), its sections borrowed (section_adopt()).  What a
+ * successor of a server killed just after that commit would adopt.
+ */
+int record_adopt_at(struct ns *ns, int fd, uint64_t end);
+
 /* What the record has cost: bytes written (snapshots included), commits
  * and compactions, its length now and its last snapshot's. */
 struct record_stats {

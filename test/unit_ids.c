@@ -12,7 +12,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdio.h>
+#include <stdio.h>		/* RENAME_EXCHANGE */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -426,6 +426,84 @@ static void test_compaction(const struct sfs_modes *modes)
 	CHECK(per_change[1] < 4 * per_change[0]);
 }
 
+/*
+ * A server killed at any instruction leaves the record as it was after
+ * some commit: whole changes, none half made.  Every such record of a
+ * workload of every kind of change (each length the record had after a
+ * request) must be adopted whole.
+ */
+static void test_every_prefix(const struct sfs_modes *modes)
+{
+	struct fuse_entry_param d, f, g, e;
+	uint64_t ends[64], fh;
+	struct record_stats rs;
+	struct section *sec;
+	struct stat st;
+	struct ns *one = calloc(1, sizeof(*one));
+	size_t n = 0, i;
+	int adopted = 0;
+
+#define STEP(call) do {							\
+	CHECK((call) >= 0);						\
+	record_stats(one, &rs);						\
+	if (n < sizeof(ends) / sizeof(ends[0]))				\
+		ends[n++] = rs.length;					\
+} while (0)
+
+	if (!one || ns_init(one, modes, 0755, 0, 0, 1.0, 1.0) ||
+	    record_start(one)) {
+		CHECK(!"a namespace with a record");
+		return;
+	}
+	record_stats(one, &rs);
+	ends[n++] = rs.length;
+	STEP(ns_mkdir(one, FUSE_ROOT_ID, "d", 0755, &root_caller, &d));
+	STEP(ns_mknod(one, d.ino, "f", S_IFREG | 0644, 0, &root_caller, &f,
+		      &sec, O_RDWR));
+	STEP(ns_handle_add(one, f.ino, sec, O_RDWR, &fh));
+	STEP(ns_link(one, f.ino, FUSE_ROOT_ID, "l", &e));
+	STEP(ns_symlink(one, FUSE_ROOT_ID, "s", "rel", &root_caller, &e));
+	STEP(ns_mknod(one, FUSE_ROOT_ID, "g", S_IFIFO | 0600, 0, &root_caller,
+		      &g, NULL, 0));
+	STEP(ns_rename(one, FUSE_ROOT_ID, "g", FUSE_ROOT_ID, "l", 0));
+	STEP(ns_rename(one, FUSE_ROOT_ID, "s", d.ino, "f",
+		       RENAME_EXCHANGE));
+	st.st_mode = 0600;
+	STEP(ns_setattr(one, d.ino, &st, FUSE_SET_ATTR_MODE, &root_caller,
+			&st));
+	STEP(ns_unlink(one, FUSE_ROOT_ID, "s"));	/* f, still open */
+	STEP(ns_lookup(one, d.ino, "f", &e));
+	ns_forget(one, e.ino, 1);
+	STEP(0);
+	sec = ns_handle_take(one, fh, f.ino);
+	STEP(sec ? 0 : -1);
+	if (sec) {
+		struct ns_expired gone;
+
+		section_put(sec);
+		ns_release(one, f.ino, O_RDWR, &gone);
+		ns_expired_free(&gone);
+	}
+	STEP(0);
+	ns_forget(one, f.ino, 1);
+	STEP(0);
+#undef STEP
+	for (i = 0; i < n; i++) {
+		struct ns two;
+
+		if (ns_init(&two, modes, 0755, 0, 0, 1.0, 1.0)) {
+			CHECK(!"a second namespace");
+			break;
+		}
+		adopted += record_adopt_at(&two, keeper_record_fd(),
+					   ends[i]) == 0;
+		ns_destroy(&two);
+	}
+	CHECK(adopted == (int)n && n > 10);
+	ns_destroy(one);
+	free(one);
+}
+
 int main(void)
 {
 	struct quota_limits limits = { 0 };
@@ -443,6 +521,7 @@ int main(void)
 	test_many(&ns);
 	test_handles(&ns);
 	ns_destroy(&ns);
+	test_every_prefix(&modes);
 	test_adopt(&modes);
 	test_compaction(&modes);
 	store_fini();
