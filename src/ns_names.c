@@ -250,7 +250,7 @@ int ns_tmpfile(struct ns *ns, fuse_ino_t parent, mode_t mode,
 	section_get(sec);
 	*opened = sec;
 	count_open(n, open_flags);
-	pthread_mutex_unlock(&ns->lock);
+	ns_leave(ns);
 	return attr_finish(pin, &e->attr);
 }
 

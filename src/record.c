@@ -134,6 +134,8 @@ struct rec_node {
 	struct rec_time ctime, atime, mtime;
 	uint32_t rdev;
 	uint32_t opens, writers, lifetime, handle_opens, handle_epoch;
+	uint32_t linkable;		/* O_TMPFILE, not yet named */
+	uint32_t zero;
 	int32_t fd;			/* the section's; -1 for none */
 	int32_t backing_id;
 	uint32_t seals;
@@ -242,6 +244,7 @@ static void node_state(const struct node *n, struct rec_node *s,
 	s->lifetime = n->u.file.lifetime;
 	s->handle_opens = n->u.file.handle_opens;
 	s->handle_epoch = n->u.file.handle_epoch;
+	s->linkable = n->u.file.linkable;
 	s->fd = sec->fd;
 	s->backing_id = atomic_load(&((struct section *)sec)->backing_id);
 	s->seals = atomic_load(&((struct section *)sec)->seals);
@@ -1098,6 +1101,7 @@ static int adopt_state(struct ns *ns, struct image *im)
 				n->u.file.handle_opens = m->s.handle_opens;
 				n->u.file.handle_epoch =
 					(unsigned short)m->s.handle_epoch;
+				n->u.file.linkable = m->s.linkable;
 			} else {
 				n->u.other.atime = ts_of(m->s.atime);
 				n->u.other.mtime = ts_of(m->s.mtime);
@@ -1375,9 +1379,10 @@ static bool compare(struct ns *ns, struct image *im, char *buf, size_t size)
 		if (m->s.opens != s.opens || m->s.writers != s.writers ||
 		    m->s.lifetime != s.lifetime ||
 		    m->s.handle_opens != s.handle_opens ||
-		    m->s.handle_epoch != s.handle_epoch)
+		    m->s.handle_epoch != s.handle_epoch ||
+		    m->s.linkable != s.linkable)
 			DIFF("node %llu: opens %u/%u writers %u/%u lifetime "
-			     "%u/%u handle opens %u/%u",
+			     "%u/%u handle opens %u/%u (or linkable)",
 			     (unsigned long long)n->ino, m->s.opens, s.opens,
 			     m->s.writers, s.writers, m->s.lifetime,
 			     s.lifetime, m->s.handle_opens, s.handle_opens);

@@ -22,6 +22,7 @@ import stat
 import pytest
 
 import util
+from test_tmpfile import link_fd
 from util import LIFETIME, SEALS, renameat2, RENAME_EXCHANGE, \
     RENAME_NOREPLACE
 
@@ -134,6 +135,23 @@ def test_orphans_and_handles(mnt):
         os.close(fd)
         os.close(ro)
         os.close(dfd)
+    assert_recorded(mnt)
+
+
+def test_tmpfiles(mnt):
+    """An O_TMPFILE section unnamed and still linkable, one made with
+    O_EXCL, and one named since."""
+    os.mkdir(mnt / 'd')
+    loose = os.open(mnt / 'd', os.O_TMPFILE | os.O_RDWR, 0o600)
+    fixed = os.open(mnt / 'd', os.O_TMPFILE | os.O_RDWR | os.O_EXCL, 0o600)
+    named = os.open(mnt / 'd', os.O_TMPFILE | os.O_RDWR, 0o640)
+    try:
+        os.write(named, b'named later')
+        link_fd(named, mnt / 'd/n', 'proc')
+        assert_recorded(mnt)
+    finally:
+        for fd in (loose, fixed, named):
+            os.close(fd)
     assert_recorded(mnt)
 
 
