@@ -547,3 +547,64 @@ for i in range(40):
     assert util.wait_for(lambda: as_user(
         USER, 'out = attempt(create, %r)' % os.path.join(pub, 'again'))
         == 'ok')
+
+
+# --------------------------------------------------------------------------
+# A long symbolic link's target
+
+#: Makes relative symlinks with a target of length bytes in pub until
+#: count or an error: [made, 'ok' or errno].
+_MAKE_LINKS = r'''
+def make_links(pub, prefix, length, count):
+    made = 0
+    while made < count:
+        try:
+            os.symlink('t' * length, '%s/%s%d' % (pub, prefix, made))
+        except OSError as e:
+            return [made, name(e)]
+        made += 1
+    return [made, 'ok']
+'''
+
+
+def test_long_symlink_targets_count_against_size(mount_factory, datapath):
+    """A relative symlink whose target is 128 bytes or more takes a page,
+    as on tmpfs: under size= another user's long links stop with ENOSPC
+    once the cap is full (the daemon keeping 4 KiB per link without
+    bound before), df counts them, short ones still fit, and unlinking
+    gives the room back."""
+    mnt = shared(mount_factory, datapath, 'size=256k')
+    pub = mnt / 'pub'
+    base = util.used(mnt.path)
+    out = as_user(USER, _MAKE_LINKS + '''
+out = [make_links(%r, 'l', 4000, 1000), make_links(%r, 's', 100, 3)]
+''' % (pub, pub))
+    assert out == [[64, 'ENOSPC'], [3, 'ok']], out
+    assert util.used(mnt.path) == base + 256 * KiB
+    assert os.readlink(pub + '/l0') == 't' * 4000
+    as_user(USER, '''
+for i in range(64):
+    os.unlink(%r + '/l%%d' %% i)
+out = None
+''' % pub)
+    assert util.wait_for(lambda: util.used(mnt.path) == base)
+    assert as_user(USER, _MAKE_LINKS + 'out = make_links(%r, "m", 128, 100)'
+                   % pub) == [64, 'ENOSPC']
+
+
+def test_long_symlink_targets_count_against_user_blocks(mount_factory,
+                                                        datapath):
+    """Under usrquota_block_hardlimit= a user's long symlinks count
+    against their bytes (EDQUOT past the limit), chown moves them, and
+    root is not held to it."""
+    mnt = shared(mount_factory, datapath, 'usrquota_block_hardlimit=64k')
+    pub = mnt / 'pub'
+    out = as_user(USER, _MAKE_LINKS + 'out = make_links(%r, "l", 200, 100)'
+                  % pub)
+    assert out == [16, 'EDQUOT'], out
+    assert quota_lines(mnt)[('u', USER)][0] == 64 * KiB
+    os.chown(pub + '/l0', OTHER, -1, follow_symlinks=False)
+    assert quota_lines(mnt)[('u', USER)][0] == 60 * KiB
+    assert quota_lines(mnt)[('u', OTHER)][0] == 4 * KiB
+    for i in range(20):
+        os.symlink('r' * 200, pub + '/r%d' % i)
