@@ -1,7 +1,7 @@
 /*
  * cap.c - a section's pages counted against the mount's cap, and
  * nodes and pages against each owner's limits, sections against the
- * descriptors.
+ * descriptors; a long symbolic link's page against the cap and limits.
  *
  * Owns the arithmetic of the counted store: what an allocation of a range
  * of a section would add (cachestat(2), or SEEK_DATA and the file's
@@ -536,6 +536,65 @@ void cap_node_uncount(uid_t uid, gid_t gid)
 	pthread_mutex_unlock(&quota.lock);
 }
 
+/* tmpfs's SHORT_SYMLINK_LEN: a target this long, NUL included, is
+ * kept beside the inode, a longer one in a page. */
+#define TARGET_INLINE	128
+
+int64_t cap_target_bytes(size_t len)
+{
+	return len + 1 > TARGET_INLINE ? PAGE_BYTES : 0;
+}
+
+/* Under quota.lock: bytes (negative: given back) to uid's and gid's
+ * records, refused past a limit unless force or uid is root. */
+static int owners_bytes(uid_t uid, gid_t gid, int64_t bytes, bool force)
+{
+	struct cap_owner *u = owner_of(quota.users, uid);
+	struct cap_owner *g = owner_of(quota.groups, gid);
+
+	if (!u || !g)
+		return -ENOMEM;
+	if (!force && uid != 0 &&
+	    (over(u->bytes, bytes, quota.lim.usr_block) ||
+	     over(g->bytes, bytes, quota.lim.grp_block)))
+		return -EDQUOT;
+	u->bytes += bytes;
+	g->bytes += bytes;
+	return 0;
+}
+
+int cap_target_count(uid_t uid, gid_t gid, size_t len, bool force)
+{
+	int64_t bytes = cap_target_bytes(len);
+	int err;
+
+	if (!bytes)
+		return 0;
+	err = store_take(bytes, force);
+	if (err || !quota.accounting)
+		return err;
+	pthread_mutex_lock(&quota.lock);
+	err = owners_bytes(uid, gid, bytes, force);
+	pthread_mutex_unlock(&quota.lock);
+	if (err)
+		store_give(bytes);
+	return err;
+}
+
+void cap_target_uncount(uid_t uid, gid_t gid, size_t len)
+{
+	int64_t bytes = cap_target_bytes(len);
+
+	if (!bytes)
+		return;
+	store_give(bytes);
+	if (!quota.accounting)
+		return;
+	pthread_mutex_lock(&quota.lock);
+	owners_bytes(uid, gid, -bytes, true);
+	pthread_mutex_unlock(&quota.lock);
+}
+
 int cap_count(uid_t uid, gid_t gid)
 {
 	int err;
@@ -611,7 +670,8 @@ static int owners_move(uid_t ouid, gid_t ogid, uid_t uid, gid_t gid,
 	return 0;
 }
 
-int cap_node_chown(uid_t ouid, gid_t ogid, uid_t uid, gid_t gid, uid_t by)
+int cap_node_chown(uid_t ouid, gid_t ogid, uid_t uid, gid_t gid,
+		   int64_t bytes, uid_t by)
 {
 	struct cap_owner *nu, *ng;
 	int err;
@@ -619,7 +679,7 @@ int cap_node_chown(uid_t ouid, gid_t ogid, uid_t uid, gid_t gid, uid_t by)
 	if (!quota.accounting)
 		return 0;
 	pthread_mutex_lock(&quota.lock);
-	err = owners_move(ouid, ogid, uid, gid, 0, by, &nu, &ng);
+	err = owners_move(ouid, ogid, uid, gid, bytes, by, &nu, &ng);
 	pthread_mutex_unlock(&quota.lock);
 	return err;
 }
@@ -695,12 +755,18 @@ static void report_line(FILE *f, char kind, const struct cap_owner *o)
 	char bytes[24], blim[24], ilim[24];
 	bool known = true;
 
-	/* Owners' stores: the kernel knows each user's bytes, and nobody
-	 * a group's. */
-	if (quota.owner_stores && kind == 'u')
-		known = store_owner_used(o->id, &held) == 0;
-	else if (!cap_counts_bytes())
+	/* Owners' stores: the kernel knows each user's sections' bytes,
+	 * the ledger only their symbolic links' pages, and nobody a
+	 * group's sections'. */
+	if (quota.owner_stores && kind == 'u') {
+		uint64_t stored = 0;
+		int err = store_owner_used(o->id, &stored);
+
+		known = !err || err == -ENOENT;	/* no store: no section */
+		held += stored;
+	} else if (!cap_counts_bytes()) {
 		known = false;
+	}
 	if (!o->inodes && (!known || !held))
 		return;
 	figure(bytes, sizeof(bytes), known, held);

@@ -77,10 +77,26 @@ int cap_node_count(uid_t uid, gid_t gid);
 void cap_node_uncount(uid_t uid, gid_t gid);
 
 /*
- * chown of such a node from (ouid, ogid) to (uid, gid) ((uid_t)-1,
- * (gid_t)-1: unchanged): its inode moves, or -EDQUOT as for cap_chown().
+ * A symbolic link's target of len bytes: tmpfs keeps one of 128 bytes or
+ * more (its NUL included) in a page of its own, counted against its size
+ * and the owner's block quota, so here too.  cap_target_bytes() says how
+ * many bytes it counts (0 or a page); cap_target_count() takes them from
+ * the cap (-ENOSPC) and from uid's and gid's byte limits (-EDQUOT; root
+ * is never refused), all or nothing, or regardless when forced (a
+ * successor adopting); cap_target_uncount() gives them back once the
+ * node is freed, never with the namespace's lock held.
  */
-int cap_node_chown(uid_t ouid, gid_t ogid, uid_t uid, gid_t gid, uid_t by);
+int64_t cap_target_bytes(size_t len);
+int cap_target_count(uid_t uid, gid_t gid, size_t len, bool force);
+void cap_target_uncount(uid_t uid, gid_t gid, size_t len);
+
+/*
+ * chown of such a node from (ouid, ogid) to (uid, gid) ((uid_t)-1,
+ * (gid_t)-1: unchanged): its inode and bytes (a symbolic link's
+ * cap_target_bytes()) move, or -EDQUOT as for cap_chown().
+ */
+int cap_node_chown(uid_t ouid, gid_t ogid, uid_t uid, gid_t gid,
+		   int64_t bytes, uid_t by);
 
 /*
  * chown of sec from its owner to uid and gid ((uid_t)-1, (gid_t)-1:

@@ -318,8 +318,7 @@ struct section *node_free(struct ns *ns, struct node *n)
 	record_gone(ns, n);
 	ns->nnodes--;
 	if (node_counted(ns, n)) {
-		free((char *)node_target(n));
-		n->u.other.target = NULL;
+		/* Its target too says what to give back. */
 		LIST_INSERT_HEAD(&ns->freed, n, orphan);
 		return NULL;
 	}
@@ -335,8 +334,13 @@ void ns_unlock(struct ns *ns)
 	LIST_INIT(&ns->freed);
 	ns_leave(ns);
 	for (; n; n = next) {
+		const char *target = node_target(n);
+
 		next = LIST_NEXT(n, orphan);
+		if (target)
+			cap_target_uncount(n->uid, n->gid, strlen(target));
 		cap_node_uncount(n->uid, n->gid);
+		free((char *)target);
 		free(n);
 	}
 }
@@ -544,6 +548,7 @@ void ns_destroy(struct ns *ns)
 	}
 	while ((n = LIST_FIRST(&ns->freed))) {
 		LIST_REMOVE(n, orphan);
+		free((char *)node_target(n));
 		free(n);
 	}
 	free_tree(ns->root);
@@ -773,6 +778,7 @@ int ns_setattr(struct ns *ns, fuse_ino_t ino, const struct stat *attr,
 	gid_t ogid = 0, ngid = to_set & FUSE_SET_ATTR_GID ? attr->st_gid :
 		(gid_t)-1;
 	bool moves = false;
+	int64_t bytes = 0;
 
 again:
 	pthread_mutex_lock(&ns->lock);
@@ -789,6 +795,8 @@ again:
 	/* Another node's inode moves with its owner (cap.h), here. */
 	moves = !sec && (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) &&
 		node_counted(ns, n);
+	/* A symbolic link's page moves with its inode. */
+	bytes = node_target(n) ? cap_target_bytes(strlen(node_target(n))) : 0;
 	ouid = n->uid;
 	ogid = n->gid;
 	ns_leave(ns);
@@ -803,7 +811,7 @@ again:
 			return err;
 	}
 	if (moves) {
-		err = cap_node_chown(ouid, ogid, nuid, ngid, who->uid);
+		err = cap_node_chown(ouid, ogid, nuid, ngid, bytes, who->uid);
 		if (err)
 			return err;
 	}
@@ -822,7 +830,8 @@ again:
 		 * move it from that owner. */
 		ns_leave(ns);
 		cap_node_chown(nuid == (uid_t)-1 ? ouid : nuid,
-			       ngid == (gid_t)-1 ? ogid : ngid, ouid, ogid, 0);
+			       ngid == (gid_t)-1 ? ogid : ngid, ouid, ogid,
+			       bytes, 0);
 		goto again;
 	}
 	if (to_set & FUSE_SET_ATTR_MODE)

@@ -338,6 +338,12 @@ static int plain_symlink(struct ns *ns, fuse_ino_t parent, const char *name,
 		err = charge_node(ns, p, who, &gid);
 	if (err)
 		return err;
+	/* A long target takes a page, as on tmpfs (cap.h). */
+	err = cap_target_count(who->uid, gid, len, false);
+	if (err) {
+		cap_node_uncount(who->uid, gid);
+		return err;
+	}
 	copy = strdup(target);
 	pthread_mutex_lock(&ns->lock);
 	err = copy ? insert_new(ns, p, name, S_IFLNK | 0777, who, gid, NULL,
@@ -347,6 +353,7 @@ static int plain_symlink(struct ns *ns, fuse_ino_t parent, const char *name,
 	ns_leave(ns);
 	if (err) {
 		free(copy);
+		cap_target_uncount(who->uid, gid, len);
 		cap_node_uncount(who->uid, gid);
 		return err;
 	}

@@ -1318,6 +1318,9 @@ void record_charge(struct ns *ns)
 			cap_adopt(node_sec(n));
 		else if (node_counted(ns, n))
 			cap_adopt_node(n->uid, n->gid);
+		if (node_target(n))	/* its page, if long */
+			cap_target_count(n->uid, n->gid,
+					 strlen(node_target(n)), true);
 	}
 }
 

@@ -2,9 +2,10 @@
  * store.c - memfd and private-tmpfs stores for page-file-backed sections.
  *
  * Owns the choice of backend, how a store file comes to be and what it is
- * called, each owner's private tmpfs when they have one, the count of bytes the daemon holds against a cap, and how much
- * room each backend has left.  It does not know what a section is or how
- * its bytes are reached.
+ * called, each owner's private tmpfs when they have one, the count of
+ * bytes the daemon holds against a cap (symbolic links' pages included),
+ * and how much room each backend has left.  It does not know what a
+ * section is or how its bytes are reached.
  */
 #include "config.h"
 
@@ -45,10 +46,14 @@ static struct {
 	uint64_t cap;		/* bytes; 0 = none; owners: per owner */
 	atomic_int_fast64_t used; /* counted backend: bytes charged */
 	int mnt_fd;		/* tmpfs backend: the detached mount */
-	pthread_mutex_t lock;	/* owners backend: the list below */
+	pthread_mutex_t lock;	/* the owners' list, the ballast */
 	struct owner_store *owners; /* store.lock; only ever grows */
 	atomic_uint nmounts;	/* descriptors of private mounts */
-} store = { .mnt_fd = -1, .lock = PTHREAD_MUTEX_INITIALIZER };
+	int ballast;		/* tmpfs backend: holds store_take()'s
+				   pages; store.lock */
+	uint64_t ballast_len;	/* bytes it holds; store.lock */
+} store = { .mnt_fd = -1, .lock = PTHREAD_MUTEX_INITIALIZER,
+	    .ballast = -1 };
 
 /* A private tmpfs of cap bytes, in no mount table, owned by this fd. */
 static int tmpfs_mount(uint64_t cap)
@@ -129,6 +134,10 @@ void store_fini(void)
 		close(store.mnt_fd);
 	}
 	store.mnt_fd = -1;
+	if (store.ballast >= 0)
+		close(store.ballast);
+	store.ballast = -1;
+	store.ballast_len = 0;
 	while ((o = store.owners)) {
 		store.owners = o->next;
 		keeper_release(o->mnt_fd);
@@ -315,4 +324,63 @@ int store_reserve(int64_t bytes)
 void store_charge(int64_t bytes)
 {
 	atomic_fetch_add(&store.used, bytes);
+}
+
+int store_take(int64_t bytes, bool force)
+{
+	int err = 0;
+
+	if (bytes <= 0)
+		return 0;
+	switch (store.backend) {
+	case BACKEND_COUNTED:
+		if (force)
+			store_charge(bytes);
+		else
+			err = store_reserve(bytes);
+		return err;
+	case BACKEND_TMPFS:
+		/* One unnamed file, grown and shrunk at its end: the pages
+		 * are the kernel's to count against the tmpfs's size. */
+		pthread_mutex_lock(&store.lock);
+		if (store.ballast < 0) {
+			store.ballast = openat(store.mnt_fd, ".",
+					       O_TMPFILE | O_RDWR | O_CLOEXEC,
+					       0600);
+			if (store.ballast < 0)
+				err = -errno;
+		}
+		if (!err && fallocate(store.ballast, 0,
+				      (off_t)store.ballast_len, bytes))
+			err = -errno;
+		if (!err || force)
+			store.ballast_len += (uint64_t)bytes;
+		pthread_mutex_unlock(&store.lock);
+		return force ? 0 : err;
+	default:
+		return 0;
+	}
+}
+
+void store_give(int64_t bytes)
+{
+	if (bytes <= 0)
+		return;
+	switch (store.backend) {
+	case BACKEND_COUNTED:
+		store_charge(-bytes);
+		break;
+	case BACKEND_TMPFS:
+		pthread_mutex_lock(&store.lock);
+		store.ballast_len = store.ballast_len > (uint64_t)bytes ?
+			store.ballast_len - (uint64_t)bytes : 0;
+		if (store.ballast >= 0 &&
+		    ftruncate(store.ballast, (off_t)store.ballast_len))
+			log_warn("cannot give back a symbolic link's page: %s",
+				 strerror(errno));
+		pthread_mutex_unlock(&store.lock);
+		break;
+	default:
+		break;
+	}
 }

@@ -74,4 +74,16 @@ int store_space(uint64_t *cap, uint64_t *avail);
 int store_reserve(int64_t bytes);
 void store_charge(int64_t bytes);
 
+/*
+ * Bytes the namespace keeps outside any section (a long symbolic link's
+ * target) counted against the cap, as tmpfs counts them: on the counted
+ * backend from the free space, on the tmpfs backend as pages held in
+ * the private tmpfs itself, so that its kernel counts them beside the
+ * sections.  store_take() is all or nothing (-ENOSPC) unless forced (a
+ * successor adopting what exists); store_give() returns them.  Nothing
+ * without a cap.
+ */
+int store_take(int64_t bytes, bool force);
+void store_give(int64_t bytes);
+
 #endif /* SECTIONFS_STORE_H */
