@@ -549,6 +549,32 @@ for i in range(40):
         == 'ok')
 
 
+def test_nr_inodes_counts_hard_links(mount_factory, datapath):
+    """Every hard link past a file's first name takes one of nr_inodes,
+    as on tmpfs (each is a name the daemon keeps): a user's links stop
+    with ENOSPC where statfs said, where before they went on without
+    bound; unlinking one gives it back."""
+    mnt = shared(mount_factory, datapath, 'nr_inodes=20')
+    pub = str(mnt / 'pub')
+    out = as_user(USER, """
+create(%r)
+free = os.statvfs(%r).f_ffree
+made, res = 0, 'ok'
+for i in range(100):
+    res = attempt(os.link, %r, os.path.join(%r, 'l%%d' %% i))
+    if res != 'ok':
+        break
+    made += 1
+out = [free, made, res, os.statvfs(%r).f_ffree]
+""" % (pub + '/f', pub, pub + '/f', pub, pub))
+    # The root, pub and f are three of the 20; one is root's reserve.
+    assert out == [16, 16, 'ENOSPC', 0], out
+    assert os.stat(pub + '/f').st_nlink == 17
+    os.unlink(pub + '/l0')
+    assert as_user(USER, 'out = attempt(os.link, %r, %r)'
+                   % (pub + '/f', pub + '/again')) == 'ok'
+
+
 # --------------------------------------------------------------------------
 # A long symbolic link's target
 
