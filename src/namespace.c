@@ -140,6 +140,8 @@ void dentry_attach_seq(struct ns *ns, struct dentry *d, struct node *child,
 	p->u.other.first = d;
 	p->u.other.nchildren++;
 	hash_insert(ns, d);
+	if (child->names && !is_dir(child))
+		ns->nlinks++;
 	d->next_name = child->names;
 	child->names = d;
 	if (is_dir(child))
@@ -170,6 +172,8 @@ void dentry_detach(struct ns *ns, struct dentry *d)
 	for (pp = &d->child->names; *pp != d; pp = &(*pp)->next_name)
 		;
 	*pp = d->next_name;
+	if (d->child->names && !is_dir(d->child))
+		ns->nlinks--;
 	if (is_dir(d->child))
 		p->nlink--;
 	p->u.other.mtime = p->ctime = now();
@@ -854,23 +858,24 @@ again:
 }
 
 /*
- * Under the lock: how many more nodes uid may make within nr_inodes.
- * The last 1/64 (at least one) is root's, as ext4 keeps blocks for it,
- * so that root can still make and remove names on a full mount.
+ * Under the lock: how many more nodes (or hard links) uid may make
+ * within nr_inodes.  The last 1/64 (at least one) is root's, as ext4
+ * keeps blocks for it, so that root can still make and remove names on
+ * a full mount.
  */
 uint64_t nodes_left(const struct ns *ns, uid_t uid)
 {
-	uint64_t limit = ns->modes->nr_inodes;
+	uint64_t limit = ns->modes->nr_inodes, used = ns->nnodes + ns->nlinks;
 
 	if (uid != 0)
 		limit -= limit / 64 + 1 < limit ? limit / 64 + 1 : 0;
-	return ns->nnodes < limit ? limit - ns->nnodes : 0;
+	return used < limit ? limit - used : 0;
 }
 
 void ns_counts(struct ns *ns, uid_t uid, uint64_t *nodes, uint64_t *left)
 {
 	pthread_mutex_lock(&ns->lock);
-	*nodes = ns->nnodes;
+	*nodes = ns->nnodes + ns->nlinks;
 	*left = nodes_left(ns, uid);
 	ns_leave(ns);
 }

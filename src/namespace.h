@@ -93,6 +93,9 @@ struct ns {
 	uint64_t next_ino;		/* ns->lock */
 	uint64_t next_seq;		/* dentries attached; ns->lock */
 	uint64_t nnodes;		/* ns->lock */
+	uint64_t nlinks;		/* names past a non-directory's
+					   first: nr_inodes counts them
+					   too, as tmpfs does; ns->lock */
 	double entry_timeout;		/* immutable */
 	double attr_timeout;		/* immutable */
 	/* The mount's one record of its modes (modes.h): written before
@@ -192,9 +195,11 @@ int ns_rename(struct ns *ns, fuse_ino_t parent, const char *name,
 int ns_tmpfile(struct ns *ns, fuse_ino_t parent, mode_t mode,
 	       const struct caller *who, struct fuse_entry_param *e,
 	       struct section **opened, int open_flags);
-/* Only a section O_TMPFILE made may be linked while it has no name. */
+/* Only a section O_TMPFILE made may be linked while it has no name;
+ * a name past a file's first takes one of nr_inodes (-ENOSPC). */
 int ns_link(struct ns *ns, fuse_ino_t ino, fuse_ino_t newparent,
-	    const char *newname, struct fuse_entry_param *e);
+	    const char *newname, const struct caller *who,
+	    struct fuse_entry_param *e);
 
 /*
  * The section behind ino, with a reference for an open handle.  A

@@ -569,7 +569,8 @@ out:
 }
 
 int ns_link(struct ns *ns, fuse_ino_t ino, fuse_ino_t newparent,
-	    const char *newname, struct fuse_entry_param *e)
+	    const char *newname, const struct caller *who,
+	    struct fuse_entry_param *e)
 {
 	struct section *pin = NULL;
 	struct node *n, *p;
@@ -593,6 +594,12 @@ int ns_link(struct ns *ns, fuse_ino_t ino, fuse_ino_t newparent,
 	}
 	if (dentry_find(ns, p, newname)) {
 		err = -EEXIST;
+		goto out;
+	}
+	/* Each name is the daemon's to keep: past the first, tmpfs counts
+	 * it against nr_inodes, and so here. */
+	if (n->names && nodes_left(ns, who->uid) == 0) {
+		err = -ENOSPC;
 		goto out;
 	}
 	d = dentry_new(p, newname);

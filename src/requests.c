@@ -398,12 +398,13 @@ static void sfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 static void sfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 		     const char *newname)
 {
+	struct caller who = caller_of(req);
 	struct fuse_entry_param e;
 	int err;
 
 	if (answered_before(req, true, NULL))
 		return;
-	err = ns_link(ns_of(req), ino, newparent, newname, &e);
+	err = ns_link(ns_of(req), ino, newparent, newname, &who, &e);
 	done_request();
 
 	dir_changed(&mount_of(req)->notify, newparent, err);

@@ -95,7 +95,8 @@ static void test_unknown_nodes(struct ns *ns)
 		CHECK(ns_unlink(ns, b, "x") == -ESTALE);
 		CHECK(ns_rmdir(ns, b, "x") == -ESTALE);
 		CHECK(ns_rename(ns, b, "x", FUSE_ROOT_ID, "y", 0) == -ESTALE);
-		CHECK(ns_link(ns, b, FUSE_ROOT_ID, "y", &e) == -ESTALE);
+		CHECK(ns_link(ns, b, FUSE_ROOT_ID, "y", &root_caller, &e) ==
+		      -ESTALE);
 		CHECK(ns_setattr(ns, b, &st, FUSE_SET_ATTR_MODE, &root_caller,
 				 &st) == -ESTALE);
 		CHECK(ns_open(ns, b, O_RDONLY, &sec, &undo) == -ESTALE);
@@ -275,7 +276,8 @@ static void test_adopt(const struct sfs_modes *modes)
 	CHECK(ns_handle_add(one, f.ino, sec, O_RDWR, &fh) == 0);
 	CHECK(ns_symlink(one, FUSE_ROOT_ID, "rel", "some/where", &root_caller,
 			 &l) == 0);
-	CHECK(ns_link(one, f.ino, FUSE_ROOT_ID, "hard", &e) == 0);
+	CHECK(ns_link(one, f.ino, FUSE_ROOT_ID, "hard", &root_caller,
+		      &e) == 0);
 	CHECK(ns_rename(one, FUSE_ROOT_ID, "hard", d.ino, "moved", 0) == 0);
 	CHECK(ns_mknod(one, FUSE_ROOT_ID, "o", S_IFREG | 0600, 0, &root_caller,
 		       &o, NULL, 0) == 0);
@@ -461,7 +463,7 @@ static void test_every_prefix(const struct sfs_modes *modes)
 	STEP(ns_mknod(one, d.ino, "f", S_IFREG | 0644, 0, &root_caller, &f,
 		      &sec, O_RDWR));
 	STEP(ns_handle_add(one, f.ino, sec, O_RDWR, &fh));
-	STEP(ns_link(one, f.ino, FUSE_ROOT_ID, "l", &e));
+	STEP(ns_link(one, f.ino, FUSE_ROOT_ID, "l", &root_caller, &e));
 	STEP(ns_symlink(one, FUSE_ROOT_ID, "s", "rel", &root_caller, &e));
 	STEP(ns_mknod(one, FUSE_ROOT_ID, "g", S_IFIFO | 0600, 0, &root_caller,
 		      &g, NULL, 0));
