@@ -5,7 +5,8 @@
  * cached path.  Reads reply with an fd buffer so that libfuse splices the
  * store's pages to the kernel without a copy through the daemon; writes
  * go from the request buffer (a pipe when libfuse splices) straight into
- * the store.  It knows nothing of names.
+ * the store, into pages first allocated in the writer's memory cgroup
+ * (charge.h).  It knows nothing of names.
  */
 #include "config.h"
 
@@ -13,8 +14,10 @@
 #include <fcntl.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 
+#include "charge.h"
 #include "datapath.h"
 #include "log.h"
 #include "passthrough.h"
@@ -211,12 +214,38 @@ bool dp_appends(const struct sfs_modes *modes, struct section *sec,
 	       dp_direct_io(modes, sec);
 }
 
+/*
+ * Have the pages a write will fill allocated as its caller (charge.h),
+ * so that the caller's memory cgroup pays for them, as on tmpfs.  Not
+ * under a write seal, nor past a grow seal: the store refuses that write,
+ * and pages allocated for it would stay past the end.
+ */
+static int charge_write(struct section *sec, pid_t pid, off_t off,
+			size_t len)
+{
+	unsigned int seals = atomic_load(&sec->seals);
+	struct stat st;
+
+	if (sec->kind != SECTION_PAGEFILE || (seals & F_SEAL_WRITE))
+		return 0;
+	if (seals & F_SEAL_GROW) {
+		if (fstat(sec->fd, &st))
+			return -errno;
+		if (off >= st.st_size)
+			return 0;
+		if ((off_t)len > st.st_size - off)
+			len = (size_t)(st.st_size - off);
+	}
+	return charge_populate(pid, sec->fd, off, (off_t)len);
+}
+
 ssize_t dp_write(struct section *sec, struct fuse_bufvec *in, off_t off,
-		 int writeback, bool append)
+		 pid_t pid, int writeback, bool append)
 {
 	size_t total = fuse_buf_size(in);
 	struct cap_hold hold;
 	size_t len;
+	int err = 0;
 
 	/* File-backed sections are never counted against the cap. */
 	if (append)
@@ -228,10 +257,16 @@ ssize_t dp_write(struct section *sec, struct fuse_bufvec *in, off_t off,
 	 * that msync and fsync report ENOSPC. */
 	if (writeback && len < total)
 		len = 0;
+	/* A writeback comes from the kernel, not from its writer (pid 0):
+	 * the daemon pays for its pages. */
+	if (len && !writeback)
+		err = charge_write(sec, pid, off, len);
 	struct fuse_bufvec out = file_buf(sec, len, off);
 	struct copy_args a = { .out = &out, .in = in,
 			       .res = hold.refused ? hold.refused : -ENOSPC };
-	int err = len ? section_io(sec, copy_in, &a) : 0;
+
+	if (len && !err)
+		err = section_io(sec, copy_in, &a);
 	ssize_t res = err ? err : a.res;
 
 	section_settle(sec, &hold);

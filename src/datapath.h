@@ -61,10 +61,12 @@ void dp_read(fuse_req_t req, struct section *sec, size_t size, off_t off);
  * section's end (dp_appends()); returns the bytes written or -errno (the
  * caller replies).  A write that does not fit under the cap is cut
  * short, keeping what fit; a writeback of the page cache (writeback set)
- * is written whole or refused with -ENOSPC.
+ * is written whole or refused with -ENOSPC.  The pages a write by pid
+ * adds to a page-file section are charged to pid's memory cgroup
+ * (charge.h); -ENOMEM, nothing written, when that cgroup is full.
  */
 ssize_t dp_write(struct section *sec, struct fuse_bufvec *in, off_t off,
-		 int writeback, bool append);
+		 pid_t pid, int writeback, bool append);
 
 /*
  * Whether a write(2) on an open with open_flags goes to the section's end

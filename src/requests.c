@@ -623,7 +623,8 @@ static void sfs_write_buf(fuse_req_t req, fuse_ino_t ino,
 		return;
 	}
 	append = !fi->writepage && dp_appends(modes_of(req), sec, fi->flags);
-	res = dp_write(sec, in, off, fi->writepage, append);
+	res = dp_write(sec, in, off, fuse_req_ctx(req)->pid, fi->writepage,
+		       append);
 	section_put(sec);
 
 	/* An append's range is not known: drop every page (len 0). */
@@ -687,7 +688,8 @@ static void sfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
 			  off_t off, off_t len, struct fuse_file_info *fi)
 {
 	struct section *sec = section_of(req, fi);
-	int err = sec ? section_fallocate(sec, mode, off, len) : -EBADF;
+	int err = sec ? section_fallocate(sec, mode, off, len,
+					  fuse_req_ctx(req)->pid) : -EBADF;
 
 	put_section(sec);
 	fuse_reply_err(req, -err);

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "cap.h"
+#include "charge.h"
 #include "keeper.h"
 #include "log.h"
 #include "passthrough.h"
@@ -281,18 +282,26 @@ int section_resize(struct section *sec, off_t size, int eager)
 struct fallocate_args {
 	int fd, mode;
 	off_t off, len;
+	pid_t pid;			/* a store's: who pays, else -1 */
 };
 
 static int fallocate_fd(void *arg)
 {
 	struct fallocate_args *a = arg;
 
+	if (a->pid >= 0)
+		return charge_fallocate(a->pid, a->fd, a->mode, a->off,
+					a->len);
 	return fallocate(a->fd, a->mode, a->off, a->len) ? -errno : 0;
 }
 
-int section_fallocate(struct section *sec, int mode, off_t off, off_t len)
+int section_fallocate(struct section *sec, int mode, off_t off, off_t len,
+		      pid_t pid)
 {
-	struct fallocate_args alloc = { sec->fd, mode, off, len };
+	struct fallocate_args alloc = {
+		sec->fd, mode, off, len,
+		sec->kind == SECTION_PAGEFILE ? pid : -1
+	};
 	struct cap_hold hold = { 0 };
 	int err = 0;
 

@@ -122,11 +122,13 @@ int section_stat(struct section *sec, struct stat *st);
  */
 int section_resize(struct section *sec, off_t size, int eager);
 
-/* fallocate on the section's file with the caller's mode.  A counted
- * section on a kernel without cachestat(2) (before 6.5) refuses
- * FALLOC_FL_KEEP_SIZE past its end (EOPNOTSUPP): the cap could not see
- * those pages. */
-int section_fallocate(struct section *sec, int mode, off_t off, off_t len);
+/* fallocate on the section's file with the caller's mode; a store's new
+ * pages are charged to the memory cgroup of pid, the caller (charge.h:
+ * ENOMEM when it is full).  A counted section on a kernel without
+ * cachestat(2) (before 6.5) refuses FALLOC_FL_KEEP_SIZE past its end
+ * (EOPNOTSUPP): the cap could not see those pages. */
+int section_fallocate(struct section *sec, int mode, off_t off, off_t len,
+		      pid_t pid);
 
 /*
  * futimens on the section's file (UTIME_NOW / UTIME_OMIT allowed).  On a
