@@ -407,6 +407,46 @@ static void *janitor(void *arg)
 	return NULL;
 }
 
+/*
+ * At the daemon's exit, send every charger away and reap it: none is
+ * left for init to reap, nor in a cgroup its owner wants to remove.
+ * They end as soon as they read that; one that has not within a second
+ * is killed.  Not run by a charger, which leaves by _exit.
+ */
+__attribute__((destructor))
+static void charge_fini(void)
+{
+	pid_t pids[CHARGERS_MAX * 2];
+	unsigned int i, n = 0, left;
+	struct charger *ch;
+	int tries;
+
+	if (!charge.version || pthread_mutex_trylock(&charge.lock))
+		return;
+	for (ch = charge.list; ch; ch = ch->next)
+		if (ch->pid) {
+			shutdown(ch->sock, SHUT_RDWR);
+			pids[n++] = ch->pid;
+		}
+	for (i = 0; i < charge.nzombies; i++)
+		pids[n++] = charge.zombies[i];
+	charge.nzombies = 0;
+	for (tries = 0; tries < 100; tries++) {
+		for (i = 0, left = 0; i < n; i++) {
+			if (pids[i] && waitpid(pids[i], NULL, WNOHANG) != 0)
+				pids[i] = 0;
+			left += pids[i] != 0;
+		}
+		if (!left)
+			break;
+		usleep(10000);
+	}
+	for (i = 0; i < n; i++)
+		if (pids[i])
+			kill(pids[i], SIGKILL);	/* ours, not reaped */
+	pthread_mutex_unlock(&charge.lock);
+}
+
 /* Run a charger and place it in the cgroup whose cgroup.procs is procs
  * (charge.lock held); 0 or -errno, with nothing left running. */
 static int start(struct charger *ch, const char *procs)

@@ -123,8 +123,20 @@ class Cgroup:
             except ProcessLookupError:
                 pass
         util.wait_for(lambda: not self.procs(), timeout=util.PATIENCE)
-        os.rmdir(self.path)
+        # An exiting task may keep it busy a moment after it left procs.
+        util.wait_for(self._rmdir, timeout=util.PATIENCE)
+        if os.path.exists(self.path):
+            os.rmdir(self.path)     # raises, saying why
         return left
+
+    def _rmdir(self):
+        try:
+            os.rmdir(self.path)
+        except OSError as e:
+            if e.errno != errno.EBUSY:
+                raise
+            return False
+        return True
 
 
 def _memory_hierarchy():
@@ -303,6 +315,7 @@ def test_charger_lives_dies_and_goes(cgroups, shared_mnt):
     assert len(first) == 1, first
     assert first[0] in cg.procs()
     os.kill(first[0], 9)    # the daemon's child, found by its pid
+    assert util.wait_for(lambda: first[0] not in _chargers(shared_mnt))
     done = _fallocate_small(cg, shared_mnt / 'pub/again')
     assert done.returncode == 0, done.stderr
     second = _chargers(shared_mnt)
