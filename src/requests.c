@@ -614,7 +614,7 @@ static void sfs_write_buf(fuse_req_t req, fuse_ino_t ino,
 	struct notifier *notify = &mount_of(req)->notify;
 	struct section *sec = section_of(req, fi);
 	size_t total = fuse_buf_size(in);
-	bool append;
+	bool append, direct;
 	ssize_t res;
 
 	if (!sec) {
@@ -623,12 +623,13 @@ static void sfs_write_buf(fuse_req_t req, fuse_ino_t ino,
 		return;
 	}
 	append = !fi->writepage && dp_appends(modes_of(req), sec, fi->flags);
+	direct = !fi->writepage && dp_direct_io(modes_of(req), sec);
 	res = dp_write(sec, in, off, fuse_req_ctx(req)->pid, fi->writepage,
 		       append);
-	section_put(sec);
+	section_put(sec);	/* sec is not touched past here */
 
 	/* An append's range is not known: drop every page (len 0). */
-	if (res > 0 && !fi->writepage && dp_direct_io(modes_of(req), sec))
+	if (res > 0 && direct)
 		notify_inval(notify, ino, append ? 0 : off, append ? 0 : res,
 			     true);
 	if (res < 0)
