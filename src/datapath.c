@@ -4,8 +4,8 @@
  * Owns the open flags each path needs and the READ/WRITE service of the
  * cached path.  Reads reply with an fd buffer so that libfuse splices the
  * store's pages to the kernel without a copy through the daemon; writes
- * go from the request buffer (a pipe when libfuse splices) straight into
- * the store, into pages first allocated in the writer's memory cgroup
+ * go from the request buffer (requests are read, never spliced:
+ * connection.c) straight into the store, into pages first allocated in the writer's memory cgroup
  * (charge.h).  It knows nothing of names.
  */
 #include "config.h"
@@ -123,9 +123,10 @@ void dp_read(fuse_req_t req, struct section *sec, size_t size, off_t off)
 }
 
 /*
- * Consume what is left of a request's data after a short write.  With
- * splice the data sits in the thread's pipe, which libfuse reuses for the
- * next request: bytes left there would be read as that request.
+ * Consume what is left of a request's data after a short write.  Were
+ * requests spliced (connection.c never asks for it), the data would sit
+ * in the thread's pipe, which libfuse reuses for the next request: bytes
+ * left there would be read as that request.
  */
 static void drain(struct fuse_bufvec *in, size_t left)
 {
