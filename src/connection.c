@@ -19,6 +19,7 @@
 #include "connection.h"
 #include "datapath.h"
 #include "kabi.h"
+#include "keeper.h"
 #include "log.h"
 #include "passthrough.h"
 #include "privilege.h"
@@ -40,7 +41,13 @@ static bool start_uring(struct sfs_mount *m)
 
 	if (m->opts.io_uring == URING_OFF)
 		return true;
-	if (m->single_thread) {
+	if (keeper_on() && m->opts.io_uring == URING_AUTO) {
+		/* The kernel sends again to a successor only what a dead
+		 * server read from /dev/fuse (FUSE_NOTIFY_RESEND); a request
+		 * left on a dead server's ring waits until the connection
+		 * is aborted. */
+		snprintf(why, sizeof(why), "a request on a ring would not outlive its server (io_uring=on to have the rings all the same)");
+	} else if (m->single_thread) {
 		snprintf(why, sizeof(why), "-s serves all requests on one thread");
 	} else if (!m->notify.running) {
 		/* Notices sent inline from a queue's only thread could wait
@@ -54,6 +61,9 @@ static bool start_uring(struct sfs_mount *m)
 			 strerror(-err));
 	} else {
 		log_info("requests over io_uring, one queue per CPU");
+		/* Said once, by the first server. */
+		if (keeper_state() && !keeper_state()->generation)
+			log_warn("io_uring=on: a request on a ring when its server dies is not sent again to the next server; its caller waits until the connection is aborted (fusectl)");
 		return true;
 	}
 	if (m->opts.io_uring == URING_ON) {
@@ -124,7 +134,8 @@ void conn_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
 	/* Requests are read, not spliced: the session's read hook must see
 	 * each one's header (wire.c gives libfuse 3.14 O_TMPFILE as a
-	 * CREATE), and a spliced WRITE gains nothing, its bytes being
+	 * CREATE, and notes the request in flight should the server die,
+	 * keeper.h), and a spliced WRITE gains nothing, its bytes being
 	 * copied into the store either way (shmem has no zero-copy
 	 * splice_write). */
 	conn->want &= ~FUSE_CAP_SPLICE_READ;
@@ -174,7 +185,12 @@ static void conn_unedited(void *userdata)
 	m->modes.direct_io_mmap = false;
 }
 
-int conn_setup(struct sfs_mount *m)
+/*
+ * Whether this mount may pass through, said once: by the keeper, before
+ * it detaches (so that a terminal sees it), and by a server only when it
+ * has no keeper.
+ */
+static int decide_passthrough(struct sfs_mount *m, bool say)
 {
 	enum pt_mode mode = m->opts.passthrough;
 	bool privileged = privilege_sys_admin();
@@ -184,15 +200,31 @@ int conn_setup(struct sfs_mount *m)
 			log_err("passthrough=on needs CAP_SYS_ADMIN in the initial user namespace (the kernel checks it when a backing file is registered)");
 			return -EPERM;
 		}
-		log_info("passthrough needs CAP_SYS_ADMIN; using the cached data path");
+		if (say)
+			log_info("passthrough needs CAP_SYS_ADMIN; using the cached data path");
 	}
 	m->may_passthrough = mode != PT_OFF && privileged;
 	/* passthrough=on with such limits was refused with the options. */
 	if (m->may_passthrough && options_quota_needs_cached(&m->opts)) {
-		log_info("%s; using the cached data path",
-			 options_quota_needs_cached(&m->opts));
+		if (say)
+			log_info("%s; using the cached data path",
+				 options_quota_needs_cached(&m->opts));
 		m->may_passthrough = false;
 	}
+	return 0;
+}
+
+int conn_check(struct sfs_mount *m)
+{
+	return decide_passthrough(m, true);
+}
+
+int conn_setup(struct sfs_mount *m)
+{
+	int err = decide_passthrough(m, !keeper_on());
+
+	if (err)
+		return err;
 	pt_setup(m->se);
 	/* Hooked on every mount: INIT asks for HANDLE_KILLPRIV_V2 on both
 	 * data paths. */

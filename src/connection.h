@@ -28,6 +28,12 @@
 int conn_setup(struct sfs_mount *m);
 
 /*
+ * In the keeper (keeper.h), before it detaches: log what conn_setup()
+ * will decide about passthrough, and return -EPERM as it would.
+ */
+int conn_check(struct sfs_mount *m);
+
+/*
  * The init() operation; userdata is the mount.  What cannot be had as
  * the options demand (passthrough=on, io_uring=on, a store) ends the
  * session with init_failed set, after logging why.

@@ -46,6 +46,14 @@
 #define FUSE_OVER_IO_URING	(1ULL << 41)
 #endif
 
+/* 7.41: the kernel sends again, on FUSE_NOTIFY_RESEND, every request a
+ * server read and did not answer, bit 63 of their unique set. */
+#ifndef FUSE_HAS_RESEND
+#define FUSE_HAS_RESEND		(1ULL << 39)
+#endif
+#define KABI_NOTIFY_RESEND	7	/* enum fuse_notify_code */
+#define KABI_UNIQUE_RESEND	(1ULL << 63)
+
 /* An INIT flag of 64 as it sits in flags2 (0 for the low 32). */
 #define KABI_FLAGS2(flag)	((uint32_t)((uint64_t)(flag) >> 32))
 

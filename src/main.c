@@ -1,15 +1,18 @@
 /*
  * main.c - start, serve and stop one sectionfs mount.
  *
- * Only wiring, in libfuse's order: parse options, create the session,
- * install signal handlers, mount, daemonize, serve, unmount, tear down.
- * Each step that can fail undoes the ones before it through the out_*
- * labels.
+ * Only wiring, in libfuse's order.  The process a user starts parses the
+ * options, mounts and becomes the mount's keeper (keeper.h), which runs
+ * this binary again as the server; the server creates its session on the
+ * keeper's connection, installs signal handlers, builds or takes over
+ * the namespace, serves and tears down.  Each step that can fail undoes
+ * the ones before it through the out_* labels.
  */
 #include "config.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,12 +25,14 @@
 #include <fuse_lowlevel.h>
 
 #include "connection.h"
+#include "keeper.h"
 #include "log.h"
 #include "mount.h"
 #include "record.h"
 #include "requests.h"
 #include "store.h"
 #include "uring.h"
+#include "wire.h"
 
 /* See requests.c for why names are kept long and attributes briefly. */
 #define ENTRY_TIMEOUT	86400.0
@@ -107,16 +112,101 @@ static int serve(struct fuse_session *se, struct fuse_cmdline_opts *cl)
 	return ret;
 }
 
+/*
+ * The process a user started: mount, then keep the mount (keeper.h).
+ * The mount point is stat'ed before any server runs, and so before the
+ * mount could need one to answer.
+ */
+static int keep(struct sfs_mount *m, struct fuse_cmdline_opts *cl,
+		char *argv[])
+{
+	dev_t dev;
+	int ret;
+
+	if (conn_check(m))
+		return 1;
+	if (fuse_session_mount(m->se, cl->mountpoint) != 0)
+		return 1;
+	if (mount_device(cl->mountpoint, &dev)) {
+		fuse_session_unmount(m->se);
+		return 1;
+	}
+	ret = keeper_run(m->se, argv, m->opts.nonopt[m->opts.n_nonopt - 1],
+			 cl->mountpoint, dev, cl->foreground);
+	return ret;
+}
+
+/*
+ * A first server starts the record of its namespace (without one, a
+ * successor could not adopt the mount: it serves all the same); a
+ * successor rebuilds the namespace from it, after INIT has set up the
+ * cap and the stores its sections are charged to.
+ */
+static int start_record(struct sfs_mount *m)
+{
+	int err;
+
+	if (keeper_role() == KEEPER_FIRST) {
+		if (record_start(&m->ns))
+			log_warn("no record of the namespace: a successor could not adopt this mount");
+		return 0;
+	}
+	err = record_adopt(&m->ns);
+	if (err)
+		return err;
+	record_charge(&m->ns);
+	return 0;
+}
+
+/*
+ * SIGUSR2, from the keeper: an upgrade.  The server stops taking
+ * requests, finishes those it has, and exits 0 without tearing anything
+ * down: sections, backing ids and the record are the next server's.
+ */
+static struct fuse_session *served;
+static volatile sig_atomic_t handing_over;
+
+static void hand_over(int sig)
+{
+	(void)sig;
+	handing_over = 1;
+	if (served)
+		fuse_session_exit(served);
+}
+
+static int catch_hand_over(struct fuse_session *se)
+{
+	struct sigaction sa = { .sa_handler = hand_over };
+
+	served = se;
+	sigemptyset(&sa.sa_mask);
+	return sigaction(SIGUSR2, &sa, NULL);
+}
+
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct fuse_cmdline_opts cl = { 0 };
 	struct sfs_mount m = { 0 };
+	bool kept_background = false;
+	dev_t kept_dev = 0;
+	int fuse_fd, kept, err;
 	mode_t root_mode;
 	char msg[256];
 	int ret = 1;
 
 	log_setup(0, 0);
+	if (argc == 3 && !strcmp(argv[1], "--upgrade"))
+		return keeper_upgrade(argv[2]);
+	/* Started by a keeper: serve the mount it holds. */
+	kept = keeper_attach(&fuse_fd, &kept_dev, &kept_background);
+	if (kept < 0) {
+		/* A state of another version was named where it was read. */
+		if (kept != -EPROTO)
+			log_err("cannot take over the mount: %s",
+				strerror(-kept));
+		return KEEPER_EXIT_REFUSE;
+	}
 	if (options_parse(&args, &m.opts, total_memory(), msg, sizeof(msg))) {
 		if (msg[0])
 			fprintf(stderr, "sectionfs: %s\n", msg);
@@ -131,17 +221,22 @@ int main(int argc, char *argv[])
 	}
 	if (cl.show_version) {
 		printf("sectionfs version %s\n", PACKAGE_VERSION);
+#ifdef SFS_TEST_HOOKS
+		printf("built with the test suite's hooks\n");
+#endif
 		fuse_lowlevel_version();
 		ret = 0;
 		goto out_cmdline;
 	}
 	if (!cl.mountpoint) {
 		fprintf(stderr, "usage: %s [options] MOUNTPOINT\n"
-			"       %s -h for the options\n", argv[0], argv[0]);
+			"       %s --upgrade MOUNTPOINT\n"
+			"       %s -h for the options\n", argv[0], argv[0],
+			argv[0]);
 		goto out_cmdline;
 	}
 	/* Not in the foreground: syslog from here on, see log.c. */
-	log_setup(!cl.foreground, cl.debug);
+	log_setup(kept ? kept_background : !cl.foreground, cl.debug);
 	raise_fd_limit();
 
 	/*
@@ -155,8 +250,18 @@ int main(int argc, char *argv[])
 	m.se = fuse_session_new(&args, &sfs_ops, sizeof(sfs_ops), &m);
 	if (!m.se)
 		goto out_cmdline;
-	if (fuse_set_signal_handlers(m.se) != 0)
+	if (!kept) {
+		ret = keep(&m, &cl, argv);
 		goto out_session;
+	}
+	/* A cloned fd's requests die with the server that cloned it. */
+	if (cl.clone_fd) {
+		log_info("clone_fd has no effect: requests must outlive a server");
+		cl.clone_fd = 0;
+	}
+	if (fuse_set_signal_handlers(m.se) != 0 || catch_hand_over(m.se))
+		goto out_session;
+	/* The keeper's connection, which cl.mountpoint names (/dev/fd/N). */
 	if (fuse_session_mount(m.se, cl.mountpoint) != 0)
 		goto out_signals;
 	if (conn_setup(&m) != 0)
@@ -171,33 +276,51 @@ int main(int argc, char *argv[])
 		log_err("out of memory");
 		goto out_unmount;
 	}
-	if (mount_device(cl.mountpoint, &m.modes.self_dev))
-		goto out_ns;
-	if (record_start(&m.ns))
-		log_warn("no record of the namespace: a successor could not "
-			 "adopt this mount");
+	m.modes.self_dev = kept_dev;
 	m.modes.commit_eager = m.opts.commit == COMMIT_EAGER;
 	m.modes.nr_inodes = m.opts.nr_inodes;
 	m.modes.lifetime = m.opts.lifetime;
 	m.single_thread = cl.singlethread;
 
-	fuse_daemonize(cl.foreground);
-
 	notify_start(&m.notify, m.se);	/* without it, notices go inline */
+	/* A successor answers the old INIT before anything else (an
+	 * upgrade's test run ends there). */
+	if (keeper_role() != KEEPER_FIRST &&
+	    (wire_replay_init(m.se) || m.init_failed)) {
+		ret = KEEPER_EXIT_REFUSE;
+		goto out_notify;
+	}
+	if ((err = start_record(&m))) {
+		log_err("cannot take over the namespace: %s", strerror(-err));
+		ret = KEEPER_EXIT_REFUSE;
+		goto out_notify;
+	}
+	/* What a dead server read comes again (INIT too, should the
+	 * first have died before answering it). */
+	if (keeper_role() != KEEPER_FIRST || keeper_state()->deaths)
+		wire_resend(m.se);
 	if (ns_sealer_start(&m.ns))
 		log_warn("no sealer thread: seals that would wait are EBUSY");
 	ret = serve(m.se, &cl) < 0 ? 1 : 0;
+	if (handing_over) {
+		log_info("the mount is handed over to the next server");
+		_exit(0);
+	}
 	/* Before the rings stop: its last answers go through them. */
 	ns_sealer_stop(&m.ns);
 	if (uring_stop())
 		ret = 1;
+out_notify:
 	notify_stop(&m.notify);
-	if (m.init_failed)
+	/* A first server's INIT that failed ends the mount. */
+	if (m.init_failed && keeper_role() == KEEPER_FIRST) {
 		ret = 1;
-out_ns:
+		keeper_stop();
+	}
 	ns_destroy(&m.ns);
 	store_fini();
 out_unmount:
+	/* The keeper's mount: a server leaves it to the keeper. */
 	fuse_session_unmount(m.se);
 out_signals:
 	fuse_remove_signal_handlers(m.se);

@@ -289,6 +289,10 @@ static bool serve_request(struct ur_ent *e)
 	buf.mem = start;
 	buf.size = in.len;
 	wire_recognise(start, in.len);
+	if (!wire_ring_request(start, in.len)) {
+		reply_error(e, EIO);
+		return true;
+	}
 
 	ur_current = e;
 	fuse_session_process_buf(ur.se, &buf);

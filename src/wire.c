@@ -8,21 +8,26 @@
  * turns a plain OPEN/CREATE reply into a passthrough one when the
  * replying thread says so, hands a reply to uring.c when it answers
  * a request that came by ring, and gives libfuse an O_TMPFILE request
- * as the CREATE it resembles.  It must not decide what to ask for, nor
- * anything about sections: it only writes what it was told.
+ * as the CREATE it resembles.  With a keeper (keeper.h) it also saves
+ * INIT and its answer, replays them to a successor, and notes which
+ * request each thread is carrying out.  It must not decide what to ask
+ * for, nor anything about sections: it only writes what it was told.
  */
 #include "config.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include "kabi.h"
+#include "keeper.h"
 #include "log.h"
 #include "uring.h"
 #include "wire.h"
@@ -45,7 +50,16 @@ static struct {
 		uint32_t max_stack_depth;
 	} ask;
 	void (*unedited)(void *userdata);
+	atomic_int next_slot;
+#ifdef SFS_TEST_HOOKS
+	uint32_t die_opcode;	/* die before replying to this opcode */
+	uint32_t die_times;	/* ... while fewer servers died */
+	bool die_at_start;	/* a successor dies before serving */
+#endif
 } wire;
+
+/* This thread's slot in the keeper's state (keeper.h); -1: none yet. */
+static __thread int wire_slot = -1;
 
 /*
  * Set by wire_reply_open()/wire_reply_create() around the libfuse call
@@ -212,25 +226,236 @@ static void patch_open(struct iovec *iov, int count)
 }
 
 /*
+ * With a keeper.  A first server saves the INIT request it reads and the
+ * answer the kernel takes; a successor hands that request to libfuse
+ * before its loop (wire_replay_init()), and its own answer must be the
+ * saved one byte for byte (it agrees to what the kernel agreed to, or it
+ * refuses to serve): the answer is then swallowed, since the kernel was
+ * answered long ago, and once ready the successor asks the kernel to
+ * send again what the dead server read and did not answer.  Every request read is noted in the reading thread's slot
+ * until it is answered, which is how the keeper tells which request was
+ * being carried out when a server died.
+ */
+static bool successor(void)
+{
+	return keeper_state() && keeper_role() != KEEPER_FIRST;
+}
+
+static struct keeper_slot *my_slot(void)
+{
+	struct keeper_state *st = keeper_state();
+
+	if (!st)
+		return NULL;
+	if (wire_slot == -1) {
+		wire_slot = atomic_fetch_add(&wire.next_slot, 1);
+		if (wire_slot >= KEEPER_SLOTS)
+			log_warn("more serving threads than the keeper tracks");
+	}
+	return wire_slot < KEEPER_SLOTS ? &st->slots[wire_slot] : NULL;
+}
+
+static void save_init_request(const void *buf, size_t len)
+{
+	struct keeper_state *st = keeper_state();
+
+	if (!st || successor() || len > sizeof(st->init))
+		return;
+	memcpy(st->init, buf, len);
+	st->init_len = len;
+}
+
+/* A request the keeper saw kill server after server: answer it EIO. */
+static bool poisoned(const struct fuse_in_header *in)
+{
+	struct keeper_state *st = keeper_state();
+
+	if (!st || !(in->unique & KABI_UNIQUE_RESEND))
+		return false;
+	for (uint32_t i = 0; i < st->n_poison && i < KEEPER_POISON_MAX; i++) {
+		if (st->poison[i] != (in->unique & ~KABI_UNIQUE_RESEND))
+			continue;
+		log_err("request %llu (opcode %u) killed its server again and again: answered EIO",
+			(unsigned long long)st->poison[i], in->opcode);
+		return true;
+	}
+	return false;
+}
+
+/*
+ * Requests read from /dev/fuse that a successor answers itself: one
+ * that killed server after server (EIO), and INIT sent again because
+ * the first server died as it answered (the answer it saved).
+ */
+static bool answered_here(int fd, const void *buf)
+{
+	struct keeper_state *st = keeper_state();
+	struct fuse_out_header out = { .len = sizeof(out), .error = -EIO };
+	struct fuse_in_header in;
+
+	memcpy(&in, buf, sizeof(in));
+	out.unique = in.unique;
+	if (in.opcode == FUSE_INIT && successor() &&
+	    st->reply_len >= sizeof(out) && st->reply_len <= sizeof(st->reply)) {
+		uint8_t reply[KEEPER_INIT_MAX];
+
+		memcpy(reply, st->reply, st->reply_len);
+		memcpy(reply + offsetof(struct fuse_out_header, unique),
+		       &in.unique, sizeof(in.unique));
+		if (write(fd, reply, st->reply_len) < 0)
+			log_err("cannot answer INIT again: %s",
+				strerror(errno));
+		return true;
+	}
+	if (!poisoned(&in))
+		return false;
+	if (write(fd, &out, sizeof(out)) < 0)
+		log_err("cannot answer it: %s", strerror(errno));
+	return true;
+}
+
+/* Note the request just read in this thread's slot. */
+static void note_request(const void *buf, ssize_t len)
+{
+	struct keeper_slot *slot;
+	struct fuse_in_header in;
+
+	if (len < (ssize_t)sizeof(in) || !(slot = my_slot()))
+		return;
+	memcpy(&in, buf, sizeof(in));
+	slot->opcode = in.opcode;
+	__atomic_store_n(&slot->unique, in.unique, __ATOMIC_RELEASE);
+}
+
+/* The reply to the request in this thread's slot is being written. */
+static void note_reply(const struct fuse_out_header *out)
+{
+	struct keeper_slot *slot = my_slot();
+
+	if (!slot || !slot->unique || slot->unique != out->unique)
+		return;
+#ifdef SFS_TEST_HOOKS
+	if (wire.die_opcode && slot->opcode == wire.die_opcode &&
+	    keeper_state()->deaths < wire.die_times) {
+		log_warn("test hook: dying before the reply to opcode %u",
+			 slot->opcode);
+		raise(SIGKILL);
+	}
+#endif
+	__atomic_store_n(&slot->unique, 0, __ATOMIC_RELEASE);
+}
+
+/*
+ * FUSE_NOTIFY_RESEND: every request read and unanswered comes again.
+ * Before INIT (a first server after one killed before answering it)
+ * what the kernel offers is not known yet: asked all the same.
+ */
+static void ask_resend(int fd)
+{
+	struct fuse_out_header out = { .len = sizeof(out),
+				       .error = KABI_NOTIFY_RESEND };
+
+	if (!successor()) {
+		if (write(fd, &out, sizeof(out)) < 0)
+			log_debug("no resend: %s", strerror(errno));
+		return;
+	}
+	if (!(wire_offered() & FUSE_HAS_RESEND)) {
+		log_warn("the kernel cannot send requests again (FUSE_NOTIFY_RESEND, Linux >= 6.9): those the last server read wait for ever");
+		return;
+	}
+	if (write(fd, &out, sizeof(out)) < 0)
+		log_err("cannot ask for the requests again: %s",
+			strerror(errno));
+}
+
+/*
+ * A successor's INIT answer: the same as the one the kernel took, then
+ * swallowed; otherwise this server cannot serve the connection.
+ */
+static ssize_t swallow_init(int fd, struct iovec *iov, int count,
+			    bool uring_asked)
+{
+	struct keeper_state *st = keeper_state();
+	size_t len = iov_len(iov, count), at = 0;
+	uint8_t reply[KEEPER_INIT_MAX];
+
+	for (int i = 0; i < count && len <= sizeof(reply); i++) {
+		memcpy(reply + at, iov[i].iov_base, iov[i].iov_len);
+		at += iov[i].iov_len;
+	}
+#ifdef SFS_TEST_HOOKS
+	if (wire.die_at_start) {
+		log_warn("test hook: a successor dies before serving");
+		raise(SIGKILL);
+	}
+#endif
+	if (len != st->reply_len || memcmp(reply, st->reply, len)) {
+		log_err("this server would not agree to what the kernel agreed to at INIT: it cannot serve this mount");
+		_exit(KEEPER_EXIT_REFUSE);
+	}
+	/* An upgrade's test: this binary could take over. */
+	if (keeper_role() == KEEPER_CHECK)
+		_exit(0);
+	atomic_store(&wire.init_replied, true);
+	uring_start(uring_asked);
+	__atomic_store_n(&st->serving, 1, __ATOMIC_RELEASE);
+	return len;
+}
+
+/* A first server's INIT answer: saved, then sent. */
+static ssize_t send_init(int fd, struct iovec *iov, int count)
+{
+	struct keeper_state *st = keeper_state();
+	size_t len = iov_len(iov, count), at = 0;
+	ssize_t res;
+
+	if (st && len <= sizeof(st->reply)) {
+		for (int i = 0; i < count; i++) {
+			memcpy(st->reply + at, iov[i].iov_base,
+			       iov[i].iov_len);
+			at += iov[i].iov_len;
+		}
+		st->reply_len = len;
+		__atomic_store_n(&st->init_state, KEEPER_INIT_SENDING,
+				 __ATOMIC_RELEASE);
+	}
+	res = writev(fd, iov, count);
+	if (st && res >= 0) {
+		__atomic_store_n(&st->init_state, KEEPER_INIT_SENT,
+				 __ATOMIC_RELEASE);
+		__atomic_store_n(&st->serving, 1, __ATOMIC_RELEASE);
+	}
+	return res;
+}
+
+/*
  * The hooks.  Each behaves exactly like the call it wraps (result, errno)
  * because libfuse reads errno after them; userdata is the session's,
  * handed on to the unedited() callback.
  */
 static ssize_t io_read(int fd, void *buf, size_t buf_len, void *userdata)
 {
-	ssize_t res = read(fd, buf, buf_len);
+	struct keeper_state *st = keeper_state();
+	int saved = errno;
+	ssize_t res;
 
 	/* Every request comes by read: sectionfs never asks libfuse to
 	 * splice them (connection.c), so this hook sees each header. */
-	if (res > 0) {
-		int saved = errno;
-
-		if (!atomic_load_explicit(&wire.init_seen,
-					  memory_order_relaxed))
-			see_request(buf, res);
-		wire_recognise(buf, res);
-		errno = saved;
+	do {
+		res = read(fd, buf, buf_len);
+		if (res <= 0)
+			return res;
+		saved = errno;
+	} while (st && res >= (ssize_t)sizeof(struct fuse_in_header) &&
+		 answered_here(fd, buf));
+	if (!atomic_load_explicit(&wire.init_seen, memory_order_relaxed)) {
+		see_request(buf, res);
+		save_init_request(buf, res);
 	}
+	wire_recognise(buf, res);
+	note_request(buf, res);
+	errno = saved;
 	return res;
 }
 
@@ -240,6 +465,7 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count,
 	const struct fuse_out_header *out = iov[0].iov_base;
 	ssize_t res;
 
+	note_reply(out);
 	if (wire_reply.backing_id > 0) {
 		patch_open(iov, count);
 	} else if (!atomic_load_explicit(&wire.init_replied,
@@ -248,7 +474,9 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count,
 		   out->unique == atomic_load(&wire.init_unique)) {
 		bool uring_asked = patch_init(iov, count, userdata);
 
-		res = writev(fd, iov, count);
+		if (successor())
+			return swallow_init(fd, iov, count, uring_asked);
+		res = send_init(fd, iov, count);
 		atomic_store(&wire.init_replied, true);
 		/* The kernel has taken the answer: the rings may register. */
 		uring_start(res >= 0 && uring_asked);
@@ -291,11 +519,55 @@ int wire_setup(struct fuse_session *se, void (*unedited)(void *userdata))
 	int res;
 
 	wire.unedited = unedited;
+#ifdef SFS_TEST_HOOKS
+	if (getenv("SECTIONFS_TEST_DIE_OPCODE")) {
+		wire.die_opcode = atoi(getenv("SECTIONFS_TEST_DIE_OPCODE"));
+		wire.die_times = getenv("SECTIONFS_TEST_DIE_TIMES") ?
+			atoi(getenv("SECTIONFS_TEST_DIE_TIMES")) : 1;
+	}
+	wire.die_at_start = successor() &&
+		getenv("SECTIONFS_TEST_DIE_AT_START");
+#endif
 	res = fuse_session_custom_io(se, &io, fuse_session_fd(se));
 	if (res < 0)
 		log_err("cannot hook the FUSE session for passthrough: %s",
 			strerror(-res));
 	return res;
+}
+
+int wire_replay_init(struct fuse_session *se)
+{
+	struct keeper_state *st = keeper_state();
+	struct fuse_buf buf = { 0 };
+	uint8_t init[KEEPER_INIT_MAX];
+
+	/* SENDING: the kernel may not have taken it, and then sends INIT
+	 * again, which the read hook answers as it was answered. */
+	if (!successor() || st->init_state == KEEPER_INIT_NONE ||
+	    st->init_len < sizeof(struct fuse_in_header) ||
+	    st->init_len > sizeof(init)) {
+		log_err("no INIT answered on this mount to take over");
+		return -EPROTO;
+	}
+	/* libfuse may write into what it is given: a copy. */
+	memcpy(init, st->init, st->init_len);
+	see_request(init, st->init_len);
+	buf.mem = init;
+	buf.size = st->init_len;
+	fuse_session_process_buf(se, &buf);
+	if (!atomic_load(&wire.init_replied)) {
+		log_err("libfuse did not answer the INIT replayed to it");
+		return -EPROTO;
+	}
+	return 0;
+}
+
+void wire_resend(struct fuse_session *se)
+{
+	ask_resend(fuse_session_fd(se));
+	if (successor())
+		log_info("took over the mount (server %u)",
+			 keeper_state()->generation);
 }
 
 uint64_t wire_offered(void)
@@ -362,4 +634,32 @@ void wire_recognise(void *buf, size_t len)
 bool wire_tmpfile(void)
 {
 	return wire_tmpfile_req;
+}
+
+/*
+ * libfuse 3.14 keeps a request's unique in its struct fuse_req, right
+ * after the session pointer, and has no call that returns it (3.17's
+ * fuse_req_unique() is the same read).
+ */
+struct wire_req_head {
+	struct fuse_session *se;
+	uint64_t unique;
+};
+
+uint64_t wire_request_unique(fuse_req_t req)
+{
+	return ((const struct wire_req_head *)req)->unique;
+}
+
+bool wire_ring_request(const void *buf, size_t len)
+{
+	struct fuse_in_header in;
+
+	if (!keeper_state() || len < sizeof(in))
+		return true;
+	memcpy(&in, buf, sizeof(in));
+	if (poisoned(&in))
+		return false;
+	note_request(buf, len);
+	return true;
 }

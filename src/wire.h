@@ -74,4 +74,34 @@ void wire_recognise(void *buf, size_t len);
  */
 bool wire_tmpfile(void);
 
+/*
+ * A successor (keeper.h), before its loop: feed libfuse the INIT the
+ * kernel sent to the mount's first server.  Its answer must be the one
+ * the kernel took, byte for byte, and is then swallowed; if it differs,
+ * the process exits KEEPER_EXIT_REFUSE (so does an upgrade's test, with
+ * 0, once it matched).  Returns 0 or -errno.
+ */
+int wire_replay_init(struct fuse_session *se);
+
+/*
+ * A server that follows a dead one, ready to serve: ask the kernel to
+ * send again what the dead server read and did not answer
+ * (FUSE_NOTIFY_RESEND), INIT included when it died before answering it.
+ */
+void wire_resend(struct fuse_session *se);
+
+/*
+ * The request's unique as the kernel sent it: bit 63 set when it is sent
+ * again after its server died (keeper.h).
+ */
+uint64_t wire_request_unique(fuse_req_t req);
+
+/*
+ * uring.c, for a request that came by ring (buf: as /dev/fuse would have
+ * it): noted as the thread's request in flight, as the read hook notes
+ * those from /dev/fuse.  False when it is to be answered EIO instead: it
+ * killed server after server (keeper.h).
+ */
+bool wire_ring_request(const void *buf, size_t len);
+
 #endif /* SECTIONFS_WIRE_H */

@@ -54,10 +54,23 @@ int keeper_record_fd(void)
 	return record_fd;
 }
 
-uint64_t wire_request_unique(fuse_req_t req)
+/* No state shared with a keeper: the wire acts as in a first server. */
+struct keeper_state *keeper_state(void)
 {
-	return 0;
+	return NULL;
 }
+
+enum keeper_role keeper_role(void)
+{
+	return KEEPER_FIRST;
+}
+
+#ifdef SFS_TEST_HOOKS
+void keeper_test_die(void)
+{
+	abort();
+}
+#endif
 
 #define CHECK(cond) do {						\
 	if (!(cond)) {							\

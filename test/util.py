@@ -48,7 +48,7 @@ DATAPATHS = {
 #: SECTIONFS_VALGRIND=1 runs every daemon under valgrind.
 VALGRIND = os.environ.get('SECTIONFS_VALGRIND', '').strip().lower() \
     in ('1', 'yes', 'true', 'on')
-VALGRIND_CMD = ['valgrind', '-q', '--error-exitcode=99',
+VALGRIND_CMD = ['valgrind', '-q', '--error-exitcode=99', '--trace-children=yes',
                 '--leak-check=full', '--errors-for-leak-kinds=definite']
 
 #: SECTIONFS_IO_URING=on|off mounts every daemon with that io_uring=
@@ -378,9 +378,12 @@ class _Collector:
 class Mount:
     """One sectionfs daemon running in the foreground on one mount point.
 
-    Attributes: path (the mount point, str), proc (Popen), pid, datapath
-    ('cached', 'passthrough' or None when the caller passed its own
-    passthrough= option), options (the -o list), user (uid or None).
+    Attributes: path (the mount point, str), proc (Popen), keeper_pid
+    (the process started: it mounts and keeps the mount), pid (the
+    server, the keeper's child, which serves requests and holds the
+    sections; it changes when a server dies and another takes over),
+    datapath ('cached', 'passthrough' or None when the caller passed its
+    own passthrough= option), options (the -o list), user (uid or None).
     mnt / 'a/b' is the str path of a/b inside the mount.
     """
 
@@ -405,7 +408,7 @@ class Mount:
             self.options.append('io_uring=' + IO_URING)
         self.user = user
         self.proc = None
-        self.pid = None
+        self.keeper_pid = None
         self._expected_rc = 0
         self._expected_stderr = []
         self._collector = None
@@ -413,6 +416,27 @@ class Mount:
 
     def __truediv__(self, name):
         return os.path.join(self.path, str(name))
+
+    @property
+    def pid(self):
+        """The serving process: the keeper's only child, or the keeper
+        while it has none (before the first server, between two)."""
+        if self.keeper_pid is None:
+            return None
+        kids = server_pids(self.keeper_pid)
+        return kids[0] if len(kids) == 1 else self.keeper_pid
+
+    def server_pid(self, other_than=None, timeout=PATIENCE):
+        """Wait for a server other than other_than; its PID or None."""
+        found = []
+
+        def ready():
+            kids = server_pids(self.keeper_pid)
+            if len(kids) == 1 and kids[0] != other_than:
+                found.append(kids[0])
+                return True
+            return False
+        return found[-1] if wait_for(ready, timeout) else None
 
     def __repr__(self):
         return '<Mount %s %s pid=%s>' % (self.path, self.datapath, self.pid)
@@ -443,7 +467,7 @@ class Mount:
                                                  signal.SIG_DFL))
         finally:
             os.close(wfd)
-        self.pid = self.proc.pid
+        self.keeper_pid = self.proc.pid
         self._collector = _Collector(rfd)
         if not wait:
             return self
@@ -489,9 +513,18 @@ class Mount:
         return self.proc is not None and self.proc.poll() is None
 
     def kill(self, sig=signal.SIGKILL):
-        """Send sig to the daemon (by PID) and wait for it to die."""
-        os.kill(self.pid, sig)
+        """Send sig to the daemon (by PID), the keeper first and then its
+        server, and wait for both to die: nothing is left to serve the
+        mount."""
+        server = self.pid
+        os.kill(self.keeper_pid, sig)
         self.proc.wait(PATIENCE)
+        if server != self.keeper_pid:
+            try:
+                os.kill(server, sig)
+            except ProcessLookupError:
+                pass
+            wait_for(lambda: not pid_alive(server))
         self.expect_exit(-sig)
 
     def umount(self):
@@ -658,6 +691,24 @@ def run_daemon(args, timeout=PATIENCE, user=None):
 
 # --------------------------------------------------------------------------
 # The daemon's open files
+
+def server_pids(keeper):
+    """The children of the keeper keeper (its servers)."""
+    try:
+        with open('/proc/%d/task/%d/children' % (keeper, keeper)) as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def pid_alive(pid):
+    """Whether pid is a live process (not a zombie)."""
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            return f.read().rpartition(')')[2].split()[0] != 'Z'
+    except OSError:
+        return False
+
 
 def daemon_fds(pid):
     """{fd number: readlink of /proc/PID/fd/N} for the daemon."""
