@@ -548,13 +548,13 @@ static int server_gone(int status, bool *unmount)
 		 * failed of itself would fail again: as if no keeper.
 		 */
 		if (WIFSIGNALED(status) && ++k.start_failures < START_TRIES) {
-			log_warn("sectionfs server %s before the mount was set up; starting another",
+			log_warn("server %s before the mount was set up; starting another",
 				 how);
 			st->deaths++;
 			memset(st->slots, 0, sizeof(st->slots));
 			return start_server(KEEPER_FIRST) ? 1 : -1;
 		}
-		log_err("sectionfs server %s before the mount was set up", how);
+		log_err("server %s before the mount was set up", how);
 		return 1;
 	}
 	*unmount = false;
@@ -572,7 +572,7 @@ static int server_gone(int status, bool *unmount)
 		k.start_failures = 0;
 		count_crash();
 	}
-	log_warn("sectionfs server %s; starting another", how);
+	log_warn("server %s; starting another", how);
 	st->deaths++;
 	return next_server() ? -1 : 1;
 }

@@ -278,12 +278,16 @@ def on_uring(fn):
 def test_successor_serves_over_fresh_rings(mount_factory, datapath):
     """A mount served over io_uring (io_uring=on): the successor
     registers queues of its own on the connection and serves new
-    requests over them."""
+    requests over them.  (A request made as the dead server's rings are
+    torn down may fail ECANCELED: the test starts once the successor has
+    its rings.)"""
     with util.enable_uring('Y'):
         m = mount_factory(datapath, options=['io_uring=on'])
     write_file(m / 'a', b'a' * 5000)
     assert util.uring_completions(m.pid), 'the first server has no rings'
     new = kill_server(m)
+    assert util.wait_for(lambda: util.uring_completions(new) is not None), \
+        'the successor has no rings'
     for i in range(50):
         data = pattern(0, 5000, i)
         write_file(m / ('f%d' % i), data)
