@@ -54,6 +54,7 @@ enum keeper_op {
 	OP_HOLD = 1,	/* with an fd: keep it at number fd */
 	OP_RELEASE,	/* drop the copy at number fd */
 	OP_STOP,	/* the server stops for good: do not restart it */
+	OP_KILL,	/* test hooks: kill the server (SIGKILL) */
 };
 
 struct keeper_msg {
@@ -151,6 +152,21 @@ void keeper_stop(void)
 	if (srv.sock >= 0)
 		send_msg(OP_STOP, -1);
 }
+
+#ifdef SFS_TEST_HOOKS
+/*
+ * Die here, by a SIGKILL from outside, as a crash or the OOM killer
+ * would end it: nothing of this process runs after (a tool that watches
+ * it, valgrind, could not report on it either).
+ */
+void keeper_test_die(void)
+{
+	if (srv.sock < 0 || send_msg(OP_KILL, -1))
+		raise(SIGKILL);
+	for (;;)
+		pause();
+}
+#endif
 
 int keeper_attach(int *fuse_fd, dev_t *dev, bool *background)
 {
@@ -362,6 +378,12 @@ static bool take_messages(void)
 		case OP_STOP:
 			k.stop_sent = true;
 			break;
+#ifdef SFS_TEST_HOOKS
+		case OP_KILL:
+			if (k.server > 0)
+				kill(k.server, SIGKILL);
+			break;
+#endif
 		}
 		if (m.op != OP_HOLD && got >= 0)
 			close(got);
@@ -806,9 +828,14 @@ int keeper_run(struct fuse_session *se, char *argv[], const char *mount_arg,
 	}
 out:
 	answer_client("failed: the mount ended\n");
-	if (unmount)
+	if (unmount) {
 		fuse_session_unmount(se);
-	return ret;
+		return ret;
+	}
+	/* Given up: the mount stays, answering ENOTCONN once this process
+	 * (the last holder of the connection) is gone, and the session
+	 * cannot be freed without unmounting. */
+	exit(ret);
 }
 
 int keeper_upgrade(const char *mountpoint)

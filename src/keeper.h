@@ -95,6 +95,11 @@ struct keeper_state {
 /* This server's exit ends the mount (a failed INIT): no successor. */
 void keeper_stop(void);
 
+#ifdef SFS_TEST_HOOKS
+/* Test hooks: the keeper kills this server now; does not return. */
+void keeper_test_die(void) __attribute__((noreturn));
+#endif
+
 /* The shared state; NULL without a keeper. */
 struct keeper_state *keeper_state(void);
 

@@ -290,6 +290,10 @@ int main(int argc, char *argv[])
 		ret = KEEPER_EXIT_REFUSE;
 		goto out_notify;
 	}
+	if (keeper_role() == KEEPER_CHECK) {
+		ret = 0;	/* this binary could take over */
+		goto out_notify;
+	}
 	if ((err = start_record(&m))) {
 		log_err("cannot take over the namespace: %s", strerror(-err));
 		ret = KEEPER_EXIT_REFUSE;
@@ -303,8 +307,13 @@ int main(int argc, char *argv[])
 		log_warn("no sealer thread: seals that would wait are EBUSY");
 	ret = serve(m.se, &cl) < 0 ? 1 : 0;
 	if (handing_over) {
+		/* The threads end; the namespace, its sections and their
+		 * ids are left as they are, for the next server. */
+		ns_sealer_stop(&m.ns);
+		uring_stop();
+		notify_stop(&m.notify);
 		log_info("the mount is handed over to the next server");
-		_exit(0);
+		exit(0);
 	}
 	/* Before the rings stop: its last answers go through them. */
 	ns_sealer_stop(&m.ns);

@@ -51,6 +51,8 @@ static struct {
 	} ask;
 	void (*unedited)(void *userdata);
 	atomic_int next_slot;
+	bool refused;		/* a successor's INIT answer was not the
+				   kernel's: it must not serve */
 #ifdef SFS_TEST_HOOKS
 	uint32_t die_opcode;	/* die before replying to this opcode */
 	uint32_t die_times;	/* ... while fewer servers died */
@@ -339,7 +341,7 @@ static void note_reply(const struct fuse_out_header *out)
 	    keeper_state()->deaths < wire.die_times) {
 		log_warn("test hook: dying before the reply to opcode %u",
 			 slot->opcode);
-		raise(SIGKILL);
+		keeper_test_die();
 	}
 #endif
 	__atomic_store_n(&slot->unique, 0, __ATOMIC_RELEASE);
@@ -387,17 +389,21 @@ static ssize_t swallow_init(int fd, struct iovec *iov, int count,
 #ifdef SFS_TEST_HOOKS
 	if (wire.die_at_start) {
 		log_warn("test hook: a successor dies before serving");
-		raise(SIGKILL);
+		keeper_test_die();
 	}
 #endif
+	atomic_store(&wire.init_replied, true);
 	if (len != st->reply_len || memcmp(reply, st->reply, len)) {
 		log_err("this server would not agree to what the kernel agreed to at INIT: it cannot serve this mount");
-		_exit(KEEPER_EXIT_REFUSE);
+		wire.refused = true;
+		uring_start(false);
+		return len;
 	}
-	/* An upgrade's test: this binary could take over. */
-	if (keeper_role() == KEEPER_CHECK)
-		_exit(0);
-	atomic_store(&wire.init_replied, true);
+	/* An upgrade's test: this binary could take over, and stops. */
+	if (keeper_role() == KEEPER_CHECK) {
+		uring_start(false);
+		return len;
+	}
 	uring_start(uring_asked);
 	__atomic_store_n(&st->serving, 1, __ATOMIC_RELEASE);
 	return len;
@@ -559,7 +565,7 @@ int wire_replay_init(struct fuse_session *se)
 		log_err("libfuse did not answer the INIT replayed to it");
 		return -EPROTO;
 	}
-	return 0;
+	return wire.refused ? -EPROTO : 0;
 }
 
 void wire_resend(struct fuse_session *se)

@@ -77,9 +77,9 @@ bool wire_tmpfile(void);
 /*
  * A successor (keeper.h), before its loop: feed libfuse the INIT the
  * kernel sent to the mount's first server.  Its answer must be the one
- * the kernel took, byte for byte, and is then swallowed; if it differs,
- * the process exits KEEPER_EXIT_REFUSE (so does an upgrade's test, with
- * 0, once it matched).  Returns 0 or -errno.
+ * the kernel took, byte for byte, and is then swallowed.  Returns 0, or
+ * -EPROTO when it differs (the process must not serve) or there is no
+ * INIT to replay.
  */
 int wire_replay_init(struct fuse_session *se);
 
