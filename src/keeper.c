@@ -187,9 +187,10 @@ int keeper_attach(int *fuse_fd, dev_t *dev, bool *background)
 	fcntl(state, F_SETFD, FD_CLOEXEC);
 	fcntl(*fuse_fd, F_SETFD, FD_CLOEXEC);
 	unsetenv(KEEPER_ENV);
+	/* The state's fd stays open: the keeper has it at this number, so
+	 * no fd this server holds may take it. */
 	p = mmap(NULL, sizeof(*srv.st), PROT_READ | PROT_WRITE, MAP_SHARED,
 		 state, 0);
-	close(state);
 	if (p == MAP_FAILED)
 		return -errno;
 	srv.st = p;

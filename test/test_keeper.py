@@ -8,10 +8,9 @@ passthrough view or fd) keeps working.  A request that kills server
 after server is answered EIO; servers that die before serving make the
 keeper give up.  The keeper goes when the mount goes.
 
-Until the namespace is recorded for a successor, a successor starts
-empty: these tests touch only names made after a kill, the mount's root,
-and data the kernel reaches by itself.  Processes are handled by PID
-only.
+What the successor adopts of the namespace is test_record.py's; these
+tests hold the processes and the connection to their promises.
+Processes are handled by PID only.
 """
 
 import errno
@@ -109,10 +108,9 @@ def test_passthrough_fd_and_view_outlive_the_server(pt_mnt):
         close_quietly(fd)
 
 
-@pytest.mark.xfail(strict=True, reason='the cached path reads through the '
-                   'daemon: an fd opened before the kill needs its handle '
-                   'in the record')
 def test_cached_fd_outlives_the_server(mount_factory):
+    """The cached path reads through the daemon: an fd opened before the
+    kill works through the next server, which adopted its handle."""
     m = mount_factory('cached')
     write_file(m / 'k', pattern(0, 4 * PAGE, 1))
     fd = os.open(m / 'k', os.O_RDWR)
@@ -329,9 +327,9 @@ def test_upgrade_hands_the_mount_to_a_new_server(mnt):
     assert read_file(mnt / 'later') == b'l'
 
 
-@pytest.mark.skip(reason='needs the record: a new server does not yet know '
-                  'the names and handles of the one before it')
 def test_upgrade_under_load_loses_nothing(mnt):
+    """An upgrade while a writer makes sections: no call fails, and every
+    section written, before or after, reads back whole."""
     import threading
     stop = threading.Event()
     errors, written = [], []
