@@ -106,22 +106,40 @@ static int send_msg(int op, int fd)
 		c->cmsg_len = CMSG_LEN(sizeof(int));
 		memcpy(CMSG_DATA(c), &fd, sizeof(int));
 	}
-	while (sendmsg(srv.sock, &mh, MSG_NOSIGNAL) < 0) {
+	int sock = __atomic_load_n(&srv.sock, __ATOMIC_ACQUIRE);
+
+	if (sock < 0)
+		return -EPIPE;
+	while (sendmsg(sock, &mh, MSG_NOSIGNAL) < 0) {
 		if (errno != EINTR)
 			return -errno;
 	}
 	return 0;
 }
 
+/*
+ * The keeper is gone (killed): nothing can outlive this server any more,
+ * which serves on as a daemon without a keeper would.
+ */
+static int lost_keeper(int err)
+{
+	if (err != -EPIPE && err != -ECONNRESET)
+		return err;
+	/* Not closed: another thread may be sending on it right now. */
+	if (__atomic_exchange_n(&srv.sock, -1, __ATOMIC_ACQ_REL) >= 0)
+		log_warn("the keeper is gone: this server's death will end the mount");
+	return 0;
+}
+
 int keeper_hold(int fd)
 {
-	int err;
+	int sock = __atomic_load_n(&srv.sock, __ATOMIC_ACQUIRE), err;
 
-	if (srv.sock < 0)
+	if (sock < 0)
 		return 0;
 	if (fd < 0)
 		return -EBADF;
-	err = send_msg(OP_HOLD, fd);
+	err = lost_keeper(send_msg(OP_HOLD, fd));
 	if (err)
 		log_err("cannot hand fd %d to the keeper: %s", fd,
 			strerror(-err));
@@ -130,8 +148,8 @@ int keeper_hold(int fd)
 
 void keeper_release(int fd)
 {
-	if (srv.sock >= 0 && fd >= 0)
-		send_msg(OP_RELEASE, fd);
+	if (__atomic_load_n(&srv.sock, __ATOMIC_ACQUIRE) >= 0 && fd >= 0)
+		lost_keeper(send_msg(OP_RELEASE, fd));
 }
 
 void keeper_set_record_fd(int fd)
