@@ -1,0 +1,246 @@
+"""Recovery: a server's death loses nothing and does nothing twice.
+
+The serving process is killed while callers work (SIGKILL, as a crash or
+the OOM killer would end it), or dies by a test hook after carrying out
+a request and before its reply.  Its successor adopts the namespace from
+the record and the kernel sends it again every request the dead server
+had read: each caller sees its call done once, never an error, and every
+byte written before is there.  test_keeper.py holds the processes to
+their promises, test_record.py the record; this file holds the whole to
+what a user would see.  Kept mounts serve over /dev/fuse (the kernel does
+not send again what a dead server took from its rings: test_keeper.py).
+Processes are handled by PID only.
+"""
+
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+
+import pytest
+
+import util
+from util import LIFETIME, read_file, write_file
+from test_keeper import hooked_mount
+
+pytestmark = pytest.mark.root
+
+#: FUSE opcodes (<linux/fuse.h>) the death hook is given.
+FUSE_SETATTR = 4
+FUSE_SYMLINK = 6
+FUSE_MKNOD = 8
+FUSE_MKDIR = 9
+FUSE_UNLINK = 10
+FUSE_RMDIR = 11
+FUSE_RENAME = 12
+FUSE_LINK = 13
+FUSE_WRITE = 16
+FUSE_SETXATTR = 21
+FUSE_CREATE = 35
+
+
+def in_child(m, code, *args):
+    """Run code (Python, its arguments in sys.argv[1:]) in a child process
+    and return what it printed: 'ok' or the errno's name.  A call that
+    never returns fails the test, after the mount's connection is aborted
+    (a request handed to a server cannot be interrupted)."""
+    prog = ('import os, sys, errno\n'
+            'try:\n' +
+            ''.join('    %s\n' % line for line in code.splitlines()) +
+            '    print("ok")\n'
+            'except OSError as e:\n'
+            '    print(errno.errorcode[e.errno])\n')
+    proc = subprocess.Popen([util.PYTHON, '-c', prog] + list(args),
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        out, _ = proc.communicate(timeout=util.PATIENCE)
+    except subprocess.TimeoutExpired:
+        why = util.abort_fuse_connection(m.path)
+        proc.kill()
+        proc.communicate()
+        m.expect_exit(m.proc.wait(util.PATIENCE))
+        pytest.fail('%r did not return within %ds; %s' % (
+            code, util.PATIENCE, why or 'connection aborted'))
+    return out.strip()
+
+
+def dies_once(mount_factory, datapath, monkeypatch, opcode):
+    """A mount whose first server dies as it answers the first request
+    of opcode, after carrying it out."""
+    m = hooked_mount(mount_factory, datapath, 'dev_fuse', monkeypatch,
+                     DIE_OPCODE=str(opcode), DIE_TIMES='1')
+    return m, m.pid
+
+
+def died(m, first):
+    """The server that carried the request out is gone, and another
+    serves."""
+    return m.server_pid(other_than=first) is not None
+
+
+# Each case: opcode, what is there before, the call, and what must hold
+# after it ran once (the call's second run would fail or show).
+def setup_file(m):
+    write_file(m / 'a', b'contents of a')
+
+
+def setup_dir(m):
+    os.mkdir(m / 'd')
+
+
+CASES = {
+    'create': (FUSE_CREATE, None,
+               'fd = os.open(sys.argv[1] + "/n", os.O_CREAT | os.O_EXCL | '
+               'os.O_WRONLY, 0o640)\nos.write(fd, b"new")\nos.close(fd)',
+               lambda m: read_file(m / 'n') == b'new'),
+    'mknod': (FUSE_MKNOD, None, 'os.mkfifo(sys.argv[1] + "/p")',
+              lambda m: os.path.exists(m / 'p')),
+    'mkdir': (FUSE_MKDIR, None, 'os.mkdir(sys.argv[1] + "/d")',
+              lambda m: os.path.isdir(m / 'd')),
+    'unlink': (FUSE_UNLINK, setup_file, 'os.unlink(sys.argv[1] + "/a")',
+               lambda m: not os.path.lexists(m / 'a')),
+    'rmdir': (FUSE_RMDIR, setup_dir, 'os.rmdir(sys.argv[1] + "/d")',
+              lambda m: not os.path.lexists(m / 'd')),
+    'rename': (FUSE_RENAME, setup_file,
+               'os.rename(sys.argv[1] + "/a", sys.argv[1] + "/b")',
+               lambda m: not os.path.lexists(m / 'a') and
+               read_file(m / 'b') == b'contents of a'),
+    'link': (FUSE_LINK, setup_file,
+             'os.link(sys.argv[1] + "/a", sys.argv[1] + "/b")',
+             lambda m: os.stat(m / 'a').st_nlink == 2 and
+             os.path.samefile(m / 'a', m / 'b')),
+    'symlink': (FUSE_SYMLINK, None,
+                'os.symlink("rel/target", sys.argv[1] + "/s")',
+                lambda m: os.readlink(m / 's') == 'rel/target'),
+    'setattr': (FUSE_SETATTR, setup_file,
+                'os.chmod(sys.argv[1] + "/a", 0o600)',
+                lambda m: os.stat(m / 'a').st_mode & 0o7777 == 0o600),
+    'setxattr': (FUSE_SETXATTR, setup_file,
+                 'os.setxattr(sys.argv[1] + "/a", %r, b"handle")' % LIFETIME,
+                 lambda m: os.getxattr(m / 'a', LIFETIME) == b'handle'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(CASES))
+def test_request_carried_out_before_a_death_is_done_once(
+        mount_factory, datapath, monkeypatch, case):
+    """The server dies after carrying out the request and before its
+    reply: the caller sees it done, once (a second run of these fails:
+    EEXIST, ENOENT), and the namespace is as after one run."""
+    opcode, setup, code, holds = CASES[case]
+    m, first = dies_once(mount_factory, datapath, monkeypatch, opcode)
+    if setup:
+        setup(m)
+    assert in_child(m, code, m.path) == 'ok'
+    assert died(m, first), 'the test hook did not end the server'
+    assert holds(m)
+
+
+def test_write_carried_out_before_a_death_is_done_once(
+        mount_factory, monkeypatch):
+    """A write the daemon carried out (the cached path: passthrough writes
+    never reach it) whose reply a death lost: sent again, it leaves the
+    bytes once, appended or at an offset."""
+    m, first = dies_once(mount_factory, 'cached', monkeypatch, FUSE_WRITE)
+    write_file(m / 'a', b'')
+    code = ('fd = os.open(sys.argv[1] + "/a", os.O_WRONLY | os.O_APPEND)\n'
+            'os.write(fd, b"appended")\n'
+            'os.close(fd)')
+    assert in_child(m, code, m.path) == 'ok'
+    assert died(m, first)
+    assert read_file(m / 'a') == b'appended'
+
+
+# ---- many deaths under load ----
+
+#: One writer: it makes, checks, renames and removes sections, and on
+#: its way out prints what it leaves (name -> seed).  Any error ends it
+#: with the error printed: a caller must never see one.
+WRITER = r'''
+import json, os, random, sys
+root, me, stop = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+rnd = random.Random(me)
+def data(seed):
+    r = random.Random(seed)
+    return bytes(r.getrandbits(8) for _ in range(r.randrange(1, 70000)))
+left, i = {}, 0
+try:
+    while not os.path.exists(stop) or i < 50:
+        seed = me * 1000003 + i
+        tmp, name = '%s/t%d_%d' % (root, me, i), 'f%d_%d' % (me, i)
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+        want = data(seed)
+        os.write(fd, want)
+        os.close(fd)
+        with open(tmp, 'rb') as f:
+            if f.read() != want:
+                raise SystemExit('bytes of %s differ' % tmp)
+        os.rename(tmp, root + '/' + name)
+        left[name] = seed
+        if i % 3 == 2:
+            gone = rnd.choice(sorted(left))
+            os.unlink(root + '/' + gone)
+            del left[gone]
+        i += 1
+except OSError as e:
+    print(json.dumps({'error': '%s at step %d' % (e, i)}))
+    sys.exit(1)
+print(json.dumps({'left': left, 'steps': i}))
+'''
+
+
+def expected_bytes(seed):
+    r = random.Random(seed)
+    return bytes(r.getrandbits(8) for _ in range(r.randrange(1, 70000)))
+
+
+def test_sigkill_twenty_times_under_load_loses_nothing(mount_factory,
+                                                        datapath, base_dir):
+    """Writers work while the serving process is killed 20 times: no
+    writer sees an error, every section holds its writer's bytes, nothing
+    more is left, and once everything is removed neither the server nor
+    the keeper holds a section's descriptor."""
+    m = mount_factory(datapath, options=['io_uring=off'])
+    stop = os.path.join(base_dir, 'stop')
+    writers = [subprocess.Popen([util.PYTHON, '-c', WRITER, m.path, str(k),
+                                 stop], stdout=subprocess.PIPE, text=True)
+               for k in range(3)]
+    try:
+        for _ in range(20):
+            time.sleep(random.uniform(0.1, 0.4))
+            old = m.pid
+            assert old != m.keeper_pid, 'no server to kill'
+            os.kill(old, signal.SIGKILL)
+            assert m.server_pid(other_than=old) is not None, \
+                'no server took over'
+    finally:
+        with open(stop, 'w'):
+            pass
+        outs = []
+        for w in writers:
+            try:
+                out, _ = w.communicate(timeout=util.PATIENCE * 4)
+            except subprocess.TimeoutExpired:
+                w.kill()
+                out, _ = w.communicate()
+            outs.append(out)
+    results = [json.loads(out) if out.strip() else {'error': 'no output'}
+               for out in outs]
+    errors = [r['error'] for r in results if 'error' in r]
+    assert errors == [], 'a caller saw an error'
+    left = {}
+    for r in results:
+        left.update(r['left'])
+    assert sorted(os.listdir(m.path)) == sorted(left)
+    for name, seed in left.items():
+        assert read_file(m / name) == expected_bytes(seed), name
+    for name in left:
+        os.unlink(m / name)
+    assert util.wait_for(lambda: util.daemon_memfds(m.pid) == {} and
+                         util.daemon_memfds(m.keeper_pid) == {}), \
+        'descriptors of removed sections are still held: server %s, ' \
+        'keeper %s' % (util.daemon_memfds(m.pid),
+                       util.daemon_memfds(m.keeper_pid))
