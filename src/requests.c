@@ -289,6 +289,24 @@ static void done_request(void)
 	record_request(0);
 }
 
+/*
+ * An OPEN or OPENDIR the kernel sends again after a server's death,
+ * which a server before this one carried out as far as giving it a
+ * handle: that handle is the answer, since a second one would never be
+ * released.  Otherwise 0, and the record is told which request this
+ * thread serves, as answered_before() does.
+ */
+static uint64_t handle_given_before(fuse_req_t req)
+{
+	uint64_t unique = wire_request_unique(req), ino = 0, fh = 0;
+
+	if ((unique & UNIQUE_RESENT) &&
+	    record_resent(ns_of(req), unique, &ino, &fh) && fh)
+		return fh;
+	record_request(unique);
+	return 0;
+}
+
 static void sfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      mode_t mode, dev_t rdev)
 {
@@ -466,7 +484,8 @@ static void open_kill_setid(fuse_req_t req, fuse_ino_t ino, int flags)
 		notify_inval(&mount_of(req)->notify, ino, -1, 0, true);
 }
 
-static void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void open_section(fuse_req_t req, fuse_ino_t ino,
+			 struct fuse_file_info *fi)
 {
 	struct ns *ns = ns_of(req);
 	struct section *sec;
@@ -493,6 +512,7 @@ static void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (dp_reply_open(req, fi, id))
 		undo_open(ns, ino, sec, fi->flags, undo, fi->fh);
 }
+
 
 /*
  * The open half of a CREATE or an O_TMPFILE: a handle on the new
@@ -655,22 +675,72 @@ static void notify_expired(struct notifier *notify, struct ns_expired *gone)
 	}
 }
 
+/*
+ * The handle fh on ino is done with: 1 when that destroyed sections the
+ * kernel must be told of after the reply (notify_expired), 0 when not,
+ * -EBADF when there is no such handle.  gone is freed by the caller.
+ */
+static int release_handle(struct ns *ns, fuse_ino_t ino, uint64_t fh,
+			  int flags, struct ns_expired *gone)
+{
+	struct section *sec = ns_handle_take(ns, fh, ino);
+
+	if (!sec) {
+		memset(gone, 0, sizeof(*gone));
+		return -EBADF;
+	}
+	section_put(sec);
+	return ns_release(ns, ino, flags, gone);
+}
+
+/* A resent OPEN's answer: the handle fh a predecessor gave it.  False
+ * when the handle is not there to give (then the open is made anew). */
+static bool reopen_handle(fuse_req_t req, fuse_ino_t ino, uint64_t fh,
+			  struct fuse_file_info *fi)
+{
+	struct sfs_mount *m = mount_of(req);	/* req is gone after the reply */
+	struct section *sec = ns_handle_section(&m->ns, fh);
+	struct ns_expired gone;
+	int id;
+
+	if (!sec)
+		return false;
+	id = dp_open_prepare(&m->modes, sec, fi);
+	put_section(sec);
+	fi->fh = fh;
+	if (id < 0)
+		fuse_reply_err(req, -id);
+	/* Either way no RELEASE will come for the handle but this one. */
+	if (id < 0 || dp_reply_open(req, fi, id)) {
+		if (release_handle(&m->ns, ino, fh, fi->flags, &gone) > 0)
+			notify_expired(&m->notify, &gone);
+		ns_expired_free(&gone);
+	}
+	return true;
+}
+
+static void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	uint64_t fh = handle_given_before(req);
+
+	if (!fh || !reopen_handle(req, ino, fh, fi))
+		open_section(req, ino, fi);
+	done_request();
+}
+
 static void sfs_release(fuse_req_t req, fuse_ino_t ino,
 			struct fuse_file_info *fi)
 {
 	struct sfs_mount *m = mount_of(req);	/* req is gone after the reply */
-	struct section *sec = ns_handle_take(&m->ns, fi->fh, ino);
 	struct ns_expired gone;
 	int expired;
 
-	if (!sec) {
-		fuse_reply_err(req, EBADF);
+	if (answered_before(req, false, NULL))
 		return;
-	}
-	section_put(sec);
-	expired = ns_release(&m->ns, ino, fi->flags, &gone);
-	fuse_reply_err(req, 0);
-	if (expired)
+	expired = release_handle(&m->ns, ino, fi->fh, fi->flags, &gone);
+	done_request();
+	fuse_reply_err(req, expired < 0 ? EBADF : 0);
+	if (expired > 0)
 		notify_expired(&m->notify, &gone);
 	ns_expired_free(&gone);
 }
@@ -829,33 +899,54 @@ static void sfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	fuse_reply_err(req, -ns_removexattr(ns_of(req), ino, name));
 }
 
-static void sfs_opendir(fuse_req_t req, fuse_ino_t ino,
-			struct fuse_file_info *fi)
+/* Answer an OPENDIR with the handle fh on the listing dir; a reply that
+ * fails (and has freed req too) lets the listing go. */
+static void reply_opendir(fuse_req_t req, fuse_ino_t ino, struct ns_dir *dir,
+			  uint64_t fh, struct fuse_file_info *fi)
+{
+	fi->fh = fh;
+	/* Only this daemon changes names, and it drops the kernel's copy of
+	 * a listing whenever it does (dir_changed): the kernel may keep it,
+	 * from one opendir to the next. */
+	fi->cache_readdir = 1;
+	fi->keep_cache = 1;
+	if (fuse_reply_open(req, fi) &&
+	    ns_dirhandle_take(ns_of(req), fh, ino) == dir)
+		ns_releasedir(ns_of(req), dir);
+}
+
+static void open_listing(fuse_req_t req, fuse_ino_t ino,
+			 struct fuse_file_info *fi)
 {
 	struct ns *ns = ns_of(req);
 	struct ns_dir *dir;
+	uint64_t fh;
 	int err = ns_opendir(ns, ino, &dir);
 
 	if (err) {
 		fuse_reply_err(req, -err);
 		return;
 	}
-	err = ns_dirhandle_add(ns, ino, dir, &fi->fh);
+	err = ns_dirhandle_add(ns, ino, dir, &fh);
 	if (err) {
 		ns_releasedir(ns, dir);
 		fuse_reply_err(req, -err);
 		return;
 	}
-	/* Only this daemon changes names, and it drops the kernel's copy of
-	 * a listing whenever it does (dir_changed): the kernel may keep it,
-	 * from one opendir to the next. */
-	fi->cache_readdir = 1;
-	fi->keep_cache = 1;
-	/* A failed reply has freed req too. */
-	if (fuse_reply_open(req, fi)) {
-		ns_dirhandle_take(ns, fi->fh, ino);
-		ns_releasedir(ns, dir);
-	}
+	reply_opendir(req, ino, dir, fh, fi);
+}
+
+static void sfs_opendir(fuse_req_t req, fuse_ino_t ino,
+			struct fuse_file_info *fi)
+{
+	uint64_t fh = handle_given_before(req);
+	struct ns_dir *dir = fh ? ns_handle_dir(ns_of(req), fh) : NULL;
+
+	if (dir)
+		reply_opendir(req, ino, dir, fh, fi);
+	else
+		open_listing(req, ino, fi);
+	done_request();
 }
 
 /* Append one entry; returns its size, or 0 when the buffer is full. */
@@ -922,10 +1013,14 @@ static void sfs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
 static void sfs_releasedir(fuse_req_t req, fuse_ino_t ino,
 			   struct fuse_file_info *fi)
 {
-	struct ns_dir *dir = ns_dirhandle_take(ns_of(req), fi->fh, ino);
+	struct ns_dir *dir;
 
+	if (answered_before(req, false, NULL))
+		return;
+	dir = ns_dirhandle_take(ns_of(req), fi->fh, ino);
 	if (dir)
 		ns_releasedir(ns_of(req), dir);
+	done_request();
 	fuse_reply_err(req, dir ? 0 : EBADF);
 }
 

@@ -12,7 +12,6 @@ not send again what a dead server took from its rings: test_keeper.py).
 Processes are handled by PID only.
 """
 
-import errno
 import json
 import os
 import random
@@ -37,7 +36,9 @@ FUSE_UNLINK = 10
 FUSE_RMDIR = 11
 FUSE_RENAME = 12
 FUSE_LINK = 13
+FUSE_OPEN = 14
 FUSE_WRITE = 16
+FUSE_RELEASE = 18
 FUSE_SETXATTR = 21
 FUSE_CREATE = 35
 
@@ -152,6 +153,49 @@ def test_write_carried_out_before_a_death_is_done_once(
     assert in_child(m, code, m.path) == 'ok'
     assert died(m, first)
     assert read_file(m / 'a') == b'appended'
+
+
+def lifetime_handle_section(m, name):
+    """A section that is destroyed with its last handle."""
+    write_file(m / name, b'short-lived')
+    os.setxattr(m / name, LIFETIME, b'handle')
+
+
+def test_open_carried_out_before_a_death_is_one_handle(
+        mount_factory, datapath, monkeypatch):
+    """An OPEN whose reply a death lost is sent again: the caller has one
+    handle, and the section whose lifetime is its handles dies at its
+    close, as if there had been no death (a second handle, never
+    released, would keep it)."""
+    m, first = dies_once(mount_factory, datapath, monkeypatch, FUSE_OPEN)
+    lifetime_handle_section(m, 'h')
+    code = ('fd = os.open(sys.argv[1] + "/h", os.O_RDONLY)\n'
+            'assert os.read(fd, 64) == b"short-lived"\n'
+            'os.close(fd)')
+    assert in_child(m, code, m.path) == 'ok'
+    assert died(m, first)
+    assert util.wait_for(lambda: not os.path.lexists(m / 'h')), \
+        'a handle the caller never had keeps the section'
+
+
+def test_release_carried_out_before_a_death_is_done_once(
+        mount_factory, datapath, monkeypatch):
+    """A RELEASE whose reply a death lost is sent again: it releases its
+    own handle once, never another open of the same section."""
+    m, first = dies_once(mount_factory, datapath, monkeypatch, FUSE_RELEASE)
+    lifetime_handle_section(m, 'h')
+    keep = os.open(m / 'h', os.O_RDWR)
+    try:
+        os.close(os.open(m / 'h', os.O_RDONLY))
+        assert died(m, first)
+        # Other opens come and go after the death; the one kept stays.
+        for _ in range(8):
+            os.close(os.open(m / 'h', os.O_RDONLY))
+        assert os.pread(keep, 64, 0) == b'short-lived'
+        assert os.path.exists(m / 'h')
+    finally:
+        os.close(keep)
+    assert util.wait_for(lambda: not os.path.lexists(m / 'h'))
 
 
 # ---- many deaths under load ----
