@@ -278,8 +278,13 @@ static void write_node(struct record *r, const struct node *n)
 	if (!p)
 		return;
 	memcpy(p, &s, sizeof(s));
-	memcpy(p + sizeof(s), str, s.strlen);
-	memcpy(p + sizeof(s) + s.strlen, groups, s.ngroups * sizeof(gid_t));
+	/* str and groups are NULL when a node has none: memcpy must not
+	 * see a NULL source even for zero bytes. */
+	if (s.strlen)
+		memcpy(p + sizeof(s), str, s.strlen);
+	if (s.ngroups)
+		memcpy(p + sizeof(s) + s.strlen, groups,
+		       s.ngroups * sizeof(gid_t));
 }
 
 static void write_name(struct record *r, enum rec_type type,
