@@ -152,18 +152,20 @@ def test_signal_to_the_keeper_stops_the_mount(mnt, sig):
     assert util.wait_for(lambda: not util.pid_alive(server))
 
 
-def timed_mkdir(m, path):
-    """mkdir path in a child process, so that a call that never returns
-    fails the test instead of hanging it; returns the errno name or
-    'ok'.  A request already handed to a server cannot be interrupted,
-    not even by SIGKILL: one that never returns is ended by aborting the
-    mount's connection."""
-    code = ('import os, sys\n'
-            'try:\n'
-            '    os.mkdir(sys.argv[1]); print("ok")\n'
+def in_child(m, code, *args):
+    """Run code (Python lines, its arguments in sys.argv[1:]) in a child
+    process and return what it printed: 'ok' or the errno's name, so that
+    a call that never returns fails the test instead of hanging it.  A
+    request already handed to a server cannot be interrupted, not even by
+    SIGKILL: one that never returns is ended by aborting the mount's
+    connection."""
+    prog = ('import os, sys, errno\n'
+            'try:\n' +
+            ''.join('    %s\n' % line for line in code.splitlines()) +
+            '    print("ok")\n'
             'except OSError as e:\n'
-            '    import errno; print(errno.errorcode[e.errno])\n')
-    proc = subprocess.Popen([util.PYTHON, '-c', code, path],
+            '    print(errno.errorcode[e.errno])\n')
+    proc = subprocess.Popen([util.PYTHON, '-c', prog] + list(args),
                             stdout=subprocess.PIPE, text=True)
     try:
         out, _ = proc.communicate(timeout=util.PATIENCE)
@@ -172,9 +174,14 @@ def timed_mkdir(m, path):
         proc.kill()
         proc.communicate()
         m.expect_exit(m.proc.wait(util.PATIENCE))
-        pytest.fail('mkdir %s did not return within %ds; %s' % (
-            path, util.PATIENCE, why or 'connection aborted'))
+        pytest.fail('%r did not return within %ds; %s' % (
+            code, util.PATIENCE, why or 'connection aborted'))
     return out.strip()
+
+
+def timed_mkdir(m, path):
+    """mkdir path in a child process (in_child)."""
+    return in_child(m, 'os.mkdir(sys.argv[1])', path)
 
 
 #: What keeps a test off io_uring when the machine or valgrind cannot.

@@ -23,7 +23,7 @@ import pytest
 
 import util
 from util import LIFETIME, read_file, write_file
-from test_keeper import hooked_mount
+from test_keeper import hooked_mount, in_child
 
 pytestmark = pytest.mark.root
 
@@ -41,31 +41,6 @@ FUSE_WRITE = 16
 FUSE_RELEASE = 18
 FUSE_SETXATTR = 21
 FUSE_CREATE = 35
-
-
-def in_child(m, code, *args):
-    """Run code (Python, its arguments in sys.argv[1:]) in a child process
-    and return what it printed: 'ok' or the errno's name.  A call that
-    never returns fails the test, after the mount's connection is aborted
-    (a request handed to a server cannot be interrupted)."""
-    prog = ('import os, sys, errno\n'
-            'try:\n' +
-            ''.join('    %s\n' % line for line in code.splitlines()) +
-            '    print("ok")\n'
-            'except OSError as e:\n'
-            '    print(errno.errorcode[e.errno])\n')
-    proc = subprocess.Popen([util.PYTHON, '-c', prog] + list(args),
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        out, _ = proc.communicate(timeout=util.PATIENCE)
-    except subprocess.TimeoutExpired:
-        why = util.abort_fuse_connection(m.path)
-        proc.kill()
-        proc.communicate()
-        m.expect_exit(m.proc.wait(util.PATIENCE))
-        pytest.fail('%r did not return within %ds; %s' % (
-            code, util.PATIENCE, why or 'connection aborted'))
-    return out.strip()
 
 
 def dies_once(mount_factory, datapath, monkeypatch, opcode):
