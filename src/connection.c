@@ -156,6 +156,10 @@ void conn_init(void *userdata, struct fuse_conn_info *conn)
 		negotiate_cached(m, conn);
 	else if (m->opts.writeback)
 		log_info("writeback_cache has no effect with passthrough");
+	/* The largest request: a WRITE on the cached path; with
+	 * passthrough, a SETXATTR's 64 KiB value and its name. */
+	wire_ready(m->modes.passthrough ? 72 * 1024 :
+		   MAX_WRITE + 2 * 4096);
 	if (store_init(m->opts.size, m->opts.quota.usr_block,
 		       m->modes.passthrough))
 		goto fail;

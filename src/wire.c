@@ -23,6 +23,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -51,6 +52,8 @@ static struct {
 	} ask;
 	void (*unedited)(void *userdata);
 	atomic_int next_slot;
+	atomic_size_t ready;	/* bytes of a read buffer made ready
+				   (wire_ready()) */
 	bool refused;		/* a successor's INIT answer was not the
 				   kernel's: it must not serve */
 #ifdef SFS_TEST_HOOKS
@@ -436,6 +439,46 @@ static ssize_t send_init(int fd, struct iovec *iov, int count)
 }
 
 /*
+ * The kernel copies a request into the server's buffer by pinning the
+ * buffer's pages; pinning a page that is not yet there gives up when the
+ * server has been sent a fatal signal, and the kernel then fails the
+ * request with EIO instead of keeping it to send again.  So a server
+ * that is kept (a successor will take the request over) has the part of
+ * each buffer a request may fill in place before it reads into it:
+ * pages there are pinned without that check.  Once per buffer, since
+ * libfuse reads each thread's requests into the same one.
+ */
+static void ready_buffer(void *buf, size_t len)
+{
+	static __thread void *ready_buf;
+	static __thread size_t ready_len;
+	size_t want = atomic_load_explicit(&wire.ready, memory_order_relaxed);
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	uintptr_t start, end;
+
+	want = want < len ? want : len;
+	if (buf == ready_buf && want <= ready_len)
+		return;
+	start = (uintptr_t)buf & ~(page - 1);
+	end = ((uintptr_t)buf + want + page - 1) & ~(page - 1);
+	/* Contents unchanged: each page is only made present, writable. */
+	if (madvise((void *)start, end - start, MADV_POPULATE_WRITE)) {
+		for (size_t off = 0; off < want; off += page) {
+			volatile char *p = (char *)buf + off;
+
+			*p = *p;
+		}
+	}
+	ready_buf = buf;
+	ready_len = want;
+}
+
+void wire_ready(size_t bytes)
+{
+	atomic_store_explicit(&wire.ready, bytes, memory_order_relaxed);
+}
+
+/*
  * The hooks.  Each behaves exactly like the call it wraps (result, errno)
  * because libfuse reads errno after them; userdata is the session's,
  * handed on to the unedited() callback.
@@ -448,6 +491,8 @@ static ssize_t io_read(int fd, void *buf, size_t buf_len, void *userdata)
 
 	/* Every request comes by read: sectionfs never asks libfuse to
 	 * splice them (connection.c), so this hook sees each header. */
+	if (st)
+		ready_buffer(buf, buf_len);
 	do {
 		res = read(fd, buf, buf_len);
 		if (res <= 0)
@@ -525,6 +570,7 @@ int wire_setup(struct fuse_session *se, void (*unedited)(void *userdata))
 	int res;
 
 	wire.unedited = unedited;
+	wire_ready(2 * 4096);		/* INIT, until conn_init() says */
 #ifdef SFS_TEST_HOOKS
 	if (getenv("SECTIONFS_TEST_DIE_OPCODE")) {
 		wire.die_opcode = atoi(getenv("SECTIONFS_TEST_DIE_OPCODE"));

@@ -50,6 +50,15 @@ void wire_ask(uint64_t set, uint64_t clear, uint64_t restore,
 	      uint32_t max_stack_depth);
 
 /*
+ * How many bytes of each read buffer a kept server has in place before
+ * it reads a request into it: what the largest request may fill.  A
+ * request being copied into pages not yet there when the server is
+ * killed would be failed (EIO) rather than sent to its successor.
+ * Before INIT, two pages.
+ */
+void wire_ready(size_t bytes);
+
+/*
  * Reply to OPEN or CREATE, the open reply carrying FOPEN_PASSTHROUGH and
  * backing_id (> 0) in place of fi's open flags, which the kernel would
  * refuse beside it.  Otherwise as fuse_reply_open()/fuse_reply_create().

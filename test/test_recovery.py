@@ -185,27 +185,33 @@ rnd = random.Random(me)
 def data(seed):
     r = random.Random(seed)
     return bytes(r.getrandbits(8) for _ in range(r.randrange(1, 70000)))
-left, i = {}, 0
+left, i, doing = {}, 0, 'start'
 try:
     while not os.path.exists(stop) or i < 50:
         seed = me * 1000003 + i
         tmp, name = '%s/t%d_%d' % (root, me, i), 'f%d_%d' % (me, i)
+        doing = 'create ' + tmp
         fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
         want = data(seed)
+        doing = 'write ' + tmp
         os.write(fd, want)
+        doing = 'close ' + tmp
         os.close(fd)
+        doing = 'read ' + tmp
         with open(tmp, 'rb') as f:
             if f.read() != want:
                 raise SystemExit('bytes of %s differ' % tmp)
+        doing = 'rename %s to %s' % (tmp, name)
         os.rename(tmp, root + '/' + name)
         left[name] = seed
         if i % 3 == 2:
             gone = rnd.choice(sorted(left))
+            doing = 'unlink ' + gone
             os.unlink(root + '/' + gone)
             del left[gone]
         i += 1
 except OSError as e:
-    print(json.dumps({'error': '%s at step %d' % (e, i)}))
+    print(json.dumps({'error': '%s: %s' % (doing, e)}))
     sys.exit(1)
 print(json.dumps({'left': left, 'steps': i}))
 '''
