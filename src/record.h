@@ -51,7 +51,8 @@ void record_commit(struct ns *ns);
 /*
  * Requests not to be done twice (create, mknod, mkdir, symlink, link,
  * unlink, rmdir, rename; open and opendir, whose handle is the answer;
- * release and releasedir).  record_request() names the one this thread
+ * release and releasedir; lookup and readdirplus, whose entries each
+ * count a reference).  record_request() names the one this thread
  * serves (its unique as the kernel sent it; 0 when done): every commit
  * made for it also writes that it was done, with the node its reply
  * names (record_result(), under ns->lock) and, for a create, the handle.

@@ -107,11 +107,23 @@ static void reply_attr_or_err(fuse_req_t req, int err, const struct stat *st)
 		fuse_reply_attr(req, st, ns_of(req)->attr_timeout);
 }
 
+/* A server's death and the requests it had carried out: below. */
+static bool carried_out_before(fuse_req_t req, uint64_t *ino, uint64_t *fh);
+static bool answered_before(fuse_req_t req, bool entry,
+			    struct fuse_file_info *fi);
+static void done_request(void);
+
+/* A lookup counts one of the kernel's references: sent again after it
+ * was carried out, it is answered without counting a second. */
 static void sfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fuse_entry_param e;
-	int err = ns_lookup(ns_of(req), parent, name, &e);
+	int err;
 
+	if (answered_before(req, true, NULL))
+		return;
+	err = ns_lookup(ns_of(req), parent, name, &e);
+	done_request();
 	if (err == -ENOENT) {
 		/* Let the kernel remember the absence. */
 		memset(&e, 0, sizeof(e));
@@ -259,19 +271,27 @@ static void answer_create(fuse_req_t req, struct fuse_entry_param *e,
  * Otherwise the record is told which request this thread serves, so that
  * what it changes is written as done for it, until done_request().
  */
+static bool carried_out_before(fuse_req_t req, uint64_t *ino, uint64_t *fh)
+{
+	uint64_t unique = wire_request_unique(req);
+
+	if ((unique & UNIQUE_RESENT) &&
+	    record_resent(ns_of(req), unique, ino, fh))
+		return true;
+	record_request(unique);
+	return false;
+}
+
 static bool answered_before(fuse_req_t req, bool entry,
 			    struct fuse_file_info *fi)
 {
-	uint64_t unique = wire_request_unique(req), ino = 0, fh = 0;
+	uint64_t ino = 0, fh = 0;
 	struct ns *ns = ns_of(req);
 	struct fuse_entry_param e;
 	int err;
 
-	if (!(unique & UNIQUE_RESENT) ||
-	    !record_resent(ns, unique, &ino, &fh)) {
-		record_request(unique);
+	if (!carried_out_before(req, &ino, &fh))
 		return false;
-	}
 	if (!entry) {
 		fuse_reply_err(req, 0);
 		return true;
@@ -298,13 +318,9 @@ static void done_request(void)
  */
 static uint64_t handle_given_before(fuse_req_t req)
 {
-	uint64_t unique = wire_request_unique(req), ino = 0, fh = 0;
+	uint64_t ino = 0, fh = 0;
 
-	if ((unique & UNIQUE_RESENT) &&
-	    record_resent(ns_of(req), unique, &ino, &fh) && fh)
-		return fh;
-	record_request(unique);
-	return 0;
+	return carried_out_before(req, &ino, &fh) ? fh : 0;
 }
 
 static void sfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
@@ -975,6 +991,10 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	char name[NAME_MAX + 1];
 	char *buf = malloc(size);
 	size_t pos = 0, len;
+	uint64_t was = 0, fh = 0;
+	/* Sent again after a server that counted its entries' lookups
+	 * died: the same entries, not counted a second time. */
+	bool counted = plus && carried_out_before(req, &was, &fh);
 	off_t next;
 	int err = !dir ? -EBADF : buf ? 0 : -ENOMEM;
 
@@ -983,14 +1003,15 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		if (err)
 			break;
 		len = add_entry(req, buf + pos, size - pos, plus, name, &e, next);
-		if (!len) {
-			if (plus && e.ino)
-				ns_forget(ns, e.ino, 1);
+		if (plus && e.ino && (!len || counted))
+			ns_forget(ns, e.ino, 1);
+		if (!len)
 			break;
-		}
 		pos += len;
 		off = next;
 	}
+	if (plus)
+		done_request();
 	if (err && err != -ENOENT && pos == 0)
 		fuse_reply_err(req, -err);
 	else

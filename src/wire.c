@@ -59,6 +59,8 @@ static struct {
 #ifdef SFS_TEST_HOOKS
 	uint32_t die_opcode;	/* die before replying to this opcode */
 	uint32_t die_times;	/* ... while fewer servers died */
+	uint32_t die_skip;	/* ... past this many such replies */
+	atomic_uint die_seen;	/* such replies this server wrote */
 	bool die_at_start;	/* a successor dies before serving */
 #endif
 } wire;
@@ -341,7 +343,8 @@ static void note_reply(const struct fuse_out_header *out)
 		return;
 #ifdef SFS_TEST_HOOKS
 	if (wire.die_opcode && slot->opcode == wire.die_opcode &&
-	    keeper_state()->deaths < wire.die_times) {
+	    keeper_state()->deaths < wire.die_times &&
+	    atomic_fetch_add(&wire.die_seen, 1) >= wire.die_skip) {
 		log_warn("test hook: dying before the reply to opcode %u",
 			 slot->opcode);
 		keeper_test_die();
@@ -576,6 +579,8 @@ int wire_setup(struct fuse_session *se, void (*unedited)(void *userdata))
 		wire.die_opcode = atoi(getenv("SECTIONFS_TEST_DIE_OPCODE"));
 		wire.die_times = getenv("SECTIONFS_TEST_DIE_TIMES") ?
 			atoi(getenv("SECTIONFS_TEST_DIE_TIMES")) : 1;
+		wire.die_skip = getenv("SECTIONFS_TEST_DIE_SKIP") ?
+			atoi(getenv("SECTIONFS_TEST_DIE_SKIP")) : 0;
 	}
 	wire.die_at_start = successor() &&
 		getenv("SECTIONFS_TEST_DIE_AT_START");

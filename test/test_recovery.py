@@ -41,13 +41,16 @@ FUSE_WRITE = 16
 FUSE_RELEASE = 18
 FUSE_SETXATTR = 21
 FUSE_CREATE = 35
+FUSE_LOOKUP = 1
+FUSE_READDIRPLUS = 44
 
 
-def dies_once(mount_factory, datapath, monkeypatch, opcode):
+def dies_once(mount_factory, datapath, monkeypatch, opcode, skip=0):
     """A mount whose first server dies as it answers the first request
-    of opcode, after carrying it out."""
+    of opcode past skip of them, after carrying it out."""
     m = hooked_mount(mount_factory, datapath, 'dev_fuse', monkeypatch,
-                     DIE_OPCODE=str(opcode), DIE_TIMES='1')
+                     DIE_OPCODE=str(opcode), DIE_TIMES='1',
+                     DIE_SKIP=str(skip))
     return m, m.pid
 
 
@@ -171,6 +174,51 @@ def test_release_carried_out_before_a_death_is_done_once(
     finally:
         os.close(keep)
     assert util.wait_for(lambda: not os.path.lexists(m / 'h'))
+
+
+def forget_everything():
+    """Make the kernel drop the dentries and inodes nobody holds, and so
+    send FORGET for them: the next walk looks names up again."""
+    with open('/proc/sys/vm/drop_caches', 'w') as f:
+        f.write('2')
+
+
+def section_let_go(m, name):
+    """The section that was m/name, removed and forgotten by the kernel,
+    is held by neither server nor keeper."""
+    def gone():
+        path = '/' + name
+        return path not in util.daemon_memfds(m.pid) and \
+            path not in util.daemon_memfds(m.keeper_pid)
+    return util.wait_for(gone)
+
+
+@pytest.mark.parametrize('opcode', [FUSE_LOOKUP, FUSE_READDIRPLUS],
+                         ids=['lookup', 'readdirplus'])
+def test_lookup_carried_out_before_a_death_is_counted_once(
+        mount_factory, datapath, monkeypatch, opcode):
+    """A LOOKUP (or a READDIRPLUS, which looks its entries up) whose reply
+    a death lost is sent again: the kernel's one reference is counted
+    once, so that once the name is removed and the kernel forgets it,
+    the section is let go (a reference counted twice would keep it until
+    unmount)."""
+    # The create looks its name up first (and finds none): the server
+    # dies at the LOOKUP after that one.
+    skip = 1 if opcode == FUSE_LOOKUP else 0
+    m, first = dies_once(mount_factory, datapath, monkeypatch, opcode, skip)
+    write_file(m / 'a', b'looked up')
+    assert m.pid == first, 'the server died before the request under test'
+    forget_everything()
+    if opcode == FUSE_LOOKUP:
+        code = 'os.stat(sys.argv[1] + "/a")'
+    else:
+        code = 'assert os.listdir(sys.argv[1]) == ["a"]'
+    assert in_child(m, code, m.path) == 'ok'
+    assert died(m, first), 'the test hook did not end the server'
+    assert read_file(m / 'a') == b'looked up'
+    os.unlink(m / 'a')
+    forget_everything()
+    assert section_let_go(m, 'a')
 
 
 # ---- many deaths under load ----
