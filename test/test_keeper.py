@@ -293,10 +293,16 @@ def test_successor_serves_over_fresh_rings(mount_factory, datapath):
     new = kill_server(m)
     assert util.wait_for(lambda: util.uring_completions(new) is not None), \
         'the successor has no rings'
-    for i in range(50):
-        data = pattern(0, 5000, i)
-        write_file(m / ('f%d' % i), data)
-        assert read_file(m / ('f%d' % i)) == data
+    # In a child: a request the kernel put on a dead ring would never be
+    # answered, and the test must then fail, not hang (in_child).
+    code = ('for i in range(50):\n'
+            '    data = bytes([i]) * 5000\n'
+            '    path = "%s/f%d" % (sys.argv[1], i)\n'
+            '    with open(path, "wb") as f:\n'
+            '        f.write(data)\n'
+            '    with open(path, "rb") as f:\n'
+            '        assert f.read() == data')
+    assert in_child(m, code, m.path) == 'ok'
     done = util.uring_completions(new)
     assert done and done >= 100, \
         'the successor served %s requests over its rings' % done
