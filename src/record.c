@@ -16,8 +16,11 @@
  * Entries say what an object is now, not what was done to it: a node's
  * whole state (NODE), a name added (NAME, with its listing order) or
  * taken (UNNAME), a node freed (GONE), a handle opened or released
- * (HANDLE, HANDLE_GONE), the next ids (NEXT), and a request carried out
- * that must not be done twice if the kernel sends it again (DONE).
+ * (HANDLE, HANDLE_GONE), the next ids (NEXT), a request carried out
+ * that must not be done twice if the kernel sends it again (DONE), and
+ * a private tmpfs store (STORE: which, whose, its fd), written at the
+ * first commit after store.c made it, so before any section in it is
+ * named; stores are never given back while the mount lives.
  * Reading applies them in order, the last state of each object winning:
  * into an image, from which a successor rebuilds the namespace
  * (record_adopt).  A node changed several times in one critical section
@@ -30,12 +33,10 @@
  *
  * What is not written: the bytes of sections (they are in the stores the
  * keeper holds, at the same descriptor numbers), the cap and the owners'
- * ledger (recomputed from the sections at adoption), listings' positions
- * (a READDIR at an offset handed out before finds its place again), and
- * seals waiting for the sealer (the kernel sends the request again).
- * Nor, yet, the private tmpfs mounts that stores live in with size= or
- * per-owner limits: the keeper holds them, but a successor would make
- * new ones.
+ * ledger (recomputed from the sections at adoption; a private store's
+ * kernel counts what it holds itself), listings' positions (a READDIR at
+ * an offset handed out before finds its place again), and seals waiting
+ * for the sealer (the kernel sends the request again).
  */
 #include "config.h"
 
@@ -55,6 +56,7 @@
 #include "log.h"
 #include "ns_internal.h"
 #include "record.h"
+#include "store.h"
 
 #define REC_MAGIC	"sfsrec\0"
 #define REC_VERSION	1
@@ -72,7 +74,7 @@ struct rec_header {
 
 enum rec_type {
 	REC_NODE = 1, REC_GONE, REC_NAME, REC_UNNAME, REC_HANDLE,
-	REC_HANDLE_GONE, REC_NEXT, REC_DONE,
+	REC_HANDLE_GONE, REC_NEXT, REC_DONE, REC_STORE,
 };
 
 /*
@@ -161,6 +163,13 @@ struct rec_next {
 	uint64_t ino, seq;
 };
 
+/* A private tmpfs store (store.h): kind, owner, the mount's fd. */
+struct rec_store {
+	uint32_t kind, uid;
+	int32_t fd;
+	uint32_t zero;
+};
+
 /* A handle as the record keeps it, to write a snapshot without the
  * handle table's lock (never taken under ns->lock). */
 struct rec_open {
@@ -179,6 +188,7 @@ struct record {
 	unsigned int ndirty;
 	bool full;			/* out of room: stopped */
 	uint64_t next_ino, next_seq;	/* as last written */
+	unsigned int stores;		/* private stores written */
 	struct done_ring done;		/* the last requests carried out */
 	uint64_t written;		/* bytes ever written, snapshots too */
 	uint64_t commits, compactions;
@@ -312,11 +322,23 @@ static void write_next(struct ns *ns, struct record *r)
 	}
 }
 
-/* At a commit: the nodes marked, and the next ids when they moved. */
+/* store_each_private(): a private store into the record. */
+static void write_store(void *arg, const struct store_private *p)
+{
+	struct rec_store *s = reserve(arg, REC_STORE, sizeof(*s));
+
+	if (s)
+		*s = (struct rec_store){ .kind = p->kind, .uid = p->uid,
+					 .fd = p->fd };
+}
+
+/* At a commit: the private stores made since the last (before a section
+ * in one is named), the nodes marked, and the next ids when they moved. */
 static void flush_dirty(struct ns *ns, struct record *r)
 {
 	unsigned int i;
 
+	r->stores = store_each_private(r->stores, write_store, r);
 	for (i = 0; i < r->ndirty; i++)
 		write_node(r, r->dirty[i]);
 	r->ndirty = 0;
@@ -439,6 +461,7 @@ static void write_snapshot(struct ns *ns, struct record *r,
 	struct rec_open *o;
 
 	write_next(ns, r);
+	r->stores = store_each_private(0, write_store, r);
 	for (i = 0; i < ns->nids_slots; i++)
 		if (ns->ids[i])
 			write_node(r, ns->ids[i]);
@@ -701,6 +724,8 @@ struct image {
 	size_t nnodes, nnames, nhandles;
 	uint64_t next_ino, next_seq;
 	struct done_ring *done;
+	struct rec_store *stores;	/* one per kind and owner */
+	size_t nstores;
 	int err;
 };
 
@@ -884,6 +909,34 @@ static void apply_handle(struct image *im, enum rec_type type,
 	o->flags = s.flags;
 }
 
+/* A store replaces the one of its kind and owner (there is none yet:
+ * stores are never given back). */
+static void apply_store(struct image *im, const char *p, size_t len)
+{
+	struct rec_store s, *more;
+	size_t i;
+
+	if (len < sizeof(s)) {
+		im->err = -EINVAL;
+		return;
+	}
+	memcpy(&s, p, sizeof(s));
+	if (s.kind == STORE_PRIVATE_MOUNT)
+		s.uid = 0;
+	for (i = 0; i < im->nstores; i++)
+		if (im->stores[i].kind == s.kind && im->stores[i].uid == s.uid) {
+			im->stores[i] = s;
+			return;
+		}
+	more = realloc(im->stores, (im->nstores + 1) * sizeof(*more));
+	if (!more) {
+		im->err = -ENOMEM;
+		return;
+	}
+	im->stores = more;
+	im->stores[im->nstores++] = s;
+}
+
 static void image_free(struct image *im)
 {
 	size_t i;
@@ -911,6 +964,7 @@ static void image_free(struct image *im)
 	free(im->names);
 	free(im->handles);
 	free(im->done);
+	free(im->stores);
 }
 
 /* Read a record's committed entries into an image. */
@@ -979,6 +1033,9 @@ static int image_read(const char *map, size_t maplen, uint64_t end,
 				return -EINVAL;
 			im->next_ino = ((const struct rec_next *)p)->ino;
 			im->next_seq = ((const struct rec_next *)p)->seq;
+			break;
+		case REC_STORE:
+			apply_store(im, p, len);
 			break;
 		default:
 			return -EINVAL;
@@ -1254,6 +1311,21 @@ static void sweep_stores(struct ns *ns)
 	free(fds);
 }
 
+/* Hand the private stores back to store.c, at the fds the keeper kept. */
+static int adopt_stores(struct image *im)
+{
+	size_t i;
+	int err;
+
+	for (i = 0; i < im->nstores; i++) {
+		err = store_adopt(im->stores[i].kind, im->stores[i].uid,
+				  im->stores[i].fd);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
 int record_adopt_at(struct ns *ns, int fd, uint64_t end)
 {
 	struct image im = { 0 };
@@ -1289,11 +1361,17 @@ int record_adopt(struct ns *ns)
 	if (map == MAP_FAILED)
 		return -errno;
 	err = image_read(map, (size_t)st.st_size, 0, &im, 0);
+	/* The private stores first: nothing makes one in their place. */
+	if (!err)
+		err = adopt_stores(&im);
 	if (!err)
 		err = rebuild(ns, &im, false);
 	munmap(map, (size_t)st.st_size);
 	if (!err) {
 		sweep_stores(ns);
+		err = store_adopted();
+	}
+	if (!err) {
 		/* A fresh record of what was adopted takes the old one's
 		 * place, with the requests done that may come again. */
 		err = start(ns, im.done);
@@ -1340,6 +1418,34 @@ void record_charge(struct ns *ns)
 static bool same_time(struct rec_time a, struct rec_time b)
 {
 	return a.sec == b.sec && a.nsec == b.nsec;
+}
+
+struct store_match {
+	const struct image *im;
+	size_t seen, wrong;
+};
+
+static void match_store(void *arg, const struct store_private *p)
+{
+	struct store_match *m = arg;
+	size_t i;
+
+	m->seen++;
+	for (i = 0; i < m->im->nstores; i++)
+		if (m->im->stores[i].kind == p->kind &&
+		    m->im->stores[i].uid == p->uid &&
+		    m->im->stores[i].fd == p->fd)
+			return;
+	m->wrong++;
+}
+
+/* Whether the private stores are not those im names. */
+static bool compare_stores(const struct image *im)
+{
+	struct store_match m = { .im = im };
+
+	store_each_private(0, match_store, &m);
+	return m.wrong || m.seen != im->nstores;
 }
 
 /*
@@ -1426,6 +1532,8 @@ static bool compare(struct ns *ns, struct image *im, char *buf, size_t size)
 	if (nnodes != im->nnodes || nnames != im->nnames)
 		DIFF("%zu nodes and %zu names live, %zu and %zu recorded",
 		     nnodes, nnames, im->nnodes, im->nnames);
+	if (compare_stores(im))
+		DIFF("private stores differ from the record's");
 	if (ns->next_ino != im->next_ino || ns->next_seq != im->next_seq)
 		DIFF("next ids %llu,%llu live, %llu,%llu recorded",
 		     (unsigned long long)ns->next_ino,

@@ -3,10 +3,10 @@
  *
  * Every change to state the kernel refers to or a user sees (node ids and
  * lookup counts, names, modes, owners, times, lifetimes, seals, open
- * handles, each section's descriptor and backing id) is written to a
- * memfd the keeper holds before the request that made it is answered, so
- * that a server started after this one dies can rebuild the namespace as
- * it was.  The record is an append-only log of whole entries made visible
+ * handles, each section's descriptor and backing id, the private tmpfs
+ * stores) is written to a memfd the keeper holds before the request that
+ * made it is answered, so that a server started after this one dies can
+ * rebuild the namespace as it was.  The record is an append-only log of whole entries made visible
  * by one aligned store of its length, written under ns->lock where the
  * change is made: a server killed between any two instructions leaves a
  * prefix of whole changes.  The format is in record.c.

@@ -6,6 +6,10 @@
  * bytes the daemon holds against a cap (symbolic links' pages included),
  * and how much room each backend has left.  It does not know what a
  * section is or how its bytes are reached.
+ *
+ * The private tmpfs mounts outlive a server: the keeper holds them, the
+ * record names each (store_each_private), and a successor is handed them
+ * back (store_adopt) before it would make a store of its own.
  */
 #include "config.h"
 
@@ -19,9 +23,12 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <sys/sysinfo.h>
 #include <unistd.h>
+#include <linux/magic.h>
 
 #include "keeper.h"
 #include "log.h"
@@ -34,21 +41,29 @@
 
 enum backend { BACKEND_MEMFD, BACKEND_COUNTED, BACKEND_TMPFS, BACKEND_OWNERS };
 
-/* Owners backend: one uid's private tmpfs. */
-struct owner_store {
-	struct owner_store *next;	/* store.lock */
-	uid_t uid;			/* immutable */
+/* A private tmpfs: the mount's (tmpfs backend) or one owner's. */
+struct private_store {
+	struct private_store *next;	/* the one made before; immutable */
+	enum store_private_kind kind;	/* immutable */
+	uid_t uid;			/* an owner's; immutable */
 	int mnt_fd;			/* immutable */
+	unsigned int index;		/* stores made before it; immutable */
 };
 
 static struct {
 	enum backend backend;	/* set once by store_init */
 	uint64_t cap;		/* bytes; 0 = none; owners: per owner */
 	atomic_int_fast64_t used; /* counted backend: bytes charged */
-	int mnt_fd;		/* tmpfs backend: the detached mount */
-	pthread_mutex_t lock;	/* the owners' list, the ballast */
-	struct owner_store *owners; /* store.lock; only ever grows */
-	atomic_uint nmounts;	/* descriptors of private mounts */
+	int mnt_fd;		/* tmpfs backend: the detached mount; set
+				   before serving */
+	pthread_mutex_t lock;	/* making a private store, the ballast */
+	/* Every private store, newest first: added under store.lock,
+	 * read without it (entries are immutable and stay until
+	 * store_fini), so that the record can list them under its own
+	 * lock. */
+	_Atomic(struct private_store *) stores;
+	bool chosen;		/* store_init() has run */
+	bool adopted;		/* a successor's stores came back */
 	int ballast;		/* tmpfs backend: holds store_take()'s
 				   pages; store.lock */
 	uint64_t ballast_len;	/* bytes it holds; store.lock */
@@ -87,6 +102,80 @@ out:
 	return mnt;
 }
 
+/* Under store.lock: list a private store (the record will name it). */
+static int publish(enum store_private_kind kind, uid_t uid, int fd)
+{
+	struct private_store *head = atomic_load(&store.stores);
+	struct private_store *s = malloc(sizeof(*s));
+
+	if (!s)
+		return -ENOMEM;
+	*s = (struct private_store){ .next = head, .kind = kind, .uid = uid,
+				     .mnt_fd = fd,
+				     .index = head ? head->index + 1 : 0 };
+	atomic_store_explicit(&store.stores, s, memory_order_release);
+	return 0;
+}
+
+/* The private store of kind (and uid, for an owner's), or NULL. */
+static struct private_store *find_private(enum store_private_kind kind,
+					  uid_t uid)
+{
+	struct private_store *s = atomic_load_explicit(&store.stores,
+						       memory_order_acquire);
+
+	for (; s; s = s->next)
+		if (s->kind == kind &&
+		    (kind != STORE_PRIVATE_OWNER || s->uid == uid))
+			return s;
+	return NULL;
+}
+
+/* Under store.lock: make and list a private store of cap bytes. */
+static int make_private(enum store_private_kind kind, uid_t uid,
+			uint64_t cap)
+{
+	int fd = tmpfs_mount(cap), err;
+
+	if (fd < 0)
+		return fd;
+	err = publish(kind, uid, fd);
+	if (err) {
+		keeper_release(fd);
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+/*
+ * Once the backend is chosen and, in a successor, its stores are back:
+ * the tmpfs backend's mount is the one adopted, or else a new one.
+ */
+static int settle(void)
+{
+	struct private_store *s;
+	int fd;
+
+	if (store.backend != BACKEND_TMPFS || store.mnt_fd >= 0)
+		return 0;
+	s = find_private(STORE_PRIVATE_MOUNT, 0);
+	if (s) {
+		store.mnt_fd = s->mnt_fd;
+		return 0;
+	}
+	pthread_mutex_lock(&store.lock);
+	fd = make_private(STORE_PRIVATE_MOUNT, 0, store.cap);
+	pthread_mutex_unlock(&store.lock);
+	if (fd < 0) {
+		log_err("cannot create a private tmpfs for size=: %s",
+			strerror(-fd));
+		return fd;
+	}
+	store.mnt_fd = fd;
+	return 0;
+}
+
 int store_init(uint64_t cap, uint64_t user_cap, bool passthrough)
 {
 	store.cap = cap;
@@ -99,86 +188,124 @@ int store_init(uint64_t cap, uint64_t user_cap, bool passthrough)
 		}
 		store.cap = user_cap;
 		store.backend = BACKEND_OWNERS;
-		return 0;
-	}
-	if (!cap) {
+	} else if (!cap) {
 		store.backend = BACKEND_MEMFD;
-		return 0;
-	}
-	if (!passthrough) {
+	} else if (!passthrough) {
 		store.backend = BACKEND_COUNTED;
-		return 0;
-	}
-	/* Passthrough writes never reach the daemon: the kernel must count. */
-	if (!privilege_sys_admin()) {
+	} else if (!privilege_sys_admin()) {
+		/* Passthrough writes never reach the daemon: the kernel
+		 * must count. */
 		log_err("size= with passthrough needs CAP_SYS_ADMIN for a private tmpfs");
 		return -EPERM;
+	} else {
+		store.backend = BACKEND_TMPFS;
 	}
-	store.mnt_fd = tmpfs_mount(cap);
-	if (store.mnt_fd < 0) {
-		log_err("cannot create a private tmpfs for size=: %s",
-			strerror(-store.mnt_fd));
-		return store.mnt_fd;
+	store.chosen = true;
+	/* A successor (or an upgrade's test run) makes no store before
+	 * the record has handed back its predecessor's: a second one
+	 * would hold the same users to the limit anew. */
+	if (keeper_role() != KEEPER_FIRST && !store.adopted)
+		return 0;
+	return settle();
+}
+
+int store_adopt(enum store_private_kind kind, uid_t uid, int fd)
+{
+	struct statfs sfs;
+	struct stat st;
+	bool fits;
+	int err;
+
+	if (kind != STORE_PRIVATE_MOUNT && kind != STORE_PRIVATE_OWNER)
+		return -EINVAL;
+	if (fstat(fd, &st) || fstatfs(fd, &sfs) || !S_ISDIR(st.st_mode) ||
+	    sfs.f_type != TMPFS_MAGIC)
+		return -EINVAL;
+	if (find_private(kind, uid))
+		return -EEXIST;
+	/* Options are the predecessor's, so a store that fits no backend
+	 * is unlikely; its sections keep it alive all the same. */
+	fits = !store.chosen ||
+		(kind == STORE_PRIVATE_MOUNT ? store.backend == BACKEND_TMPFS :
+		 store.backend == BACKEND_OWNERS);
+	if (!fits) {
+		log_warn("a private store the options no longer have is let go");
+		keeper_release(fd);
+		close(fd);
+		return 0;
 	}
-	atomic_fetch_add(&store.nmounts, 1);
-	store.backend = BACKEND_TMPFS;
-	return 0;
+	pthread_mutex_lock(&store.lock);
+	err = publish(kind, uid, fd);
+	pthread_mutex_unlock(&store.lock);
+	return err;
+}
+
+int store_adopted(void)
+{
+	store.adopted = true;
+	return store.chosen ? settle() : 0;
+}
+
+unsigned int store_each_private(unsigned int from,
+				void (*fn)(void *arg,
+					   const struct store_private *p),
+				void *arg)
+{
+	struct private_store *head = atomic_load_explicit(
+		&store.stores, memory_order_acquire), *s;
+
+	for (s = head; s && s->index >= from; s = s->next) {
+		struct store_private p = { .kind = s->kind, .uid = s->uid,
+					   .fd = s->mnt_fd };
+
+		fn(arg, &p);
+	}
+	return head ? head->index + 1 : 0;
 }
 
 void store_fini(void)
 {
-	struct owner_store *o;
+	struct private_store *s;
 
-	if (store.mnt_fd >= 0) {
-		keeper_release(store.mnt_fd);
-		close(store.mnt_fd);
-	}
 	store.mnt_fd = -1;
 	if (store.ballast >= 0)
 		close(store.ballast);
 	store.ballast = -1;
 	store.ballast_len = 0;
-	while ((o = store.owners)) {
-		store.owners = o->next;
-		keeper_release(o->mnt_fd);
-		close(o->mnt_fd);
-		free(o);
+	while ((s = atomic_load(&store.stores))) {
+		atomic_store(&store.stores, s->next);
+		keeper_release(s->mnt_fd);
+		close(s->mnt_fd);
+		free(s);
 	}
+	store.chosen = store.adopted = false;
 }
 
 /* uid's store, made at its first section: its mount fd, or -errno. */
 static int owner_mount(uid_t uid, bool make)
 {
-	struct owner_store *o;
-	int fd = -ENOENT;
+	struct private_store *s = find_private(STORE_PRIVATE_OWNER, uid);
+	int fd;
 
+	if (s)
+		return s->mnt_fd;
+	if (!make)
+		return -ENOENT;
 	/* Made under the lock, so two first sections make one store; a
 	 * mount is made once per owner, not per section. */
 	pthread_mutex_lock(&store.lock);
-	for (o = store.owners; o && o->uid != uid; o = o->next)
-		;
-	if (o) {
-		fd = o->mnt_fd;
-	} else if (make) {
-		o = malloc(sizeof(*o));
-		fd = o ? tmpfs_mount(store.cap) : -ENOMEM;
-		if (fd >= 0) {
-			o->uid = uid;
-			o->mnt_fd = fd;
-			o->next = store.owners;
-			store.owners = o;
-			atomic_fetch_add(&store.nmounts, 1);
-		} else {
-			free(o);
-		}
-	}
+	s = find_private(STORE_PRIVATE_OWNER, uid);
+	fd = s ? s->mnt_fd : make_private(STORE_PRIVATE_OWNER, uid,
+					   store.cap);
 	pthread_mutex_unlock(&store.lock);
 	return fd;
 }
 
 unsigned int store_fds(void)
 {
-	return atomic_load(&store.nmounts);
+	struct private_store *head = atomic_load(&store.stores);
+
+	return head ? head->index + 1 : 0;
 }
 
 bool store_per_owner(void)

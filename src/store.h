@@ -46,6 +46,44 @@ int store_create(const char *name, uid_t uid);
 /* Descriptors the store itself holds (its private tmpfs mounts). */
 unsigned int store_fds(void);
 
+/*
+ * The private tmpfs mounts, which outlive a server (the keeper holds
+ * them): the tmpfs backend's one, or an owner's.  The kinds' values are
+ * written in the namespace's record: never renumber them.
+ */
+enum store_private_kind {
+	STORE_PRIVATE_MOUNT = 1,	/* the mount's, for size= */
+	STORE_PRIVATE_OWNER = 2,	/* uid's, for its byte limit */
+};
+struct store_private {
+	enum store_private_kind kind;
+	uid_t uid;			/* an owner's; 0 for the mount's */
+	int fd;				/* the mount's fd, held */
+};
+
+/*
+ * Hand fn each private store made, newest first, down to the from-th
+ * made (0: all); returns how many have been made.  Stores are only ever
+ * added, never given back before store_fini(), and this takes no lock:
+ * it may be called under any other.
+ */
+unsigned int store_each_private(unsigned int from,
+				void (*fn)(void *arg,
+					   const struct store_private *p),
+				void *arg);
+
+/*
+ * A successor, before it serves: store_adopt() takes back a private
+ * store its predecessor made (its fd held, at the same number), before
+ * or after store_init(); -EINVAL when fd is no tmpfs mount, -EEXIST for
+ * a second one of the same kind and owner.  store_adopted() says they
+ * are all back: only then, and only when none came back, does the tmpfs
+ * backend make its mount (store_init() makes it at once in a first
+ * server).  Returns 0 or -errno.
+ */
+int store_adopt(enum store_private_kind kind, uid_t uid, int fd);
+int store_adopted(void);
+
 /* Owners' stores: the bytes uid's store holds; -ENOENT for a uid with
  * no store, -ENOSYS for other backends. */
 int store_owner_used(uid_t uid, uint64_t *bytes);
