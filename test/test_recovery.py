@@ -16,13 +16,14 @@ import json
 import os
 import random
 import signal
+import stat
 import subprocess
 import time
 
 import pytest
 
 import util
-from util import LIFETIME, read_file, write_file
+from util import LIFETIME, MiB, read_file, write_file
 from test_keeper import hooked_mount, in_child
 
 pytestmark = pytest.mark.root
@@ -317,3 +318,126 @@ def test_sigkill_twenty_times_under_load_loses_nothing(mount_factory,
         'descriptors of removed sections are still held: server %s, ' \
         'keeper %s' % (util.daemon_memfds(m.pid),
                        util.daemon_memfds(m.keeper_pid))
+
+
+# ---- the cap and the byte limits across a death ----
+
+def private_stores(pid):
+    """{fd: st_dev} of the private tmpfs mounts pid holds: directories
+    that /proc shows as "/" (a detached mount's root) on a device of
+    their own."""
+    root = os.stat('/').st_dev
+    out = {}
+    for fd, link in util.daemon_fds(pid).items():
+        if link != '/':
+            continue
+        try:
+            st = os.stat('/proc/%d/fd/%d' % (pid, fd))
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and st.st_dev != root:
+            out[fd] = st.st_dev
+    return out
+
+
+def kill_server(m):
+    """SIGKILL the serving process; returns once another serves."""
+    old = m.pid
+    assert old != m.keeper_pid, 'no server to kill'
+    os.kill(old, signal.SIGKILL)
+    assert m.server_pid(other_than=old) is not None, 'no server took over'
+
+
+def skip_fsopen_under_valgrind(datapath):
+    if util.VALGRIND and datapath == 'passthrough':
+        pytest.skip('valgrind does not implement fsopen(2), which a byte '
+                    'limit with passthrough needs')
+
+
+def test_size_cap_holds_across_a_death(mount_factory, datapath):
+    """size=8m, 6 MiB written, the server killed: df still shows them
+    used, only what was left fits (ENOSPC past it), and the keeper holds
+    the store it held, not a second one."""
+    skip_fsopen_under_valgrind(datapath)
+    m = mount_factory(datapath, options=['io_uring=off', 'size=8m'])
+    data = os.urandom(6 * MiB)
+    write_file(m / 'a', data)
+    before = util.used(m.path)
+    assert 6 * MiB <= before < 7 * MiB
+    stores = private_stores(m.keeper_pid)
+    kill_server(m)
+    assert util.used(m.path) == before
+    fd = os.open(m / 'b', os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    try:
+        written = util.write_until_enospc(fd)
+    finally:
+        os.close(fd)
+    assert written <= 8 * MiB - before, 'the cap lost what it held'
+    assert read_file(m / 'a') == data
+    assert private_stores(m.keeper_pid) == stores
+
+
+QUOTA = 'user.sectionfs.quota'
+USER = util.NOBODY
+OTHER = 60001
+
+#: Run as a user: write `total` bytes to a new section at path in
+#: chunks; prints [written, 'ok' or the errno's name].
+FILL = r'''
+import errno, json, os, sys
+path, total = sys.argv[1], int(sys.argv[2])
+fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)
+done, res = 0, 'ok'
+try:
+    while done < total:
+        done += os.write(fd, b'q' * min(65536, total - done))
+except OSError as e:
+    res = errno.errorcode.get(e.errno, str(e.errno))
+os.close(fd)
+print(json.dumps([done, res]))
+'''
+
+
+def fill_as(uid, path, total):
+    res = subprocess.run(util.as_user_argv(uid) +
+                         [util.PYTHON, '-I', '-c', FILL, path, str(total)],
+                         capture_output=True, text=True, cwd='/',
+                         timeout=util.PATIENCE)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def user_bytes(m, uid):
+    """The bytes the mount's quota report charges uid."""
+    for line in os.getxattr(m.path, QUOTA).decode().splitlines():
+        kind, ident, held = line.split()[:3]
+        if kind == 'u' and int(ident) == uid:
+            return int(held)
+    return 0
+
+
+@pytest.mark.other_user
+def test_user_byte_limit_holds_across_deaths(mount_factory, datapath):
+    """usrquota_block_hardlimit=8m: a user's 6 MiB are still charged to
+    them after the server is killed, and 4 MiB more are refused; a
+    second user's store, made by the new server, is kept by the next
+    one as well; and the keeper holds one store per user."""
+    skip_fsopen_under_valgrind(datapath)
+    refused = {'EDQUOT'} if datapath == 'cached' else {'ENOSPC', 'EDQUOT'}
+    m = mount_factory(datapath, options=['io_uring=off', 'allow_other',
+                                         'usrquota_block_hardlimit=8m'])
+    os.mkdir(m / 'pub')
+    os.chmod(m / 'pub', 0o1777)
+    assert fill_as(USER, m / 'pub/a', 6 * MiB) == [6 * MiB, 'ok']
+    kill_server(m)
+    assert user_bytes(m, USER) == 6 * MiB
+    done, res = fill_as(USER, m / 'pub/b', 4 * MiB)
+    assert res in refused and done <= 2 * MiB, (done, res)
+    assert fill_as(OTHER, m / 'pub/c', 6 * MiB) == [6 * MiB, 'ok']
+    stores = private_stores(m.keeper_pid)
+    kill_server(m)
+    assert user_bytes(m, OTHER) == 6 * MiB
+    done, res = fill_as(OTHER, m / 'pub/d', 4 * MiB)
+    assert res in refused and done <= 2 * MiB, (done, res)
+    assert private_stores(m.keeper_pid) == stores
+    assert len(stores) == (2 if datapath == 'passthrough' else 0)
