@@ -3,8 +3,10 @@
  *
  * Owns the split of a mount into two processes (keeper.h): the keeper's
  * loop (start the server, take the fds it hands over, restart it when it
- * dies, stop when the mount goes), the crash-loop and give-up rules, and
- * the server's calls that hand fds to the keeper.  It knows nothing of
+ * dies, stop when the mount goes), the crash-loop and give-up rules,
+ * which binary a server runs (the one that served last, kept open, and
+ * back to it when an upgrade's binary cannot serve), and the server's
+ * calls that hand fds to the keeper.  It knows nothing of
  * sections or of the FUSE protocol: what a successor is fed comes from
  * wire.c, through the shared state (struct keeper_state).
  *
@@ -49,6 +51,8 @@
 #define CRASH_TRIES	3
 /* Successors in a row that die before serving before the keeper gives up. */
 #define START_TRIES	3
+/* How often the keeper looks whether an upgrade's first server serves. */
+#define TRY_POLL_MS	20
 
 enum keeper_op {
 	OP_HOLD = 1,	/* with an fd: keep it at number fd */
@@ -70,6 +74,9 @@ static struct {
 	struct keeper_state *st;
 	int record_fd;			/* a successor's, from the state */
 	enum keeper_role role;
+#ifdef SFS_TEST_HOOKS
+	bool die_at_start;		/* dies before it serves */
+#endif
 } srv = { .sock = -1, .record_fd = -1 };
 
 enum keeper_role keeper_role(void)
@@ -164,6 +171,19 @@ int keeper_record_fd(void)
 	return srv.record_fd;
 }
 
+void keeper_serving(void)
+{
+	if (!srv.st || srv.role != KEEPER_SUCCESSOR)
+		return;
+#ifdef SFS_TEST_HOOKS
+	if (srv.die_at_start) {
+		log_warn("test hook: this binary dies before it serves");
+		keeper_test_die();
+	}
+#endif
+	__atomic_store_n(&srv.st->serving, 1, __ATOMIC_RELEASE);
+}
+
 /* Tell the keeper this server's exit is the mount's end. */
 void keeper_stop(void)
 {
@@ -183,6 +203,24 @@ void keeper_test_die(void)
 		raise(SIGKILL);
 	for (;;)
 		pause();
+}
+#endif
+
+#ifdef SFS_TEST_HOOKS
+/* Whether this process runs the file at path (by device and inode). */
+static bool runs_file(const char *path)
+{
+	struct stat want, self;
+	/* Opened, not stat'ed: valgrind gives its client's binary then. */
+	int fd = open("/proc/self/exe", O_PATH | O_CLOEXEC);
+	bool same;
+
+	if (fd < 0)
+		return false;
+	same = !stat(path, &want) && !fstat(fd, &self) &&
+	       want.st_dev == self.st_dev && want.st_ino == self.st_ino;
+	close(fd);
+	return same;
 }
 #endif
 
@@ -225,6 +263,11 @@ int keeper_attach(int *fuse_fd, dev_t *dev, bool *background)
 	/* A state only a newer sectionfs could read, as if this one were. */
 	if (role == KEEPER_FIRST && getenv("SECTIONFS_TEST_STATE_VERSION"))
 		srv.st->version = atoi(getenv("SECTIONFS_TEST_STATE_VERSION"));
+	/* A binary that passes an upgrade's test, then dies at start. */
+	if (role == KEEPER_SUCCESSOR &&
+	    getenv("SECTIONFS_TEST_DIE_AT_START_EXE"))
+		srv.die_at_start =
+			runs_file(getenv("SECTIONFS_TEST_DIE_AT_START_EXE"));
 #endif
 	*dev = makedev(maj, min);
 	*background = bg;
@@ -242,6 +285,7 @@ enum upgrade {
 	UP_NONE,
 	UP_CHECKING,	/* the installed binary is testing the state */
 	UP_STOPPING,	/* ... it can take over: the server is stopping */
+	UP_TRYING,	/* ... stopped: a server of it is taking over */
 };
 
 static struct {
@@ -257,7 +301,9 @@ static struct {
 	pid_t server;
 	pid_t checker;		/* an upgrade's test run */
 	enum upgrade upgrade;
-	char exe[PATH_MAX];	/* what a server runs */
+	char exe[PATH_MAX];	/* where the installed binary is */
+	int exe_fd;		/* the binary that served last: servers run it */
+	int new_fd;		/* an upgrade's binary, until it serves; -1 */
 	char **argv;		/* ... with these arguments */
 	char *fd_arg;		/* "/dev/fd/N", in argv */
 	dev_t dev;
@@ -273,11 +319,11 @@ static struct {
 	bool *held;
 	int n_held;
 } k = { .sock = -1, .sigfd = -1, .state_fd = -1, .ctl = -1, .client = -1,
-	.check_sock = -1 };
+	.check_sock = -1, .exe_fd = -1, .new_fd = -1 };
 
 /* The keeper's own fds, which a held fd may need the number of. */
 static int *const own_fds[] = { &k.sock, &k.sigfd, &k.ctl, &k.client,
-				&k.check_sock };
+				&k.check_sock, &k.exe_fd, &k.new_fd };
 
 /*
  * Free number fd in the keeper for a held fd: the keeper's own fds are
@@ -422,11 +468,15 @@ static sigset_t keeper_signals(void)
 }
 
 /*
- * Run the binary as a server in role: a first one, a successor that
- * finds what is held, or an upgrade's test.  *sock gets our end of its
- * socket.  Returns its PID or -errno.
+ * Run the binary exe (an fd of it) as a server in role: a first one, a
+ * successor that finds what is held, or an upgrade's test.  *sock gets
+ * our end of its socket.  Returns its PID or -errno.
+ *
+ * By fd, not by path: a package manager that installs a new binary
+ * renames it over the old one, and a server restarted after a crash
+ * must run the binary that served, not one never tried on this mount.
  */
-static pid_t spawn(enum keeper_role role, int *sock)
+static pid_t spawn(enum keeper_role role, int exe, int *sock)
 {
 	sigset_t none;
 	char env[192];
@@ -454,8 +504,8 @@ static pid_t spawn(enum keeper_role role, int *sock)
 		fcntl(k.fuse_fd, F_SETFD, 0);
 		fcntl(k.state_fd, F_SETFD, 0);
 		setenv(KEEPER_ENV, env, 1);
-		execv(k.exe, k.argv);
-		log_err("keeper: cannot run %s: %s", k.exe, strerror(errno));
+		fexecve(exe, k.argv, environ);
+		log_err("keeper: cannot run the server: %s", strerror(errno));
 		_exit(127);
 	}
 	close(sv[1]);
@@ -463,9 +513,9 @@ static pid_t spawn(enum keeper_role role, int *sock)
 	return pid;
 }
 
-static int start_server(enum keeper_role role)
+static int start_server(enum keeper_role role, int exe)
 {
-	pid_t pid = spawn(role, &k.sock);
+	pid_t pid = spawn(role, exe, &k.sock);
 
 	if (pid < 0)
 		return pid;
@@ -528,8 +578,8 @@ static void answer_client(const char *what)
 	k.client = -1;
 }
 
-/* Start the next server; false when the keeper must give up. */
-static bool next_server(void)
+/* Start the next server from exe; false when the keeper must give up. */
+static bool next_server(int exe)
 {
 	struct keeper_state *st = k.st;
 	int err;
@@ -537,13 +587,57 @@ static bool next_server(void)
 	memset(st->slots, 0, sizeof(st->slots));
 	st->generation++;
 	st->serving = 0;
-	err = start_server(KEEPER_SUCCESSOR);
+	err = start_server(KEEPER_SUCCESSOR, exe);
 	if (err) {
 		log_err("keeper: cannot start a server: %s; giving up",
 			strerror(-err));
 		return false;
 	}
 	return true;
+}
+
+/*
+ * An upgrade's binary serves: it is the one kept from now on, and the
+ * binary that served before is let go (one is enough to go back to).
+ */
+static void upgrade_served(void)
+{
+	close(k.exe_fd);
+	k.exe_fd = k.new_fd;
+	k.new_fd = -1;
+	k.upgrade = UP_NONE;
+	log_info("keeper: the mount is handed to server %d (%s)", k.server,
+		 k.exe);
+	answer_client("upgraded\n");
+}
+
+/*
+ * An upgrade's first server died (how) before it could serve: a binary
+ * that passed its test and cannot serve all the same.  Rather than try
+ * it again, the binary that served before takes the mount back.
+ * Returns -1, or the keeper's exit status.
+ */
+static int go_back(const char *how, bool *unmount)
+{
+	char answer[256];
+
+	log_err("keeper: the server of %s %s before it could serve; going back to the binary that served before",
+		k.exe, how);
+	close(k.new_fd);
+	k.new_fd = -1;
+	k.upgrade = UP_NONE;
+	k.start_failures = 0;
+	k.st->deaths++;
+	*unmount = false;
+	if (!next_server(k.exe_fd)) {
+		answer_client("failed: the new server died before it could serve, and the old binary could not be started again\n");
+		return 1;
+	}
+	snprintf(answer, sizeof(answer),
+		 "failed: the installed sectionfs %s before it could serve; the binary that served before serves the mount again (server %d)\n",
+		 how, k.server);
+	answer_client(answer);
+	return -1;
 }
 
 /*
@@ -566,19 +660,24 @@ static int server_gone(int status, bool *unmount)
 
 	*unmount = true;
 	if (k.upgrade == UP_STOPPING && !k.stopping && !k.stop_sent) {
-		/* It stopped for the installed binary, which now serves. */
-		k.upgrade = UP_NONE;
+		/* It stopped for the installed binary, which takes over. */
+		k.upgrade = UP_TRYING;
 		k.start_failures = 0;
 		k.n_last = 0;
-		if (!next_server()) {
+		if (!next_server(k.new_fd)) {
 			answer_client("failed: the new server could not be started\n");
 			*unmount = false;
 			return 1;
 		}
-		log_info("keeper: the mount is handed to server %d (%s)",
+		log_info("keeper: server %d of %s is taking over the mount",
 			 k.server, k.exe);
-		answer_client("upgraded\n");
 		return -1;
+	}
+	if (k.upgrade == UP_TRYING) {
+		if (st->serving)
+			upgrade_served();
+		else if (!clean && !k.stopping && !k.stop_sent)
+			return go_back(how, unmount);
 	}
 	if (clean || k.stopping || k.stop_sent)
 		return clean ? 0 : 1;
@@ -593,7 +692,7 @@ static int server_gone(int status, bool *unmount)
 				 how);
 			st->deaths++;
 			memset(st->slots, 0, sizeof(st->slots));
-			return start_server(KEEPER_FIRST) ? 1 : -1;
+			return start_server(KEEPER_FIRST, k.exe_fd) ? 1 : -1;
 		}
 		log_err("server %s before the mount was set up", how);
 		return 1;
@@ -615,7 +714,7 @@ static int server_gone(int status, bool *unmount)
 	}
 	log_warn("server %s; starting another", how);
 	st->deaths++;
-	return next_server() ? -1 : 1;
+	return next_server(k.exe_fd) ? -1 : 1;
 }
 
 /* The upgrade's test run ended: stop the server, or refuse. */
@@ -636,6 +735,8 @@ static void checker_gone(int status)
 			 k.exe, how);
 		answer_client("refused: the installed sectionfs cannot take over this mount (it cannot read the mount's state or would not agree to what the kernel agreed to; see the log)\n");
 		k.upgrade = UP_NONE;
+		close(k.new_fd);
+		k.new_fd = -1;
 		return;
 	}
 	/* It finishes what it has, then exits 0 without tearing down. */
@@ -668,8 +769,20 @@ static void take_client(void)
 		return;
 	}
 	k.client = fd;
-	pid = spawn(KEEPER_CHECK, &k.check_sock);
+	/* What is tested is what serves, whatever is installed later. */
+	k.new_fd = open(k.exe, O_PATH | O_CLOEXEC);
+	if (k.new_fd < 0) {
+		char answer[PATH_MAX + 64];
+
+		snprintf(answer, sizeof(answer), "failed: %s: %s\n", k.exe,
+			 strerror(errno));
+		answer_client(answer);
+		return;
+	}
+	pid = spawn(KEEPER_CHECK, k.new_fd, &k.check_sock);
 	if (pid < 0) {
+		close(k.new_fd);
+		k.new_fd = -1;
 		answer_client("failed: cannot run the installed sectionfs\n");
 		return;
 	}
@@ -791,6 +904,13 @@ int keeper_run(struct fuse_session *se, char *argv[], const char *mount_arg,
 		goto out;
 	}
 	k.exe[len] = '\0';
+	/* The file this process runs, even if another is installed now. */
+	k.exe_fd = open("/proc/self/exe", O_PATH | O_CLOEXEC);
+	if (k.exe_fd < 0) {
+		log_err("keeper: cannot open its own binary: %s",
+			strerror(errno));
+		goto out;
+	}
 	if ((err = server_argv(argv, mount_arg)) || (err = make_state())) {
 		log_err("keeper: cannot start: %s", strerror(-err));
 		goto out;
@@ -803,7 +923,7 @@ int keeper_run(struct fuse_session *se, char *argv[], const char *mount_arg,
 	}
 	listen_ctl(mountpoint);
 	fuse_daemonize(foreground);
-	if ((err = start_server(KEEPER_FIRST))) {
+	if ((err = start_server(KEEPER_FIRST, k.exe_fd))) {
 		log_err("keeper: cannot start the server: %s", strerror(-err));
 		goto out;
 	}
@@ -817,13 +937,18 @@ int keeper_run(struct fuse_session *se, char *argv[], const char *mount_arg,
 			{ .fd = k.ctl, .events = POLLIN },
 		};
 		struct signalfd_siginfo si;
+		/* An upgrade's server says it serves only in the state. */
+		int wait = k.upgrade == UP_TRYING ? TRY_POLL_MS : -1;
 
-		if (poll(pfd, 3, -1) < 0) {
+		if (poll(pfd, 3, wait) < 0) {
 			if (errno == EINTR)
 				continue;
 			log_err("keeper: poll: %s", strerror(errno));
 			goto out;
 		}
+		if (k.upgrade == UP_TRYING && k.server > 0 &&
+		    __atomic_load_n(&k.st->serving, __ATOMIC_ACQUIRE))
+			upgrade_served();
 		if (k.sock >= 0 && pfd[1].revents)
 			take_messages();
 		if (k.ctl >= 0 && (pfd[2].revents & POLLIN))

@@ -81,7 +81,10 @@ struct keeper_state {
 	uint32_t init_state;	/* enum keeper_init */
 	uint32_t init_len, reply_len;
 	int32_t record_fd;	/* keeper_set_record_fd(), -1: none */
-	uint32_t serving;	/* the current server got past INIT */
+	uint32_t serving;	/* the current server took the mount over
+				   (a first one: the kernel took its INIT
+				   answer; a successor: it adopted the
+				   record) */
 	uint32_t generation;	/* 0: the first server */
 	uint32_t deaths;	/* servers that died so far (test hooks) */
 	uint32_t n_poison;
@@ -91,6 +94,9 @@ struct keeper_state {
 	uint8_t init[KEEPER_INIT_MAX];
 	uint8_t reply[KEEPER_INIT_MAX];
 };
+
+/* A successor has adopted the mount and serves from now on. */
+void keeper_serving(void);
 
 /* This server's exit ends the mount (a failed INIT): no successor. */
 void keeper_stop(void);

@@ -299,6 +299,7 @@ int main(int argc, char *argv[])
 		ret = KEEPER_EXIT_REFUSE;
 		goto out_notify;
 	}
+	keeper_serving();
 	/* What a dead server read comes again (INIT too, should the
 	 * first have died before answering it). */
 	if (keeper_role() != KEEPER_FIRST || keeper_state()->deaths)

@@ -410,8 +410,8 @@ static ssize_t swallow_init(int fd, struct iovec *iov, int count,
 		uring_start(false);
 		return len;
 	}
+	/* It serves once it has adopted the mount (keeper_serving()). */
 	uring_start(uring_asked);
-	__atomic_store_n(&st->serving, 1, __ATOMIC_RELEASE);
 	return len;
 }
 

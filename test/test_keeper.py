@@ -15,6 +15,7 @@ Processes are handled by PID only.
 
 import errno
 import os
+import shutil
 import signal
 import subprocess
 
@@ -407,3 +408,155 @@ def test_upgrade_of_something_not_a_sectionfs(base_dir):
                          capture_output=True, text=True)
     assert res.returncode == 1
     assert 'no sectionfs keeper' in res.stderr
+
+
+# -- an upgrade whose binary cannot serve ------------------------------------
+
+def file_id(path):
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def runs(pid, ident):
+    """Whether process pid runs the file ident (file_id), once past its
+    exec (until then it is a copy of the keeper): its /proc/PID/exe, or under valgrind (whose own tool that names) the
+    program valgrind loaded, among the files in /proc/PID/maps."""
+    if not util.VALGRIND:
+        return file_id('/proc/%d/exe' % pid) == ident
+    dev, ino = ident
+    want = '%02x:%02x %d ' % (os.major(dev), os.minor(dev), ino)
+    with open('/proc/%d/maps' % pid) as f:
+        return any(' '.join(line.split()[3:5]) + ' ' == want for line in f)
+
+
+def daemon_copies(base_dir, monkeypatch):
+    """Two copies of the daemon: the one mounts are started from (as if
+    installed there), and one whose servers a test hook kills before
+    they serve (SECTIONFS_TEST_DIE_AT_START_EXE).  Returns their paths."""
+    why = hooks_skip_reason()
+    if why:
+        pytest.skip(why)
+    exe = os.path.join(base_dir, 'sectionfs')
+    dies = os.path.join(base_dir, 'sectionfs-that-dies')
+    for path in exe, dies:
+        shutil.copyfile(util.daemon_binary(), path)
+        os.chmod(path, 0o755)
+    monkeypatch.setattr(util, 'DAEMON', exe)
+    return exe, dies
+
+
+def install(src, path):
+    """Make the file src the one installed at path, as a package manager
+    does: a new name for it renamed over the old, whose running copies
+    run on.  Under valgrind, which runs an execveat(2) of a file by its
+    path, the old file is moved aside first so that it keeps one."""
+    if util.VALGRIND:
+        os.rename(path, '%s.old.%d' % (path, file_id(path)[1]))
+    os.link(src, path + '.new')
+    os.rename(path + '.new', path)
+
+
+def make_sections(m):
+    """Sections of several sizes, some in a directory; {name: bytes}."""
+    os.mkdir(m / 'd')
+    made = {}
+    for i in range(12):
+        name = 'd/s%d' % i if i % 3 == 0 else 's%d' % i
+        made[name] = pattern(0, i * PAGE + 7 * i + 1, i)
+        write_file(m / name, made[name])
+    return made
+
+
+def check_sections(m, made):
+    for name, data in made.items():
+        assert read_file(m / name) == data, name
+    assert sorted(os.listdir(m / 'd')) == sorted(
+        n[2:] for n in made if n.startswith('d/'))
+
+
+def test_upgrade_whose_servers_die_at_start_goes_back(
+        mount_factory, datapath, base_dir, monkeypatch):
+    """An upgrade to a binary that passes its test, then dies before it
+    serves (a test hook): the keeper goes back to the binary that served
+    before, which it kept though the file was replaced; --upgrade says
+    the upgrade failed, and the mount is served by the old binary with
+    every section, its bytes and an fd open across it.  A later crash
+    restarts the old binary too."""
+    exe, dies = daemon_copies(base_dir, monkeypatch)
+    m = hooked_mount(mount_factory, datapath, 'dev_fuse', monkeypatch,
+                     DIE_AT_START_EXE=dies)
+    old = file_id(exe)
+    first = m.pid
+    made = make_sections(m)
+    fd = os.open(m / 's1', os.O_RDONLY)
+    try:
+        install(dies, exe)
+        res = upgrade(m)
+        assert res.returncode == 1, res.stdout
+        assert 'failed' in res.stderr and 'before' in res.stderr, \
+            res.stderr
+        server = m.server_pid(other_than=first)
+        assert server is not None, 'no server took over'
+        # Served: the server is past its exec, no copy of the keeper.
+        check_sections(m, made)
+        assert runs(server, old), 'the server does not run the old binary'
+        assert util.wait_for(lambda: 'going back' in m.stderr), \
+            'the keeper did not log that it went back'
+        assert os.pread(fd, len(made['s1']), 0) == made['s1']
+        write_file(m / 'after', b'served by the old binary')
+        assert read_file(m / 'after') == b'served by the old binary'
+        again = kill_server(m)
+        check_sections(m, made)
+        assert runs(again, old), 'a restart runs the installed binary'
+    finally:
+        close_quietly(fd)
+
+
+def test_restart_runs_the_binary_that_served(
+        mount_factory, datapath, base_dir, monkeypatch):
+    """A binary installed over the mount's without --upgrade (here one
+    that dies at start) is not what a crashed server is replaced with:
+    its successor runs the binary that served, and serves."""
+    exe, dies = daemon_copies(base_dir, monkeypatch)
+    m = hooked_mount(mount_factory, datapath, 'dev_fuse', monkeypatch,
+                     DIE_AT_START_EXE=dies)
+    old = file_id(exe)
+    made = make_sections(m)
+    install(dies, exe)
+    for _ in range(2):
+        new = kill_server(m)
+        check_sections(m, made)
+        assert runs(new, old), 'a restart runs the installed binary'
+    assert m.alive(), 'the keeper gave up'
+    write_file(m / 'after', b'a')
+    assert read_file(m / 'after') == b'a'
+
+
+def test_second_upgrade_goes_back_to_the_binary_that_served_last(
+        mount_factory, datapath, base_dir, monkeypatch):
+    """After an upgrade that served, the new binary is the one kept:
+    a crash restarts it, and a further upgrade whose servers die at
+    start goes back to it, not to the binary the mount started with."""
+    exe, dies = daemon_copies(base_dir, monkeypatch)
+    m = hooked_mount(mount_factory, datapath, 'dev_fuse', monkeypatch,
+                     DIE_AT_START_EXE=dies)
+    made = make_sections(m)
+    second = os.path.join(base_dir, 'sectionfs-2')
+    shutil.copyfile(util.daemon_binary(), second)
+    os.chmod(second, 0o755)
+    served = file_id(second)
+    install(second, exe)
+    res = upgrade(m)
+    assert res.returncode == 0, res.stderr
+    assert runs(m.pid, served)
+    install(dies, exe)
+    new = kill_server(m)
+    check_sections(m, made)     # it serves: it may be upgraded
+    assert runs(new, served), 'a restart runs the installed binary'
+    res = upgrade(m)
+    assert res.returncode == 1, res.stdout
+    server = m.server_pid(other_than=new)
+    assert server is not None
+    check_sections(m, made)
+    assert runs(server, served), \
+        'the upgrade did not go back to the binary that served last'
