@@ -578,12 +578,39 @@ static void answer_client(const char *what)
 	k.client = -1;
 }
 
+/*
+ * FORGET has no reply, so the kernel never sends again one that a server
+ * read: those the dead server's threads were carrying out (wire.c notes
+ * each with its request) are kept for the successor, which does those
+ * its record does not say were done (requests_forget_lost()).
+ */
+static void keep_lost_forgets(struct keeper_state *st)
+{
+	for (int i = 0; i < KEEPER_SLOTS; i++) {
+		const struct keeper_slot *s = &st->slots[i];
+		uint32_t n = s->nforget < KEEPER_SLOT_FORGETS ?
+			s->nforget : KEEPER_SLOT_FORGETS;
+
+		if (!s->unique || !n)
+			continue;
+		if (st->n_lost + n > KEEPER_LOST_FORGETS) {
+			log_err("keeper: more FORGETs in flight than a successor is handed; some inodes will be held until unmount");
+			return;
+		}
+		for (uint32_t j = 0; j < n; j++)
+			st->lost[st->n_lost++] = (struct keeper_lost_forget){
+				.unique = s->unique, .f = st->forgets[i][j],
+			};
+	}
+}
+
 /* Start the next server from exe; false when the keeper must give up. */
 static bool next_server(int exe)
 {
 	struct keeper_state *st = k.st;
 	int err;
 
+	keep_lost_forgets(st);
 	memset(st->slots, 0, sizeof(st->slots));
 	st->generation++;
 	st->serving = 0;

@@ -55,14 +55,17 @@ int keeper_record_fd(void);
  * What a server and its keeper share, in a memfd the keeper holds: the
  * INIT the kernel sent and the answer it took (so that a successor can be
  * fed them), what each serving thread is carrying out (for the crash
- * loop), and the requests a successor answers EIO rather than die of
- * again.  Laid out for one version of sectionfs: KEEPER_STATE_VERSION
+ * loop), the requests a successor answers EIO rather than die of
+ * again, and the FORGETs a dead server read and may not have carried
+ * out (the kernel never sends them again: the successor does them).  Laid out for one version of sectionfs: KEEPER_STATE_VERSION
  * says which, and a binary that finds another refuses to serve it.
  */
-#define KEEPER_STATE_VERSION	1
+#define KEEPER_STATE_VERSION	2
 #define KEEPER_INIT_MAX		512	/* an INIT request or reply, bytes */
 #define KEEPER_SLOTS		256	/* serving threads tracked */
 #define KEEPER_POISON_MAX	64
+#define KEEPER_SLOT_FORGETS	1024	/* of a BATCH_FORGET, per thread */
+#define KEEPER_LOST_FORGETS	4096	/* handed to a successor */
 
 enum keeper_init {
 	KEEPER_INIT_NONE,	/* no INIT answered yet */
@@ -73,7 +76,19 @@ enum keeper_init {
 struct keeper_slot {
 	uint64_t unique;	/* the request being carried out, 0: none */
 	uint32_t opcode;
-	uint32_t pad;
+	uint32_t nforget;	/* FORGET, BATCH_FORGET: entries noted */
+};
+
+/* Laid out as libfuse's struct fuse_forget_data and the kernel's
+ * struct fuse_forget_one. */
+struct keeper_forget {
+	uint64_t ino;
+	uint64_t nlookup;
+};
+
+struct keeper_lost_forget {
+	uint64_t unique;	/* the FORGET or BATCH_FORGET it came in */
+	struct keeper_forget f;
 };
 
 struct keeper_state {
@@ -93,6 +108,13 @@ struct keeper_state {
 	struct keeper_slot slots[KEEPER_SLOTS];
 	uint8_t init[KEEPER_INIT_MAX];
 	uint8_t reply[KEEPER_INIT_MAX];
+	uint32_t n_lost;	/* entries of lost[] a successor must do */
+	uint32_t pad2;
+	struct keeper_lost_forget lost[KEEPER_LOST_FORGETS];
+	/* What each slot's FORGET asks (slot.nforget entries).  Last and
+	 * never cleared as a whole: only the pages of the threads that
+	 * serve are ever touched. */
+	struct keeper_forget forgets[KEEPER_SLOTS][KEEPER_SLOT_FORGETS];
 };
 
 /* A successor has adopted the mount and serves from now on. */

@@ -137,6 +137,15 @@ static int keep(struct sfs_mount *m, struct fuse_cmdline_opts *cl,
 }
 
 /*
+ * Whether the kernel still has inode ino: asked to drop the attributes
+ * it caches of an inode it does not have, it answers ENOENT.
+ */
+static bool kernel_holds(fuse_ino_t ino, void *se)
+{
+	return fuse_lowlevel_notify_inval_inode(se, ino, -1, 0) != -ENOENT;
+}
+
+/*
  * A first server starts the record of its namespace (without one, a
  * successor could not adopt the mount: it serves all the same); a
  * successor rebuilds the namespace from it, after INIT has set up the
@@ -144,6 +153,7 @@ static int keep(struct sfs_mount *m, struct fuse_cmdline_opts *cl,
  */
 static int start_record(struct sfs_mount *m)
 {
+	size_t gone;
 	int err;
 
 	if (keeper_role() == KEEPER_FIRST) {
@@ -154,6 +164,11 @@ static int start_record(struct sfs_mount *m)
 	err = record_adopt(&m->ns);
 	if (err)
 		return err;
+	requests_forget_lost(&m->ns);
+	gone = ns_let_go_unheld(&m->ns, kernel_holds, m->se);
+	if (gone)
+		log_info("let go of %zu removed sections whose FORGET died with the last server",
+			 gone);
 	record_charge(&m->ns);
 	return 0;
 }

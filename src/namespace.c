@@ -603,24 +603,76 @@ int ns_entry(struct ns *ns, fuse_ino_t ino, struct fuse_entry_param *e)
 	return n ? attr_finish(sec, &e->attr) : -ESTALE;
 }
 
-void ns_forget(struct ns *ns, fuse_ino_t ino, uint64_t nlookup)
+/* Drop nlookup of ino's count; returns a section to put after unlocking. */
+static struct section *forget_locked(struct ns *ns, fuse_ino_t ino,
+				     uint64_t nlookup)
 {
-	struct section *sec = NULL;
-	struct node *n;
+	struct node *n = node_of(ns, ino);
 
-	pthread_mutex_lock(&ns->lock);
-	n = node_of(ns, ino);
 	if (!n)
-		goto out;		/* nothing to forget: no reply either */
+		return NULL;		/* nothing to forget: no reply either */
 	n->nlookup = n->nlookup > nlookup ? n->nlookup - nlookup : 0;
 	record_node(ns, n);
-	if (n->nlookup == 0 && n->nlink == 0 && n != ns->root) {
-		LIST_REMOVE(n, orphan);
-		sec = node_free(ns, n);
+	if (n->nlookup > 0 || n->nlink > 0 || n == ns->root)
+		return NULL;
+	LIST_REMOVE(n, orphan);
+	return node_free(ns, n);
+}
+
+void ns_forget(struct ns *ns, fuse_ino_t ino, uint64_t nlookup)
+{
+	struct fuse_forget_data one = { .ino = ino, .nlookup = nlookup };
+
+	ns_forget_many(ns, &one, 1);
+}
+
+void ns_forget_many(struct ns *ns, const struct fuse_forget_data *f,
+		    size_t count)
+{
+	struct section *only, **gone = &only;
+	size_t i, n = 0;
+
+	if (count > 1 && !(gone = calloc(count, sizeof(*gone)))) {
+		/* One at a time: a death midway leaves the batch half
+		 * done (the successor does all of it, or none). */
+		for (i = 0; i < count; i++)
+			ns_forget(ns, f[i].ino, f[i].nlookup);
+		return;
 	}
-out:
+	pthread_mutex_lock(&ns->lock);
+	for (i = 0; i < count; i++)
+		if ((gone[n] = forget_locked(ns, f[i].ino, f[i].nlookup)))
+			n++;
 	ns_unlock(ns);
-	put_if(sec);
+	for (i = 0; i < n; i++)
+		section_put(gone[i]);
+	if (gone != &only)
+		free(gone);
+}
+
+size_t ns_let_go_unheld(struct ns *ns, bool (*held)(fuse_ino_t, void *),
+			void *arg)
+{
+	fuse_ino_t *inos = NULL;
+	size_t count = 0, n = 0, i, gone = 0;
+	struct node *o;
+
+	pthread_mutex_lock(&ns->lock);
+	LIST_FOREACH(o, &ns->orphans, orphan)
+		count++;
+	if (count && (inos = malloc(count * sizeof(*inos))))
+		LIST_FOREACH(o, &ns->orphans, orphan)
+			if (o->nlookup)
+				inos[n++] = o->ino;
+	pthread_mutex_unlock(&ns->lock);
+	for (i = 0; i < n; i++) {
+		if (held(inos[i], arg))
+			continue;
+		ns_forget(ns, inos[i], UINT64_MAX);
+		gone++;
+	}
+	free(inos);
+	return gone;
 }
 
 int ns_readlink(struct ns *ns, fuse_ino_t ino, char *buf, size_t size)

@@ -129,6 +129,19 @@ void ns_destroy(struct ns *ns);
 int ns_lookup(struct ns *ns, fuse_ino_t parent, const char *name,
 	      struct fuse_entry_param *e);
 void ns_forget(struct ns *ns, fuse_ino_t ino, uint64_t nlookup);
+/* A batch, in one critical section and so one commit of the record: a
+ * server's death leaves all of it done, or none. */
+void ns_forget_many(struct ns *ns, const struct fuse_forget_data *f,
+		    size_t count);
+/*
+ * After a server's death, before serving: each unnamed node the kernel
+ * still had looked up but no longer holds (held(ino, arg) false) is
+ * forgotten, as its last FORGET, lost with the dead server, would have
+ * done.  An unnamed node cannot be looked up again, so the answer stays
+ * true.  Returns how many were let go.
+ */
+size_t ns_let_go_unheld(struct ns *ns, bool (*held)(fuse_ino_t, void *),
+			void *arg);
 /* The entry of node ino as a reply that counted its lookup already
  * would give it (a resent request answered from the record): no lookup
  * is counted. */

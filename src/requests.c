@@ -133,20 +133,65 @@ static void sfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	reply_entry_or_err(req, err, &e);
 }
 
+/*
+ * A FORGET is never sent again: one a server read and died before doing
+ * is done by its successor (requests_forget_lost()), unless the record
+ * says it was done, which it says in the commit that did it.
+ */
+static void forget_once(fuse_req_t req, const struct fuse_forget_data *f,
+			size_t count)
+{
+	record_request(wire_request_unique(req));
+	ns_forget_many(ns_of(req), f, count);
+	done_request();
+	wire_request_done();
+	fuse_reply_none(req);
+}
+
 static void sfs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
-	ns_forget(ns_of(req), ino, nlookup);
-	fuse_reply_none(req);
+	struct fuse_forget_data one = { .ino = ino, .nlookup = nlookup };
+
+	forget_once(req, &one, 1);
 }
 
 static void sfs_forget_multi(fuse_req_t req, size_t count,
 			     struct fuse_forget_data *forgets)
 {
-	size_t i;
+	forget_once(req, forgets, count);
+}
 
-	for (i = 0; i < count; i++)
-		ns_forget(ns_of(req), forgets[i].ino, forgets[i].nlookup);
-	fuse_reply_none(req);
+void requests_forget_lost(struct ns *ns)
+{
+	struct keeper_state *st = keeper_state();
+	uint32_t n = st ? st->n_lost : 0, i, j;
+	uint64_t ino, fh;
+
+	if (!n)
+		return;
+	if (n > KEEPER_LOST_FORGETS)
+		n = KEEPER_LOST_FORGETS;
+	/* Each request's entries are together and done in one commit. */
+	for (i = 0; i < n; i = j) {
+		uint64_t unique = st->lost[i].unique;
+		struct fuse_forget_data *f = calloc(n - i, sizeof(*f));
+		size_t count = 0;
+
+		for (j = i; j < n && st->lost[j].unique == unique; j++)
+			if (f)
+				f[count++] = (struct fuse_forget_data){
+					st->lost[j].f.ino,
+					st->lost[j].f.nlookup };
+		if (!f)
+			log_warn("no memory for the FORGETs of a dead server: inodes held until unmount");
+		else if (!record_resent(ns, unique, &ino, &fh)) {
+			record_request(unique);
+			ns_forget_many(ns, f, count);
+			done_request();
+		}
+		free(f);
+	}
+	__atomic_store_n(&st->n_lost, 0, __ATOMIC_RELEASE);
 }
 
 static void sfs_getattr(fuse_req_t req, fuse_ino_t ino,

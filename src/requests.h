@@ -10,4 +10,13 @@
 
 extern const struct fuse_lowlevel_ops sfs_ops;
 
+struct ns;
+
+/*
+ * In a successor, once it has adopted the namespace: do the FORGETs the
+ * dead server read and did not do (the keeper kept them; the kernel
+ * never sends them again).
+ */
+void requests_forget_lost(struct ns *ns);
+
 #endif /* SECTIONFS_REQUESTS_H */

@@ -57,7 +57,8 @@ static struct {
 	bool refused;		/* a successor's INIT answer was not the
 				   kernel's: it must not serve */
 #ifdef SFS_TEST_HOOKS
-	uint32_t die_opcode;	/* die before replying to this opcode */
+	uint32_t die_opcode;	/* die before replying to this opcode
+				   (FORGET: having read one or a batch) */
 	uint32_t die_times;	/* ... while fewer servers died */
 	uint32_t die_skip;	/* ... past this many such replies */
 	atomic_uint die_seen;	/* such replies this server wrote */
@@ -321,6 +322,41 @@ static bool answered_here(int fd, const void *buf)
 	return true;
 }
 
+/*
+ * What a FORGET or BATCH_FORGET asks, noted in to: they have no reply,
+ * so the kernel never sends one again, and a successor can do one this
+ * server dies before doing only from this note.  Returns the entries.
+ */
+static uint32_t note_forgets(struct keeper_forget *to,
+			     const struct fuse_in_header *in,
+			     const char *buf, size_t len)
+{
+	struct fuse_batch_forget_in batch;
+	struct fuse_forget_in one;
+	size_t fits;
+
+	buf += sizeof(*in);
+	len -= sizeof(*in);
+	if (in->opcode == FUSE_FORGET && len >= sizeof(one)) {
+		memcpy(&one, buf, sizeof(one));
+		to[0] = (struct keeper_forget){ in->nodeid, one.nlookup };
+		return 1;
+	}
+	if (in->opcode != FUSE_BATCH_FORGET || len < sizeof(batch))
+		return 0;
+	memcpy(&batch, buf, sizeof(batch));
+	fits = (len - sizeof(batch)) / sizeof(struct fuse_forget_one);
+	if (batch.count < fits)
+		fits = batch.count;
+	if (fits > KEEPER_SLOT_FORGETS) {
+		log_warn("a batch of %zu FORGETs: only %d would outlive this server",
+			 fits, KEEPER_SLOT_FORGETS);
+		fits = KEEPER_SLOT_FORGETS;
+	}
+	memcpy(to, buf + sizeof(batch), fits * sizeof(*to));
+	return (uint32_t)fits;
+}
+
 /* Note the request just read in this thread's slot. */
 static void note_request(const void *buf, ssize_t len)
 {
@@ -330,8 +366,32 @@ static void note_request(const void *buf, ssize_t len)
 	if (len < (ssize_t)sizeof(in) || !(slot = my_slot()))
 		return;
 	memcpy(&in, buf, sizeof(in));
+	/* No request while the slot changes: the keeper reads it only
+	 * once this process is dead, but must not pair one request's
+	 * unique with another's forgets. */
+	__atomic_store_n(&slot->unique, 0, __ATOMIC_RELEASE);
 	slot->opcode = in.opcode;
+	slot->nforget = note_forgets(keeper_state()->forgets[wire_slot],
+				     &in, buf, (size_t)len);
 	__atomic_store_n(&slot->unique, in.unique, __ATOMIC_RELEASE);
+#ifdef SFS_TEST_HOOKS
+	/* FORGET has no reply to die before: die having read one (or a
+	 * batch), before doing it. */
+	if (wire.die_opcode == FUSE_FORGET && slot->nforget &&
+	    keeper_state()->deaths < wire.die_times &&
+	    atomic_fetch_add(&wire.die_seen, 1) >= wire.die_skip) {
+		log_warn("test hook: dying having read a FORGET");
+		keeper_test_die();
+	}
+#endif
+}
+
+void wire_request_done(void)
+{
+	struct keeper_slot *slot = my_slot();
+
+	if (slot)
+		__atomic_store_n(&slot->unique, 0, __ATOMIC_RELEASE);
 }
 
 /* The reply to the request in this thread's slot is being written. */

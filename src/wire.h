@@ -50,6 +50,13 @@ void wire_ask(uint64_t set, uint64_t clear, uint64_t restore,
 	      uint32_t max_stack_depth);
 
 /*
+ * A request that has no reply (FORGET, BATCH_FORGET) was carried out:
+ * this thread's slot no longer names it, so a successor does not do it
+ * again.
+ */
+void wire_request_done(void);
+
+/*
  * How many bytes of each read buffer a kept server has in place before
  * it reads a request into it: what the largest request may fill.  A
  * request being copied into pages not yet there when the server is

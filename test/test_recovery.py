@@ -24,7 +24,7 @@ import pytest
 
 import util
 from util import LIFETIME, MiB, read_file, write_file
-from test_keeper import hooked_mount, in_child
+from test_keeper import hooked_mount, in_child, kill_server
 
 pytestmark = pytest.mark.root
 
@@ -43,6 +43,7 @@ FUSE_RELEASE = 18
 FUSE_SETXATTR = 21
 FUSE_CREATE = 35
 FUSE_LOOKUP = 1
+FUSE_FORGET = 2
 FUSE_READDIRPLUS = 44
 
 
@@ -220,6 +221,49 @@ def test_lookup_carried_out_before_a_death_is_counted_once(
     os.unlink(m / 'a')
     forget_everything()
     assert section_let_go(m, 'a')
+
+
+@pytest.mark.parametrize('count', [1, 20], ids=['one', 'twenty'])
+def test_forget_read_before_a_death_is_done_by_the_successor(
+        mount_factory, datapath, monkeypatch, count):
+    """A FORGET has no reply, so the kernel never sends again one that a
+    dying server had read: the successor does it, and a removed section
+    whose inode the kernel let go is let go too, not held until unmount.
+    Twenty removed while open and closed together make the kernel send
+    their FORGETs close together, often as one BATCH_FORGET."""
+    m, first = dies_once(mount_factory, datapath, monkeypatch, FUSE_FORGET)
+    names = ['f%d' % i for i in range(count)]
+    files = []
+    for name in names:
+        write_file(m / name, name.encode())
+        files.append(open(m / name, 'rb'))
+        os.unlink(m / name)
+    assert m.pid == first, 'the server died before the FORGET under test'
+    for f in files:
+        f.close()
+    assert util.wait_for(lambda: died(m, first)), \
+        'the test hook did not end the server'
+    for name in names:
+        assert section_let_go(m, name), \
+            '%s is held: %s' % (name, util.daemon_memfds(m.keeper_pid))
+
+
+def test_removed_section_held_open_outlives_a_death(mount_factory,
+                                                   datapath):
+    """A removed section the kernel still holds (open here) is kept by
+    the successor, which lets go only of those the kernel no longer has:
+    its attributes and bytes are there after the death, and it is let go
+    once closed."""
+    m = mount_factory(datapath)
+    write_file(m / 'held', b'still here')
+    f = open(m / 'held', 'rb')
+    os.unlink(m / 'held')
+    kill_server(m)
+    assert os.fstat(f.fileno()).st_size == len(b'still here')
+    assert f.read() == b'still here'
+    assert '/held' in util.daemon_memfds(m.pid)
+    f.close()
+    assert section_let_go(m, 'held')
 
 
 # ---- many deaths under load ----
