@@ -284,16 +284,23 @@ def on_uring(fn):
 def test_successor_serves_over_fresh_rings(mount_factory, datapath):
     """A mount served over io_uring (io_uring=on): the successor
     registers queues of its own on the connection and serves new
-    requests over them.  (A request made as the dead server's rings are
-    torn down may fail ECANCELED: the test starts once the successor has
-    its rings.)"""
+    requests over them.  (A request made while the successor registers
+    may wait on a queue with no entry yet, until another request on it
+    is answered, and one made as the dead server's rings are torn down
+    may fail ECANCELED: the test starts once every queue registered.)"""
     with util.enable_uring('Y'):
         m = mount_factory(datapath, options=['io_uring=on'])
     write_file(m / 'a', b'a' * 5000)
     assert util.uring_completions(m.pid), 'the first server has no rings'
+    queues = len(util.uring_submitted(m.pid))
     new = kill_server(m)
-    assert util.wait_for(lambda: util.uring_completions(new) is not None), \
-        'the successor has no rings'
+
+    def registered():
+        heads = util.uring_submitted(new)
+        return len(heads) == queues and all(heads)
+    assert util.wait_for(registered), \
+        'the successor did not register %d queues: %s' % (
+            queues, util.uring_submitted(new))
     # In a child: a request the kernel put on a dead ring would never be
     # answered, and the test must then fail, not hang (in_child).
     code = ('for i in range(50):\n'

@@ -161,6 +161,26 @@ def uring_completions(pid):
     return total
 
 
+def uring_submitted(pid):
+    """Per io_uring instance of the daemon, the entries the kernel took
+    from its submission queue (SqHead): a queue thread submits its
+    registrations at once, so none is 0 once every queue has registered."""
+    heads = []
+    fd_dir = '/proc/%d/fd' % pid
+    for fd in os.listdir(fd_dir):
+        try:
+            if os.readlink(os.path.join(fd_dir, fd)) != 'anon_inode:[io_uring]':
+                continue
+            with open('/proc/%d/fdinfo/%s' % (pid, fd)) as f:
+                info = f.read()
+        except OSError:
+            continue
+        m = re.search(r'^SqHead:\s*(\d+)', info, re.M)
+        if m:
+            heads.append(int(m.group(1)))
+    return heads
+
+
 def helper(name):
     """Path of a C helper built by make check; fails the test if missing."""
     import pytest
