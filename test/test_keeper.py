@@ -348,10 +348,15 @@ def test_upgrade_hands_the_mount_to_a_new_server(mnt):
     assert read_file(mnt / 'later') == b'l'
 
 
-def test_upgrade_under_load_loses_nothing(mnt):
+def test_upgrade_under_load_loses_nothing(mount_factory, datapath):
     """An upgrade while a writer makes sections: no call fails, and every
-    section written, before or after, reads back whole."""
+    section written, before or after, reads back whole.  Over /dev/fuse,
+    as io_uring=auto serves a kept mount: over io_uring, Linux 6.18 ends
+    with ECANCELED a request it hands to the rings of a server as that
+    server exits, and one it queued as the next server registered its
+    rings can wait for ever (README, "If the daemon dies")."""
     import threading
+    mnt = mount_factory(datapath, options=['io_uring=off'])
     stop = threading.Event()
     errors, written = [], []
 
