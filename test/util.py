@@ -142,10 +142,10 @@ def enable_uring(value):
             f.write(old)
 
 
-def uring_completions(pid):
-    """Completions the daemon has taken from its io_uring instances
-    (their CqHead in /proc/PID/fdinfo); None when it has none."""
-    total = None
+def uring_fdinfo(pid, field):
+    """field (a count in /proc/PID/fdinfo) of each of the daemon's io_uring
+    instances, in a list."""
+    values = []
     fd_dir = '/proc/%d/fd' % pid
     for fd in os.listdir(fd_dir):
         try:
@@ -155,30 +155,24 @@ def uring_completions(pid):
                 info = f.read()
         except OSError:
             continue
-        m = re.search(r'^CqHead:\s*(\d+)', info, re.M)
+        m = re.search(r'^%s:\s*(\d+)' % field, info, re.M)
         if m:
-            total = (total or 0) + int(m.group(1))
-    return total
+            values.append(int(m.group(1)))
+    return values
+
+
+def uring_completions(pid):
+    """Completions the daemon has taken from its io_uring instances
+    (their CqHead); None when it has none."""
+    heads = uring_fdinfo(pid, 'CqHead')
+    return sum(heads) if heads else None
 
 
 def uring_submitted(pid):
     """Per io_uring instance of the daemon, the entries the kernel took
     from its submission queue (SqHead): a queue thread submits its
     registrations at once, so none is 0 once every queue has registered."""
-    heads = []
-    fd_dir = '/proc/%d/fd' % pid
-    for fd in os.listdir(fd_dir):
-        try:
-            if os.readlink(os.path.join(fd_dir, fd)) != 'anon_inode:[io_uring]':
-                continue
-            with open('/proc/%d/fdinfo/%s' % (pid, fd)) as f:
-                info = f.read()
-        except OSError:
-            continue
-        m = re.search(r'^SqHead:\s*(\d+)', info, re.M)
-        if m:
-            heads.append(int(m.group(1)))
-    return heads
+    return uring_fdinfo(pid, 'SqHead')
 
 
 def helper(name):
