@@ -165,32 +165,31 @@ void requests_forget_lost(struct ns *ns)
 {
 	struct keeper_state *st = keeper_state();
 	uint32_t n = st ? st->n_lost : 0, i, j;
+	struct fuse_forget_data *f;
 	uint64_t ino, fh;
 
 	if (!n)
 		return;
 	if (n > KEEPER_LOST_FORGETS)
 		n = KEEPER_LOST_FORGETS;
+	f = calloc(n, sizeof(*f));
+	if (!f)
+		log_warn("no memory for the FORGETs of a dead server: inodes held until unmount");
 	/* Each request's entries are together and done in one commit. */
-	for (i = 0; i < n; i = j) {
+	for (i = 0; f && i < n; i = j) {
 		uint64_t unique = st->lost[i].unique;
-		struct fuse_forget_data *f = calloc(n - i, sizeof(*f));
 		size_t count = 0;
 
 		for (j = i; j < n && st->lost[j].unique == unique; j++)
-			if (f)
-				f[count++] = (struct fuse_forget_data){
-					st->lost[j].f.ino,
-					st->lost[j].f.nlookup };
-		if (!f)
-			log_warn("no memory for the FORGETs of a dead server: inodes held until unmount");
-		else if (!record_resent(ns, unique, &ino, &fh)) {
+			f[count++] = (struct fuse_forget_data){
+				st->lost[j].f.ino, st->lost[j].f.nlookup };
+		if (!record_resent(ns, unique, &ino, &fh)) {
 			record_request(unique);
 			ns_forget_many(ns, f, count);
 			done_request();
 		}
-		free(f);
 	}
+	free(f);
 	__atomic_store_n(&st->n_lost, 0, __ATOMIC_RELEASE);
 }
 
