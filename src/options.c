@@ -349,7 +349,8 @@ void options_print_help(void)
 {
 	printf("sectionfs options:\n"
 	       "    -o passthrough=auto|on|off  kernel passthrough data path (default auto)\n"
-	       "    -o io_uring=auto|on|off     requests over io_uring where offered (default auto)\n"
+	       "    -o io_uring=auto|on|off     requests over io_uring (default auto: /dev/fuse,\n"
+	       "                                which loses nothing when a server dies)\n"
 	       "    -o size=N[k|m|g|t|%%]        cap on page-file-backed bytes (default none)\n"
 	       "    -o lifetime=name|handle     when unnamed sections die (default name)\n"
 	       "    -o commit=lazy|eager        allocate section memory on resize (default lazy)\n"
