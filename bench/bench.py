@@ -9,7 +9,10 @@ twice more with `-o writeback_cache` (once as mounted, once with the
 mount's dirty-page share raised), each under one temporary directory, and
 runs the same work on each, the targets taking
 turns and the median (or, with --estimator=best, the best) of a few
-rounds kept:
+rounds kept.  With --baseline PATH, another sectionfs binary (an older
+build) is mounted beside them as pt-base and cached-base, with the options
+of the passthrough and cached targets, and takes its turns like them.
+The work:
 
   - fio on one file: sequential read and write (1 MiB, psync), random read
     and write (4 KiB, psync), random read and write through a shared mmap
@@ -22,17 +25,24 @@ rounds kept:
     /proc/meminfo, and what 100,000 empty sections cost, in the kernel's
     slab and in the daemon's own resident memory (each section holds an
     fd in the daemon: where this process may not raise the daemon's open
-    file limit that far, as many as the limit allows).
+    file limit that far, as many as the limit allows).  The process
+    started is a keeper that serves nothing; its child, the server,
+    serves, and maps the record of the namespace (shared memory).  Each
+    is read from /proc/PID/status: the server's private (RssAnon) and
+    shared (RssShmem) memory, the keeper's VmRSS, the VmRSS of both (the
+    daemon), and slab and daemon together (the machine).  A build with
+    no keeper is its own server.
 
 It prints one table (MB/s or ops/s per row and target, and the ratio of
-each sectionfs data path to tmpfs), saves it as text and the raw rounds as
-JSON beside it, and draws the ratios as a PNG bar chart when matplotlib or
-gnuplot is installed.  Every mount it made is unmounted on the way out,
-whatever happened.  It needs root (tmpfs mount, passthrough), fio,
-prlimit and a built metabench; it uses only the standard library, and
-matplotlib if present.  It must not judge the daemon beyond
-printing the numbers and, beside them, the project's performance goals: a
-benchmark informs, the test suite decides.
+each sectionfs data path to tmpfs) and, with --baseline, this build's
+ratios to the baseline's, with goals held against it; it saves the table
+as text and the raw rounds as JSON beside it, and draws the ratios as a
+PNG bar chart when matplotlib or gnuplot is installed.  Every mount it
+made is unmounted on the way out, whatever happened.  It needs root (tmpfs
+mount, passthrough), fio, prlimit and a built metabench; it uses only the
+standard library, and matplotlib if present.  It must not judge the
+daemon beyond printing the numbers and, beside them, the project's
+performance goals: a benchmark informs, the test suite decides.
 """
 
 import argparse
@@ -63,7 +73,12 @@ TARGETS = [
     ("cached-uring", "ca+uring", "off", "on"),
     ("cached-wb", "ca+wb", "off", "off"),
     ("cached-wb100", "ca+wb100", "off", "off"),
+    ("pt-base", "pt@base", "on", "off"),
+    ("cached-base", "ca@base", "off", "off"),
 ]
+# Targets mounted from the --baseline binary, each with the target of this
+# build it is held against (the same options, the other binary).
+BASELINE = {"pt-base": "pt", "cached-base": "cached"}
 # Further -o options of a target, and the dirty-page share (max_ratio, in
 # percent) set on its mount's bdi; the kernel limits a FUSE mount to 1%.
 EXTRA_OPTIONS = {"cached-wb": "writeback_cache",
@@ -72,6 +87,12 @@ BDI_MAX_RATIO = {"cached-wb100": 100}
 SECTIONFS = [t[0] for t in TARGETS if t[2]]
 URING = [t[0] for t in TARGETS if t[3] == "on"]
 URING_PARAM = "/sys/module/fuse/parameters/enable_uring"
+
+
+def daemon_of(args, name):
+    """The sectionfs binary target name is mounted with."""
+    return args.baseline if name in BASELINE else args.daemon
+
 
 # (key, label, fio arguments).  Each write row starts on a new file, so its
 # first pass allocates, as a program filling a new section does; each read
@@ -111,6 +132,12 @@ GOAL_CACHED = 0.5
 GOAL_NAMES = 0.3
 GOAL_MEM = 1.02
 GOAL_RSS = 300
+# Goals against the --baseline binary, as ratios this build / baseline:
+# data as before (within noise), names, memory per empty section (the
+# daemon's processes, and the machine's: slab and daemon).
+GOAL_BASE_DATA = 0.95
+GOAL_BASE_NAMES = 0.90
+GOAL_BASE_MEM = 1.10
 
 
 def log(msg):
@@ -166,7 +193,8 @@ class Mounts:
         With nofile, the daemon starts with that hard (and soft) limit on
         open files: every section holds an fd in the daemon, which raises
         its soft limit only as far as the hard limit it was given.
-        prlimit execs the daemon, so the pid is the daemon's.
+        prlimit execs the daemon, so the pid is the process started: the
+        keeper, whose child is the server (daemon_pids()).
         """
         name, _, mode, uring = target
         os.mkdir(path)
@@ -450,27 +478,60 @@ def memory(directory, size):
     return {k: (after[k] - before[k]) / size for k in ("Cached", "Shmem")}
 
 
-def vmrss(pid):
-    """The resident memory of process pid in bytes (/proc/PID/status)."""
+# The fields of /proc/PID/status the memory rows read: all resident
+# memory, its private (anonymous) part, and its shared memory part, where
+# the server's record of the namespace (a memfd it maps) lies.
+STATUS_FIELDS = ("VmRSS", "RssAnon", "RssShmem")
+
+
+def proc_status(pid):
+    """STATUS_FIELDS of process pid in bytes (/proc/PID/status)."""
+    vals = {}
     with open("/proc/%d/status" % pid) as f:
         for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise BenchError("no VmRSS for process %d" % pid)
+            name, _, rest = line.partition(":")
+            if name in STATUS_FIELDS:
+                vals[name] = int(rest.split()[0]) * 1024
+    missing = [k for k in STATUS_FIELDS if k not in vals]
+    if missing:
+        raise BenchError("no %s for process %d" % (", ".join(missing), pid))
+    return vals
 
 
-def settled_rss(pid, timeout=10):
-    """VmRSS once it has stopped moving: RELEASE of the last files closed
-    may still be on its way to the daemon."""
+def settled_status(pid, timeout=10):
+    """proc_status() once each of its fields has stopped moving: RELEASE
+    of the last files closed may still be on its way to the daemon."""
     deadline = time.monotonic() + timeout
-    last = vmrss(pid)
+    last = proc_status(pid)
     while time.monotonic() < deadline:
         time.sleep(0.25)
-        now = vmrss(pid)
-        if abs(now - last) < 64 * 1024:
+        now = proc_status(pid)
+        if all(abs(now[k] - last[k]) < 64 * 1024 for k in STATUS_FIELDS):
             return now
         last = now
+    log("memory of process %d did not settle; the figure may be off" % pid)
     return last
+
+
+def daemon_pids(pid):
+    """(keeper, server) of the sectionfs started as pid.
+
+    The process started becomes a keeper that serves nothing; the server
+    is its child, the only one it has.  A build with no keeper serves in
+    the process started and has no child: then (None, pid).
+    """
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            children = [int(c) for c in f.read().split()]
+    except OSError as e:
+        raise BenchError("cannot read the children of daemon %d: %s" %
+                         (pid, e.strerror))
+    if not children:
+        return None, pid
+    if len(children) > 1:
+        log("daemon %d has %d children; taking %d for the server" %
+            (pid, len(children), children[0]))
+    return pid, children[0]
 
 
 def make_files(directory, count, prefix):
@@ -488,30 +549,54 @@ def make_files(directory, count, prefix):
 
 
 def empty_files(directory, count, pid):
-    """What empty files cost: kernel Slab per file and, given the daemon's
-    pid, its VmRSS per file; as many as count, or as many as could be made.
+    """What empty files cost, per file: kernel Slab and, given the pid of
+    the sectionfs started, the memory of its server and of its keeper
+    (daemon_pids()); as many as count, or as many as could be made.
 
     The daemon first serves a few hundred creates and unlinks, so that
     its worker threads and their buffers exist before the first reading
     and are not counted against the sections.
+
+    Per file: "server_anon" the server's RssAnon, "server_shmem" its
+    RssShmem (the record), "keeper_rss" the keeper's VmRSS (absent with
+    no keeper), "rss" the VmRSS of both (the daemon, all its processes),
+    and "machine" that and the slab.
     """
     top = os.path.join(directory, "sections")
     os.mkdir(top)
     for i in range(make_files(top, 200, "w")):
         os.unlink(os.path.join(top, "w%07d" % i))
-    rss0 = settled_rss(pid) if pid else 0
+    keeper, server = daemon_pids(pid) if pid else (None, None)
+    procs = [(k, p) for k, p in (("server", server), ("keeper", keeper))
+             if p]
+    before = {k: settled_status(p) for k, p in procs}
     slab0 = meminfo()["Slab"]
     made = make_files(top, count, "s")
     if made < min(count, 1000):
         raise BenchError("only %d empty files could be made in %s" %
                          (made, top))
-    rss1 = settled_rss(pid) if pid else 0
+    if pid and daemon_pids(pid) != (keeper, server):
+        log("the server of daemon %d changed while the files were made; "
+            "its memory figures are off" % pid)
+    after = {k: settled_status(p) for k, p in procs}
     slab1 = meminfo()["Slab"]
     out = {"count": made, "slab": (slab1 - slab0) / made}
-    if pid:
-        out["rss"] = (rss1 - rss0) / made
-        out["rss_before"] = rss0
-        out["rss_after"] = rss1
+    if not pid:
+        out["machine"] = out["slab"]
+        return out
+
+    def grown(proc, field):
+        return (after[proc][field] - before[proc][field]) / made
+
+    out["server_anon"] = grown("server", "RssAnon")
+    out["server_shmem"] = grown("server", "RssShmem")
+    out["rss"] = sum(grown(k, "VmRSS") for k, _ in procs)
+    if keeper:
+        out["keeper_rss"] = grown("keeper", "VmRSS")
+    out["machine"] = out["slab"] + out["rss"]
+    out["pids"] = dict(procs)
+    out["status_before"] = before
+    out["status_after"] = after
     return out
 
 
@@ -555,19 +640,27 @@ def sections(mounts, tmpfs_path, args):
             os.rmdir(os.path.join(tmpfs_path, "sections"))
         else:
             path = os.path.join(mounts.base, name + "-sections")
-            proc = mounts.sectionfs(path, args.daemon, target, nofile)
+            proc = mounts.sectionfs(path, daemon_of(args, name), target,
+                                    nofile)
             try:
                 cost = empty_files(path, args.sections, proc.pid)
             finally:
                 mounts.unmount(path)
-            log("%s: %d empty sections, daemon VmRSS %.1f -> %.1f MiB" %
-                (name, cost["count"], cost["rss_before"] / MiB,
-                 cost["rss_after"] / MiB))
+            log("%s: %d empty sections, %s" % (name, cost["count"], ", ".join(
+                "%s VmRSS %.1f -> %.1f MiB" %
+                (k, cost["status_before"][k]["VmRSS"] / MiB,
+                 cost["status_after"][k]["VmRSS"] / MiB)
+                for k in cost["pids"])))
         out[name] = cost
     return out
 
 
 # ----------------------------------------------------------------- table
+
+# A section's heading in the table, where its name alone does not say
+# enough.
+SECTION_HEADS = {"memory": "memory (rows in B: per empty file, or section)"}
+
 
 def ratio(value, base):
     return value / base if base else float("nan")
@@ -586,8 +679,16 @@ def rows():
                         names_label(phase, threads), "ops/s"))
     out.append(("memory", "Cached", "Cached per byte of section", "B/B"))
     out.append(("memory", "Shmem", "Shmem per byte of section", "B/B"))
+    # Per empty file (section): the kernel's, the daemon's processes',
+    # and the two together.
     out.append(("memory", "slab", "kernel slab per empty file", "B"))
-    out.append(("memory", "rss", "daemon RSS per empty section", "B"))
+    out.append(("memory", "server_anon", "server private RSS", "B"))
+    out.append(("memory", "server_shmem", "server shared RSS (the record)",
+                "B"))
+    out.append(("memory", "keeper_rss", "keeper RSS", "B"))
+    out.append(("memory", "rss", "daemon RSS, all processes", "B"))
+    out.append(("memory", "machine",
+                "machine per empty section (slab + daemon)", "B"))
     return out
 
 
@@ -643,7 +744,7 @@ def table(args, results):
                     if short else ""))
     lines.append("MB/s = 10^6 bytes/s; ratio = sectionfs / tmpfs")
 
-    width = 34
+    width = 44
     head = "%-*s %-6s" % (width, "", "unit")
     for name, label, _, _ in present:
         head += " %10s" % label
@@ -657,7 +758,7 @@ def table(args, results):
             if section:
                 lines.append("")
             section = sec
-            lines.append(sec)
+            lines.append(SECTION_HEADS.get(sec, sec))
         line = "  %-*s %-6s" % (width - 2, label, unit)
         base = value(results, "tmpfs", key)
         for name, _, _, _ in present:
@@ -673,6 +774,9 @@ def table(args, results):
     if has_base:
         lines.append("")
         lines.extend(goals(results))
+    if baseline_pairs(results):
+        lines.append("")
+        lines.extend(against_baseline(results))
     lines.append("")
     lines.append("targets: tmpfs; passthru = sectionfs -o passthrough=on; "
                  "cached = sectionfs -o passthrough=off; both with "
@@ -685,6 +789,9 @@ def table(args, results):
         lines.append("         pt+uring, ca+uring = the same with "
                      "io_uring=on (requests over io_uring, fuse module "
                      "enable_uring set for the run)")
+    if set(BASELINE) & set(results):
+        lines.append("         pt@base, ca@base = passthru, cached as the "
+                     "baseline binary %s mounts them" % args.baseline)
     elapsed = int(args.elapsed)
     lines.append("run took %d min %02d s (data %.0f s, names %.0f s, "
                  "memory %.0f s)" % (elapsed // 60, elapsed % 60,
@@ -738,7 +845,8 @@ def goals(results):
         out.append("  %-44s %-26s %s" % (text, got,
                                          "met" if ok else "NOT MET"))
 
-    present = [t for t in TARGETS if t[2] and t[0] in results]
+    present = [t for t in TARGETS if t[2] and t[0] in results
+               and t[0] not in BASELINE]
     for name, label, mode, _ in present:
         goal = GOAL_PT if mode == "on" else GOAL_CACHED
         r, k = worst(name, "data")
@@ -758,6 +866,74 @@ def goals(results):
         line("%s daemon RSS per section < %d B" % (label, GOAL_RSS),
              "%.0f B" % rss, rss < GOAL_RSS)
     return out
+
+
+def baseline_pairs(results):
+    """(target, its label, baseline target, its label) for each baseline
+    target in results whose target of this build is there too."""
+    labels = {t[0]: t[1] for t in TARGETS}
+    return [(ours, labels[ours], base, labels[base])
+            for base, ours in BASELINE.items()
+            if base in results and ours in results]
+
+
+def against_baseline(results):
+    """This build against the baseline binary, target by target: the
+    figures, then the goals held against it."""
+    out = ["against the baseline: this build / baseline (data rows "
+           "without fallocate, as in the goals above; memory per empty "
+           "section)"]
+    figs = []
+    for ours, label, base, blabel in baseline_pairs(results):
+        f = {"label": label, "blabel": blabel}
+        for sec in ("data", "names"):
+            a, b = results[ours][sec], results[base][sec]
+            by_row = {k: ratio(a[k], b[k]) for k in a if k in b and not
+                      (sec == "data" and k.startswith("falloc/"))}
+            key = min(by_row, key=by_row.get)
+            f[sec] = (by_row[key], key)
+            f[sec + "_median"] = statistics.median(by_row.values())
+        for key in ("rss", "machine"):
+            a = results[ours]["sections"].get(key)
+            b = results[base]["sections"].get(key)
+            f[key] = (a / b if a is not None and b and b > 0
+                      else float("nan"), a, b)
+        figs.append(f)
+        head = "  %s / %s: " % (label, blabel)
+        out.append("%sdata worst %.2f (%s); names worst %.2f (%s), median "
+                   "%.2f" % (head, f["data"][0], f["data"][1],
+                             f["names"][0], f["names"][1],
+                             f["names_median"]))
+        out.append("%sdaemon RSS, all processes %s; machine %s" %
+                   (" " * len(head), mem_ratio(f["rss"]),
+                    mem_ratio(f["machine"])))
+    out.append("goals against the baseline:")
+
+    def line(text, got, ok):
+        out.append("  %-52s %-26s %s" % (text, got,
+                                         "met" if ok else "NOT MET"))
+
+    for sec, goal in (("data", GOAL_BASE_DATA), ("names", GOAL_BASE_NAMES)):
+        for f in figs:
+            r, key = f[sec]
+            line("%s %s rows >= %.2f of %s" % (f["label"], sec, goal,
+                                               f["blabel"]),
+                 "worst %.2f (%s)" % (r, key), r >= goal)
+    for key, what in (("rss", "daemon RSS"), ("machine", "machine")):
+        for f in figs:
+            r = f[key][0]
+            line("%s %s per section <= %.2f of %s" %
+                 (f["label"], what, GOAL_BASE_MEM, f["blabel"]),
+                 "%.2f" % r, r <= GOAL_BASE_MEM)
+    return out
+
+
+def mem_ratio(fig):
+    """A memory ratio with the figures it is of: (ratio, ours, base)."""
+    r, a, b = fig
+    if a is None or b is None:
+        return "-"
+    return "%.2f (%.0f B / %.0f B)" % (r, a, b)
 
 
 def cpu_idle():
@@ -831,12 +1007,15 @@ SECTION_TITLES = {
 }
 COLOURS = {"pt": "#1f77b4", "cached": "#ff7f0e", "pt-uring": "#17becf",
            "cached-uring": "#d62728", "cached-wb": "#2ca02c",
-           "cached-wb100": "#9467bd"}
+           "cached-wb100": "#9467bd", "pt-base": "#aec7e8",
+           "cached-base": "#ffbb78"}
 LABELS = {"pt": "sectionfs passthrough", "cached": "sectionfs cached",
           "pt-uring": "passthrough, io_uring",
           "cached-uring": "cached, io_uring",
           "cached-wb": "cached, writeback_cache",
-          "cached-wb100": "cached, writeback_cache, bdi max_ratio 100"}
+          "cached-wb100": "cached, writeback_cache, bdi max_ratio 100",
+          "pt-base": "passthrough, baseline binary",
+          "cached-base": "cached, baseline binary"}
 # The goals drawn as dashed lines: (section, ratio, target or None).
 GOAL_LINES = [("data", GOAL_PT, "pt"), ("data", GOAL_CACHED, "cached"),
               ("names", GOAL_NAMES, None), ("memory", GOAL_MEM, "pt")]
@@ -961,10 +1140,16 @@ def parse_args():
     p.add_argument("--chart", default=None,
                    help="the PNG of the ratios (default ratios.png beside "
                    "the table); 'none' to skip it")
+    p.add_argument("--baseline", metavar="PATH", default=None,
+                   help="another sectionfs binary (an older build) to hold "
+                   "this one against: mounted as well, as pt-base and "
+                   "cached-base (the options of pt and cached), taking "
+                   "turns with the others; a section of the table gives "
+                   "this build's ratios to it")
     p.add_argument("--targets", default=None,
                    help="comma list of %s (default all; the io_uring ones "
-                   "where the kernel has it)" % ", ".join(
-                       t[0] for t in TARGETS))
+                   "where the kernel has it, the baseline ones with "
+                   "--baseline)" % ", ".join(t[0] for t in TARGETS))
     p.add_argument("--quick", action="store_true",
                    help="a short run to check the bench itself: 1 round, "
                    "1 s runs, 256 MiB, 2000 files, 10000 sections")
@@ -1009,9 +1194,13 @@ def parse_args():
         reason = uring_reason()
         if reason:
             log("no io_uring targets: " + reason)
-        args.targets = ",".join(t[0] for t in TARGETS
-                                if not reason or t[0] not in URING)
+        args.targets = ",".join(
+            t[0] for t in TARGETS
+            if (not reason or t[0] not in URING)
+            and (args.baseline or t[0] not in BASELINE))
     args.wanted = [t for t in args.targets.split(",") if t]
+    if args.baseline and os.sep in args.baseline:
+        args.baseline = os.path.abspath(args.baseline)
     args.estimate = statistics.median if args.estimator == "median" else max
     args.date = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     args.load = [os.getloadavg()[0]]
@@ -1061,9 +1250,15 @@ def check(args):
         raise BenchError("unknown target in --targets=" + args.targets)
     if set(URING) & set(args.wanted) and uring_reason():
         raise BenchError("no io_uring targets: " + uring_reason())
-    if (set(SECTIONFS) & set(args.wanted)) and not os.access(args.daemon,
-                                                            os.X_OK):
+    ours = set(SECTIONFS) - set(BASELINE)
+    if ours & set(args.wanted) and not os.access(args.daemon, os.X_OK):
         raise BenchError("no daemon at %s (build it first)" % args.daemon)
+    if set(BASELINE) & set(args.wanted):
+        if not args.baseline:
+            raise BenchError("%s need --baseline" %
+                             ", ".join(sorted(BASELINE)))
+        if not os.access(args.baseline, os.X_OK):
+            raise BenchError("no baseline daemon at %s" % args.baseline)
     if not os.access(args.metabench, os.X_OK):
         raise BenchError("no metabench at %s (make bench builds it)" %
                          args.metabench)
@@ -1082,7 +1277,7 @@ def run(args, mounts):
         if mode is None:
             mounts.tmpfs(paths[name])
         else:
-            mounts.sectionfs(paths[name], args.daemon, target)
+            mounts.sectionfs(paths[name], daemon_of(args, name), target)
         log("%s: %s" % (name, label))
     raw = {}
     t0 = time.monotonic()
