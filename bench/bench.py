@@ -448,6 +448,37 @@ def meminfo():
     return vals
 
 
+# /proc/slabinfo's caches behind a /proc/PID/fd/N inode: its inode, its
+# dentry and a security module's blob for it.
+PROC_FD_CACHES = ("proc_inode_cache", "dentry", "lsm_inode_cache")
+
+
+def slab_less_proc():
+    """Slab in bytes, less the /proc inodes of open descriptors.
+
+    Whatever walks /proc/PID/fd (lsof, a monitoring agent: one machine
+    measured walks every process's every few seconds) gives each
+    descriptor a /proc inode and dentry, about 2 KiB, reclaimable and
+    made again at the next walk.  Every section holds a descriptor in
+    the daemon (in both of its processes with a keeper), so whether such
+    a walk fell between two readings moved the slab per section by twice
+    what a section itself costs.  Those are taken out: per proc inode,
+    one object of each of PROC_FD_CACHES.
+    """
+    objs, size = {}, {}
+    try:
+        with open("/proc/slabinfo") as f:
+            for line in f.readlines()[2:]:
+                fields = line.split()
+                objs[fields[0]] = int(fields[2])
+                size[fields[0]] = int(fields[3])
+    except OSError:
+        return meminfo()["Slab"]
+    proc = objs.get("proc_inode_cache", 0)
+    return meminfo()["Slab"] - proc * sum(size.get(c, 0)
+                                          for c in PROC_FD_CACHES)
+
+
 def settled_meminfo(timeout=15):
     """/proc/meminfo once Shmem has stopped moving.
 
@@ -513,6 +544,15 @@ def settled_status(pid, timeout=10):
     return last
 
 
+def threads(pid):
+    """How many threads process pid has (/proc/PID/status)."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    return 0
+
+
 def daemon_pids(pid):
     """(keeper, server) of the sectionfs started as pid.
 
@@ -570,7 +610,8 @@ def empty_files(directory, count, pid):
     procs = [(k, p) for k, p in (("server", server), ("keeper", keeper))
              if p]
     before = {k: settled_status(p) for k, p in procs}
-    slab0 = meminfo()["Slab"]
+    threads0 = threads(server) if server else 0
+    slab0 = slab_less_proc()
     made = make_files(top, count, "s")
     if made < min(count, 1000):
         raise BenchError("only %d empty files could be made in %s" %
@@ -579,7 +620,7 @@ def empty_files(directory, count, pid):
         log("the server of daemon %d changed while the files were made; "
             "its memory figures are off" % pid)
     after = {k: settled_status(p) for k, p in procs}
-    slab1 = meminfo()["Slab"]
+    slab1 = slab_less_proc()
     out = {"count": made, "slab": (slab1 - slab0) / made}
     if not pid:
         out["machine"] = out["slab"]
@@ -594,6 +635,7 @@ def empty_files(directory, count, pid):
     if keeper:
         out["keeper_rss"] = grown("keeper", "VmRSS")
     out["machine"] = out["slab"] + out["rss"]
+    out["server_threads"] = [threads0, threads(server)]
     out["pids"] = dict(procs)
     out["status_before"] = before
     out["status_after"] = after
@@ -681,7 +723,7 @@ def rows():
     out.append(("memory", "Shmem", "Shmem per byte of section", "B/B"))
     # Per empty file (section): the kernel's, the daemon's processes',
     # and the two together.
-    out.append(("memory", "slab", "kernel slab per empty file", "B"))
+    out.append(("memory", "slab", "kernel slab per empty file (*)", "B"))
     out.append(("memory", "server_anon", "server private RSS", "B"))
     out.append(("memory", "server_shmem", "server shared RSS (the record)",
                 "B"))
@@ -742,6 +784,15 @@ def table(args, results):
                  % (args.mem_size // MiB, counts,
                     " (of %d: the daemon's open file limit)" % args.sections
                     if short else ""))
+    grew = []
+    for name, label, _, _ in present:
+        t0, t1 = results[name]["sections"].get("server_threads", (0, 0))
+        if t0 != t1:
+            grew.append("%s %d -> %d" % (label, t0, t1))
+    if grew:
+        lines.append("server threads started while the empty files were "
+                     "made (%s): each one's read buffer, up to 1 MiB, is "
+                     "in that target's private RSS" % ", ".join(grew))
     lines.append("MB/s = 10^6 bytes/s; ratio = sectionfs / tmpfs")
 
     width = 44
@@ -792,6 +843,8 @@ def table(args, results):
     if set(BASELINE) & set(results):
         lines.append("         pt@base, ca@base = passthru, cached as the "
                      "baseline binary %s mounts them" % args.baseline)
+    lines.append("(*) less the /proc inodes a walk of /proc/PID/fd (lsof, a "
+                 "monitoring agent) gives each open descriptor")
     elapsed = int(args.elapsed)
     lines.append("run took %d min %02d s (data %.0f s, names %.0f s, "
                  "memory %.0f s)" % (elapsed // 60, elapsed % 60,
