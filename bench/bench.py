@@ -461,9 +461,9 @@ def slab_less_proc():
     descriptor a /proc inode and dentry, about 2 KiB, reclaimable and
     made again at the next walk.  Every section holds a descriptor in
     the daemon (in both of its processes with a keeper), so whether such
-    a walk fell between two readings moved the slab per section by twice
-    what a section itself costs.  Those are taken out: per proc inode,
-    one object of each of PROC_FD_CACHES.
+    a walk fell between two readings moved the slab per section by
+    three quarters of what a section itself costs.  Those are taken out:
+    per proc inode, one object of each of PROC_FD_CACHES.
     """
     objs, size = {}, {}
     try:
@@ -516,13 +516,16 @@ STATUS_FIELDS = ("VmRSS", "RssAnon", "RssShmem")
 
 
 def proc_status(pid):
-    """STATUS_FIELDS of process pid in bytes (/proc/PID/status)."""
+    """STATUS_FIELDS of process pid in bytes, and its Threads
+    (/proc/PID/status)."""
     vals = {}
     with open("/proc/%d/status" % pid) as f:
         for line in f:
             name, _, rest = line.partition(":")
             if name in STATUS_FIELDS:
                 vals[name] = int(rest.split()[0]) * 1024
+            elif name == "Threads":
+                vals[name] = int(rest.split()[0])
     missing = [k for k in STATUS_FIELDS if k not in vals]
     if missing:
         raise BenchError("no %s for process %d" % (", ".join(missing), pid))
@@ -542,15 +545,6 @@ def settled_status(pid, timeout=10):
         last = now
     log("memory of process %d did not settle; the figure may be off" % pid)
     return last
-
-
-def threads(pid):
-    """How many threads process pid has (/proc/PID/status)."""
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("Threads:"):
-                return int(line.split()[1])
-    return 0
 
 
 def daemon_pids(pid):
@@ -610,7 +604,6 @@ def empty_files(directory, count, pid):
     procs = [(k, p) for k, p in (("server", server), ("keeper", keeper))
              if p]
     before = {k: settled_status(p) for k, p in procs}
-    threads0 = threads(server) if server else 0
     slab0 = slab_less_proc()
     made = make_files(top, count, "s")
     if made < min(count, 1000):
@@ -635,7 +628,8 @@ def empty_files(directory, count, pid):
     if keeper:
         out["keeper_rss"] = grown("keeper", "VmRSS")
     out["machine"] = out["slab"] + out["rss"]
-    out["server_threads"] = [threads0, threads(server)]
+    out["server_threads"] = [before["server"]["Threads"],
+                             after["server"]["Threads"]]
     out["pids"] = dict(procs)
     out["status_before"] = before
     out["status_after"] = after
@@ -882,21 +876,36 @@ def spread_lines(results):
     return out
 
 
+def row_ratios(results, name, base, sec):
+    """Each row of section sec: target name's figure over target base's.
+    Without fallocate, which is the daemon's on both paths: a name
+    operation's cost, not the data plane's."""
+    res, ref = results[name][sec], results[base][sec]
+    return {k: ratio(res[k], ref[k]) for k in res
+            if k in ref and not k.startswith("falloc/")}
+
+
+def worst_row(ratios):
+    """(ratio, row) of the lowest of row_ratios()."""
+    key = min(ratios, key=ratios.get)
+    return ratios[key], key
+
+
+def goal_line(out, width, text, got, ok):
+    """One goal, what was measured, and whether it was met, into out."""
+    out.append("  %-*s %-26s %s" % (width, text, got,
+                                    "met" if ok else "NOT MET"))
+
+
 def goals(results):
     """The project's performance goals, each with its worst cell."""
     def worst(name, sec):
-        res, base = results[name][sec], results["tmpfs"][sec]
-        # fallocate is the daemon's on both paths: a name operation's
-        # cost, not the data plane's.
-        keys = [k for k in res if not k.startswith("falloc/")]
-        key = min(keys, key=lambda k: ratio(res[k], base[k]))
-        return ratio(res[key], base[key]), key
+        return worst_row(row_ratios(results, name, "tmpfs", sec))
 
     out = ["goals (a benchmark informs; the test suite decides):"]
 
     def line(text, got, ok):
-        out.append("  %-44s %-26s %s" % (text, got,
-                                         "met" if ok else "NOT MET"))
+        goal_line(out, 44, text, got, ok)
 
     present = [t for t in TARGETS if t[2] and t[0] in results
                and t[0] not in BASELINE]
@@ -940,11 +949,8 @@ def against_baseline(results):
     for ours, label, base, blabel in baseline_pairs(results):
         f = {"label": label, "blabel": blabel}
         for sec in ("data", "names"):
-            a, b = results[ours][sec], results[base][sec]
-            by_row = {k: ratio(a[k], b[k]) for k in a if k in b and not
-                      (sec == "data" and k.startswith("falloc/"))}
-            key = min(by_row, key=by_row.get)
-            f[sec] = (by_row[key], key)
+            by_row = row_ratios(results, ours, base, sec)
+            f[sec] = worst_row(by_row)
             f[sec + "_median"] = statistics.median(by_row.values())
         for key in ("rss", "machine"):
             a = results[ours]["sections"].get(key)
@@ -963,8 +969,7 @@ def against_baseline(results):
     out.append("goals against the baseline:")
 
     def line(text, got, ok):
-        out.append("  %-52s %-26s %s" % (text, got,
-                                         "met" if ok else "NOT MET"))
+        goal_line(out, 52, text, got, ok)
 
     for sec, goal in (("data", GOAL_BASE_DATA), ("names", GOAL_BASE_NAMES)):
         for f in figs:
