@@ -261,16 +261,16 @@ static void same_attr(struct ns *a, struct ns *b, fuse_ino_t ino)
 	      sa.st_mtim.tv_nsec == sb.st_mtim.tv_nsec);
 }
 
+/* The first namespace of test_adopt(), never torn down (volatile: the
+ * store must stay, though nothing reads it). */
+static struct ns *volatile dead_server;
+
 /*
  * A first server's namespace and record, and a successor that adopts
  * it: the same ids, names, attributes, handles and orphans, and a record
  * of its own that rebuilds it.  The first is then left as a dead server
  * leaves it.
  */
-/* The first namespace of test_adopt(), never torn down (volatile: the
- * store must stay, though nothing reads it). */
-static struct ns *volatile dead_server;
-
 static void test_adopt(const struct sfs_modes *modes)
 {
 	struct ns *one = calloc(1, sizeof(*one)), two;
