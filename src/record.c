@@ -770,18 +770,29 @@ static struct img_name **img_name_at(struct image *im, uint64_t parent,
 	return p;
 }
 
+/*
+ * A record no server could have written: which check it failed goes to
+ * the log, since the adoption's one error number cannot say.
+ */
+static int bad_record(const char *what, uint64_t id)
+{
+	log_err("record: %s (%llu)", what, (unsigned long long)id);
+	return -EINVAL;
+}
+
 static void apply_node(struct image *im, const char *p, size_t len)
 {
 	struct rec_node s;
 	struct img_node *n;
 
 	if (len < sizeof(s)) {
-		im->err = -EINVAL;
+		im->err = bad_record("a short node entry", len);
 		return;
 	}
 	memcpy(&s, p, sizeof(s));
 	if (sizeof(s) + s.strlen + s.ngroups * sizeof(gid_t) > len) {
-		im->err = -EINVAL;
+		im->err = bad_record("a node entry shorter than its strings",
+				     s.ino);
 		return;
 	}
 	n = img_node(im, s.ino);
@@ -835,12 +846,13 @@ static void apply_name(struct image *im, enum rec_type type, const char *p,
 	struct img_name **at, *d;
 
 	if (len < sizeof(s)) {
-		im->err = -EINVAL;
+		im->err = bad_record("a short name entry", len);
 		return;
 	}
 	memcpy(&s, p, sizeof(s));
 	if (sizeof(s) + s.len > len) {
-		im->err = -EINVAL;
+		im->err = bad_record("a name entry shorter than its name",
+				     s.parent);
 		return;
 	}
 	at = img_name_at(im, s.parent, p + sizeof(s), s.len);
@@ -878,7 +890,7 @@ static void apply_handle(struct image *im, enum rec_type type,
 	struct rec_open **at, *o;
 
 	if (len < (type == REC_HANDLE ? sizeof(s) : sizeof(uint64_t))) {
-		im->err = -EINVAL;
+		im->err = bad_record("a short handle entry", len);
 		return;
 	}
 	memcpy(&s, p, type == REC_HANDLE ? sizeof(s) : sizeof(uint64_t));
@@ -917,7 +929,7 @@ static void apply_store(struct image *im, const char *p, size_t len)
 	size_t i;
 
 	if (len < sizeof(s)) {
-		im->err = -EINVAL;
+		im->err = bad_record("a short store entry", len);
 		return;
 	}
 	memcpy(&s, p, sizeof(s));
@@ -984,14 +996,14 @@ static int image_read(const char *map, size_t maplen, uint64_t end,
 	memset(im, 0, sizeof(*im));
 	if (maplen < REC_HEADER || memcmp(hdr->magic, REC_MAGIC, 8) ||
 	    hdr->header_size != REC_HEADER)
-		return -EINVAL;
+		return bad_record("no record header", maplen);
 	if (hdr->version != REC_VERSION)
 		return -EPROTO;		/* a record this binary cannot read */
 	if (!end)
 		end = atomic_load_explicit(&((struct rec_header *)hdr)->committed,
 					   memory_order_acquire);
 	if (end > maplen || end < REC_HEADER)
-		return -EINVAL;
+		return bad_record("committed past the record's end", end);
 	im->nslots = nslots ? nslots : slots_for(end);
 	im->nodes = calloc(im->nslots, sizeof(*im->nodes));
 	im->names = calloc(im->nslots, sizeof(*im->names));
@@ -1006,7 +1018,7 @@ static int image_read(const char *map, size_t maplen, uint64_t end,
 
 		if (end - pos < sizeof(*h) || h->len < sizeof(*h) ||
 		    h->len > end - pos || h->len % 8)
-			return -EINVAL;
+			return bad_record("an entry cut short, at", pos);
 		len = h->len - sizeof(*h);
 		switch (h->type) {
 		case REC_NODE:
@@ -1014,7 +1026,7 @@ static int image_read(const char *map, size_t maplen, uint64_t end,
 			break;
 		case REC_GONE:
 			if (len < 8)
-				return -EINVAL;
+				return bad_record("a short gone entry", pos);
 			apply_gone(im, *(const uint64_t *)p);
 			break;
 		case REC_NAME: case REC_UNNAME:
@@ -1025,12 +1037,12 @@ static int image_read(const char *map, size_t maplen, uint64_t end,
 			break;
 		case REC_DONE:
 			if (len < sizeof(struct rec_done))
-				return -EINVAL;
+				return bad_record("a short done entry", pos);
 			ring_push(im->done, (const struct rec_done *)p);
 			break;
 		case REC_NEXT:
 			if (len < sizeof(struct rec_next))
-				return -EINVAL;
+				return bad_record("a short next entry", pos);
 			im->next_ino = ((const struct rec_next *)p)->ino;
 			im->next_seq = ((const struct rec_next *)p)->seq;
 			break;
@@ -1038,7 +1050,8 @@ static int image_read(const char *map, size_t maplen, uint64_t end,
 			apply_store(im, p, len);
 			break;
 		default:
-			return -EINVAL;
+			return bad_record("an entry of no known type, at",
+					  pos);
 		}
 		pos += h->len;
 	}
@@ -1082,8 +1095,10 @@ static int adopt_section(const struct img_node *m, bool borrowed,
 		.creator = &creator,
 	};
 
-	if (m->s.fd < 0 || (m->s.ngroups && !m->groups))
-		return -EINVAL;
+	if (m->s.fd < 0)
+		return bad_record("a file without a descriptor", m->s.ino);
+	if (m->s.ngroups && !m->groups)
+		return -ENOMEM;
 	return section_adopt(&st, borrowed, out);
 }
 
@@ -1099,7 +1114,8 @@ static int adopt_nodes(struct ns *ns, struct image *im, bool borrowed)
 		for (m = im->nodes[i]; m; m = m->next) {
 			n = node_adopt(ns, m->s.ino, m->s.mode);
 			if (!n)
-				return -EINVAL;
+				return bad_record("a node that cannot be made",
+						  m->s.ino);
 			if (!S_ISREG(m->s.mode))
 				continue;
 			err = adopt_section(m, borrowed, &n->u.file.sec);
@@ -1127,9 +1143,17 @@ static int adopt_names(struct ns *ns, struct image *im)
 		struct node *c = node_find(ns, all[i]->child);
 		struct dentry *nd;
 
-		if (!p || !c || !is_dir(p) || strlen(all[i]->name) > NAME_MAX ||
+		if (!p || !c || !is_dir(p)) {
+			err = bad_record(!p ? "a name in no directory" :
+					 !c ? "a name of no node" :
+					 "a name in a non-directory",
+					 all[i]->parent);
+			break;
+		}
+		if (strlen(all[i]->name) > NAME_MAX ||
 		    dentry_find(ns, p, all[i]->name)) {
-			err = -EINVAL;
+			err = bad_record("a name too long or twice in",
+					 all[i]->parent);
 			break;
 		}
 		nd = dentry_new(p, all[i]->name);
@@ -1174,11 +1198,46 @@ static int adopt_state(struct ns *ns, struct image *im)
 			}
 			if (n != ns->root && !n->names) {
 				if (n->nlink || !n->nlookup)
-					return -EINVAL;
+					return bad_record(n->nlink ?
+						"a linked node without a name" :
+						"an orphan the kernel forgot",
+						n->ino);
 				LIST_INSERT_HEAD(&ns->orphans, n, orphan);
 			}
 		}
 	return 0;
+}
+
+/* One handle at its id; EINVAL: its id is not one a server gives, or
+ * another handle holds its slot. */
+static int adopt_handle(struct ns *ns, const struct rec_open *o,
+			struct node *n)
+{
+	struct ns_dir *dir;
+	int err;
+
+	if (o->dir) {
+		/* ns->lock is taken by ns_opendir: not held here, nothing
+		 * serves yet. */
+		err = ns_opendir(ns, o->ino, &dir);
+		if (!err && (err = ns_handle_place(ns, o->fh, o->ino, true, 0,
+						   dir)))
+			ns_releasedir(ns, dir);
+	} else {
+		section_get(n->u.file.sec);
+		err = ns_handle_place(ns, o->fh, o->ino, false, (int)o->flags,
+				      n->u.file.sec);
+		if (err) {
+			section_put(n->u.file.sec);
+		} else {
+			/* Not count_open(): handle_opens is recorded. */
+			n->u.file.opens++;
+			n->u.file.writers += is_writer((int)o->flags);
+		}
+	}
+	if (err == -EINVAL)
+		err = bad_record("a handle whose slot is taken", o->fh);
+	return err;
 }
 
 /* Every handle at its id; a file's open and writer counts are its
@@ -1187,7 +1246,6 @@ static int adopt_state(struct ns *ns, struct image *im)
 static int adopt_handles(struct ns *ns, struct image *im)
 {
 	struct rec_open *o;
-	struct ns_dir *dir;
 	struct node *n;
 	size_t i;
 	int err = 0;
@@ -1195,30 +1253,13 @@ static int adopt_handles(struct ns *ns, struct image *im)
 	for (i = 0; i < im->nslots && !err; i++)
 		for (o = im->handles[i]; o && !err; o = o->next) {
 			n = node_find(ns, o->ino);
-			if (!n || (o->dir ? !is_dir(n) : !node_sec(n))) {
-				err = -EINVAL;
-				break;
-			}
-			if (o->dir) {
-				/* ns->lock is taken by ns_opendir: not held
-				 * here, nothing serves yet. */
-				err = ns_opendir(ns, o->ino, &dir);
-				if (!err && (err = ns_handle_place(ns, o->fh,
-								   o->ino, true,
-								   0, dir)))
-					ns_releasedir(ns, dir);
-				continue;
-			}
-			section_get(n->u.file.sec);
-			err = ns_handle_place(ns, o->fh, o->ino, false,
-					      (int)o->flags, n->u.file.sec);
-			if (err) {
-				section_put(n->u.file.sec);
-				break;
-			}
-			/* Not count_open(): handle_opens is recorded. */
-			n->u.file.opens++;
-			n->u.file.writers += is_writer((int)o->flags);
+			if (!n)
+				err = bad_record("a handle on no node", o->fh);
+			else if (o->dir ? !is_dir(n) : !node_sec(n))
+				err = bad_record("a handle of the wrong kind",
+						 o->fh);
+			else
+				err = adopt_handle(ns, o, n);
 		}
 	ns_handles_adopted(ns);
 	return err;
