@@ -126,6 +126,14 @@ void keeper_stop(void);
 #ifdef SFS_TEST_HOOKS
 /* Test hooks: the keeper kills this server now; does not return. */
 void keeper_test_die(void) __attribute__((noreturn));
+/*
+ * A first server dies at the point named where, on the object id, when
+ * the suite has armed it: SECTIONFS_TEST_GAP=where, and a file "arm",
+ * holding id in decimal, in the directory SECTIONFS_TEST_GAP_DIR.
+ * Having made the file "in" there, it waits for a file "go" and dies,
+ * so the suite can act while a change is half made.
+ */
+void keeper_test_gap(const char *where, uint64_t id);
 #endif
 
 /* The shared state; NULL without a keeper. */

@@ -19,9 +19,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "keeper.h"
 #include "ns_internal.h"
 
-enum handle_kind { HANDLE_FREE, HANDLE_FILE, HANDLE_DIR };
+/*
+ * A released slot is GOING until the record says so, and only then
+ * FREE: given out again before, a server that died in between would
+ * leave a record of two handles in one slot, and no successor.
+ */
+enum handle_kind { HANDLE_FREE, HANDLE_FILE, HANDLE_DIR, HANDLE_GOING };
 
 /* One slot: 24 bytes. */
 struct ns_handle {
@@ -150,14 +156,22 @@ static void *take(struct ns *ns, enum handle_kind kind, uint64_t fh,
 	if (s && s->ino == ino) {
 		obj = s->obj;
 		s->obj = NULL;
-		s->kind = HANDLE_FREE;
-		s->ino = h->free;
-		h->free = FH_SLOT(fh) + 1;
+		s->kind = HANDLE_GOING;
 		h->nused--;
 	}
 	pthread_mutex_unlock(&h->lock);
-	if (obj)
-		record(ns, fh, ino, kind == HANDLE_DIR, 0, false);
+	if (!obj)
+		return NULL;
+#ifdef SFS_TEST_HOOKS
+	keeper_test_gap("release", ino);
+#endif
+	record(ns, fh, ino, kind == HANDLE_DIR, 0, false);
+	pthread_mutex_lock(&h->lock);
+	s = &h->slots[FH_SLOT(fh)];
+	s->kind = HANDLE_FREE;
+	s->ino = h->free;
+	h->free = FH_SLOT(fh) + 1;
+	pthread_mutex_unlock(&h->lock);
 	return obj;
 }
 
@@ -224,7 +238,8 @@ void ns_handles_each(struct ns *ns,
 
 	pthread_mutex_lock(&h->lock);
 	for (i = 0; i < h->nslots; i++)
-		if (h->slots[i].kind != HANDLE_FREE)
+		if (h->slots[i].kind == HANDLE_FILE ||
+		    h->slots[i].kind == HANDLE_DIR)
 			fn(arg, (uint64_t)h->slots[i].gen << 32 | (i + 1),
 			   h->slots[i].ino, h->slots[i].kind == HANDLE_DIR,
 			   h->slots[i].writer ? O_RDWR : O_RDONLY,

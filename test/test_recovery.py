@@ -178,6 +178,43 @@ def test_release_carried_out_before_a_death_is_done_once(
     assert util.wait_for(lambda: not os.path.lexists(m / 'h'))
 
 
+def test_slot_of_a_release_not_yet_recorded_is_not_given_again(
+        mount_factory, datapath, monkeypatch, base_dir):
+    """The server dies after a RELEASE gave its handle's slot back and
+    before the record says so, while other opens went on (a test hook
+    holds it there).  The slot went to none of them: the successor
+    adopts every handle, the kernel's RELEASE sent again lets the
+    released one go, and the opens made meanwhile read and write."""
+    gap = os.path.join(base_dir, 'gap')
+    os.mkdir(gap)
+    m = hooked_mount(mount_factory, datapath, 'dev_fuse', monkeypatch,
+                     GAP='release', GAP_DIR=gap)
+    first = m.pid
+    lifetime_handle_section(m, 'a')
+    write_file(m / 'b', b'kept open')
+    released = os.open(m / 'a', os.O_RDONLY)
+    with open(os.path.join(gap, 'arm'), 'w') as f:
+        f.write(str(os.fstat(released).st_ino))
+    os.close(released)
+    assert util.wait_for(lambda: os.path.exists(os.path.join(gap, 'in'))), \
+        'the RELEASE did not reach the test hook'
+    # The slots freed last are given first: one of these would get a's.
+    fds = [os.open(m / 'b', os.O_RDWR) for _ in range(8)]
+    try:
+        with open(os.path.join(gap, 'go'), 'w'):
+            pass
+        assert died(m, first), 'no server took over'
+        assert [os.pread(fd, 64, 0) for fd in fds] == [b'kept open'] * 8
+        for k, fd in enumerate(fds):
+            os.pwrite(fd, b'%d' % k, k)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    assert read_file(m / 'b') == b'01234567n'
+    assert util.wait_for(lambda: not os.path.lexists(m / 'a')), \
+        'the released handle still holds its section'
+
+
 def forget_everything():
     """Make the kernel drop the dentries and inodes nobody holds, and so
     send FORGET for them: the next walk looks names up again."""
