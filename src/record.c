@@ -2,7 +2,7 @@
  * record.c - the namespace's record: its format, writing it, reading it.
  *
  * The record is a memfd mapped shared: a 64-byte header, then entries.
- * Each entry is a 16-byte head (its length, a multiple of 8, and its
+ * Each entry is an 8-byte head (its length, a multiple of 8, and its
  * type) and a payload; the header's committed word is the end of the
  * last whole entry.  Writing is: copy entries past committed, then one
  * release store of the new end into committed, an aligned 8-byte word.
@@ -12,6 +12,9 @@
  * change is made: the entries of one critical section are committed
  * together when it unlocks (ns_internal.h), so a change of several
  * objects (a rename over a name, a create) is seen whole or not at all.
+ * The fixed part of a NODE or NAME payload is packed (pack_words()): most
+ * of a node's fields are zero or small, and these two entries are what a
+ * section costs the record, some 110 bytes where unpacked they took 210.
  *
  * Entries say what an object is now, not what was done to it: a node's
  * whole state (NODE), a name added (NAME, with its listing order) or
@@ -59,7 +62,7 @@
 #include "store.h"
 
 #define REC_MAGIC	"sfsrec\0"
-#define REC_VERSION	1
+#define REC_VERSION	2
 #define REC_HEADER	64
 /* The memfd is this long and mapped once; only pages written cost. */
 #define REC_MAP		(1ULL << 32)
@@ -116,7 +119,6 @@ struct rec_head {
 	uint32_t len;			/* head and payload, padded to 8 */
 	uint16_t type;
 	uint16_t zero;
-	uint64_t unique;		/* the request, where known; else 0 */
 };
 
 struct rec_time {
@@ -169,6 +171,59 @@ struct rec_store {
 	int32_t fd;
 	uint32_t zero;
 };
+
+/*
+ * A fixed part of n 32-bit words, packed: a 64-bit mask of the words
+ * that are not zero, then those words in order.  Returns its length.
+ */
+#define PACK_MAX(type)	(sizeof(uint64_t) + sizeof(type))
+
+static size_t pack_words(const void *fixed, size_t size, char *out)
+{
+	const uint32_t *w = fixed;
+	size_t i, n = size / sizeof(uint32_t), len = sizeof(uint64_t);
+	uint64_t mask = 0;
+
+	for (i = 0; i < n; i++)
+		if (w[i]) {
+			mask |= 1ULL << i;
+			memcpy(out + len, &w[i], sizeof(w[i]));
+			len += sizeof(w[i]);
+		}
+	memcpy(out, &mask, sizeof(mask));
+	return len;
+}
+
+/* The fixed part back from p, of len bytes: its packed length, or 0 when
+ * p does not hold one. */
+static size_t unpack_words(const char *p, size_t len, void *fixed,
+			   size_t size)
+{
+	size_t i, n = size / sizeof(uint32_t), used = sizeof(uint64_t);
+	uint32_t *w = fixed;
+	uint64_t mask;
+
+	if (len < used)
+		return 0;
+	memcpy(&mask, p, sizeof(mask));
+	if (n < 64 && mask >> n)
+		return 0;
+	memset(fixed, 0, size);
+	for (i = 0; i < n; i++)
+		if (mask & (1ULL << i)) {
+			if (len - used < sizeof(w[i]))
+				return 0;
+			memcpy(&w[i], p + used, sizeof(w[i]));
+			used += sizeof(w[i]);
+		}
+	return used;
+}
+
+_Static_assert(sizeof(struct rec_node) % sizeof(uint32_t) == 0 &&
+	       sizeof(struct rec_node) <= 64 * sizeof(uint32_t),
+	       "a NODE packs as at most 64 words");
+_Static_assert(sizeof(struct rec_name) % sizeof(uint32_t) == 0,
+	       "a NAME packs as words");
 
 /* A handle as the record keeps it, to write a snapshot without the
  * handle table's lock (never taken under ns->lock). */
@@ -277,39 +332,46 @@ static void node_state(const struct node *n, struct rec_node *s,
 
 static void write_node(struct record *r, const struct node *n)
 {
+	char packed[PACK_MAX(struct rec_node)];
 	const gid_t *groups;
 	const char *str;
 	struct rec_node s;
+	size_t len;
 	char *p;
 
 	node_state(n, &s, &str, &groups);
-	p = reserve(r, REC_NODE, sizeof(s) + s.strlen +
-		    s.ngroups * sizeof(gid_t));
+	len = pack_words(&s, sizeof(s), packed);
+	p = reserve(r, REC_NODE, len + s.strlen + s.ngroups * sizeof(gid_t));
 	if (!p)
 		return;
-	memcpy(p, &s, sizeof(s));
+	memcpy(p, packed, len);
 	/* str and groups are NULL when a node has none: memcpy must not
 	 * see a NULL source even for zero bytes. */
 	if (s.strlen)
-		memcpy(p + sizeof(s), str, s.strlen);
+		memcpy(p + len, str, s.strlen);
 	if (s.ngroups)
-		memcpy(p + sizeof(s) + s.strlen, groups,
-		       s.ngroups * sizeof(gid_t));
+		memcpy(p + len + s.strlen, groups, s.ngroups * sizeof(gid_t));
 }
 
 static void write_name(struct record *r, enum rec_type type,
 		       const struct dentry *d)
 {
-	size_t len = strlen(d->name);
-	struct rec_name *s = reserve(r, type, sizeof(*s) + len);
+	char packed[PACK_MAX(struct rec_name)];
+	size_t len = strlen(d->name), fixed;
+	struct rec_name s = {
+		.parent = d->parent->ino,
+		.child = d->child ? d->child->ino : 0,
+		.seq = d->seq,
+		.len = (uint32_t)len,
+	};
+	char *p;
 
-	if (!s)
+	fixed = pack_words(&s, sizeof(s), packed);
+	p = reserve(r, type, fixed + len);
+	if (!p)
 		return;
-	s->parent = d->parent->ino;
-	s->child = d->child ? d->child->ino : 0;
-	s->seq = d->seq;
-	s->len = (uint32_t)len;
-	memcpy(s + 1, d->name, len);
+	memcpy(p, packed, fixed);
+	memcpy(p + fixed, d->name, len);
 }
 
 static void write_next(struct ns *ns, struct record *r)
@@ -782,15 +844,17 @@ static int bad_record(const char *what, uint64_t id)
 
 static void apply_node(struct image *im, const char *p, size_t len)
 {
+	size_t fixed;
 	struct rec_node s;
 	struct img_node *n;
 
-	if (len < sizeof(s)) {
-		im->err = bad_record("a short node entry", len);
+	fixed = unpack_words(p, len, &s, sizeof(s));
+	if (!fixed) {
+		im->err = bad_record("a node entry cut short", len);
 		return;
 	}
-	memcpy(&s, p, sizeof(s));
-	if (sizeof(s) + s.strlen + s.ngroups * sizeof(gid_t) > len) {
+	if (s.strlen > len - fixed ||
+	    s.ngroups > (len - fixed - s.strlen) / sizeof(gid_t)) {
 		im->err = bad_record("a node entry shorter than its strings",
 				     s.ino);
 		return;
@@ -809,12 +873,12 @@ static void apply_node(struct image *im, const char *p, size_t len)
 	free(n->str);
 	free(n->groups);
 	n->s = s;
-	n->str = s.strlen ? strndup(p + sizeof(s), s.strlen) : NULL;
+	n->str = s.strlen ? strndup(p + fixed, s.strlen) : NULL;
 	n->groups = NULL;
 	if (s.ngroups) {
 		n->groups = malloc(s.ngroups * sizeof(gid_t));
 		if (n->groups)
-			memcpy(n->groups, p + sizeof(s) + s.strlen,
+			memcpy(n->groups, p + fixed + s.strlen,
 			       s.ngroups * sizeof(gid_t));
 	}
 }
@@ -842,20 +906,22 @@ static void apply_gone(struct image *im, uint64_t ino)
 static void apply_name(struct image *im, enum rec_type type, const char *p,
 		       size_t len)
 {
-	struct rec_name s;
 	struct img_name **at, *d;
+	struct rec_name s;
+	size_t fixed;
 
-	if (len < sizeof(s)) {
-		im->err = bad_record("a short name entry", len);
+	fixed = unpack_words(p, len, &s, sizeof(s));
+	if (!fixed) {
+		im->err = bad_record("a name entry cut short", len);
 		return;
 	}
-	memcpy(&s, p, sizeof(s));
-	if (sizeof(s) + s.len > len) {
+	if (s.len > len - fixed) {
 		im->err = bad_record("a name entry shorter than its name",
 				     s.parent);
 		return;
 	}
-	at = img_name_at(im, s.parent, p + sizeof(s), s.len);
+	p += fixed;
+	at = img_name_at(im, s.parent, p, s.len);
 	if (type == REC_UNNAME) {
 		if ((d = *at)) {
 			*at = d->next;
@@ -869,7 +935,7 @@ static void apply_name(struct image *im, enum rec_type type, const char *p,
 	if (!d) {
 		d = calloc(1, sizeof(*d));
 		if (d)
-			d->name = strndup(p + sizeof(s), s.len);
+			d->name = strndup(p, s.len);
 		if (!d || !d->name) {
 			free(d);
 			im->err = -ENOMEM;
