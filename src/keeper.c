@@ -39,6 +39,7 @@
 #include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "keeper.h"
@@ -53,6 +54,14 @@
 #define START_TRIES	3
 /* How often the keeper looks whether an upgrade's first server serves. */
 #define TRY_POLL_MS	20
+/*
+ * How long the keeper lets the server's messages queue before it takes
+ * them.  A message waits safely in the socket (a descriptor in flight is
+ * the socket's, and a dead server's are taken before a successor
+ * starts), and waking for each one would put a context switch on every
+ * create and removal the server's callers make.
+ */
+#define BATCH_NS	2000000
 
 enum keeper_op {
 	OP_HOLD = 1,	/* with an fd: keep it at number fd */
@@ -1031,8 +1040,11 @@ int keeper_run(struct fuse_session *se, char *argv[], const char *mount_arg,
 		if (k.upgrade == UP_TRYING && k.server > 0 &&
 		    __atomic_load_n(&k.st->serving, __ATOMIC_ACQUIRE))
 			upgrade_served();
-		if (k.sock >= 0 && pfd[1].revents)
+		if (k.sock >= 0 && pfd[1].revents) {
+			nanosleep(&(struct timespec){ .tv_nsec = BATCH_NS },
+				  NULL);
 			take_messages();
+		}
 		if (k.ctl >= 0 && (pfd[2].revents & POLLIN))
 			take_client();
 		if (!(pfd[0].revents & POLLIN))
