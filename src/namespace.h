@@ -239,6 +239,13 @@ void ns_open_undo(struct ns *ns, fuse_ino_t ino, int flags,
  */
 int ns_release(struct ns *ns, fuse_ino_t ino, int flags,
 	       struct ns_expired *gone);
+/*
+ * The handle fh of ino is released: ns_release() and the handle's end
+ * as one change of the record.  Returns as ns_release(), or -EBADF when
+ * fh is no such handle of ino.
+ */
+int ns_release_handle(struct ns *ns, uint64_t fh, fuse_ino_t ino, int flags,
+		      struct ns_expired *gone);
 void ns_expired_free(struct ns_expired *gone);
 
 /*

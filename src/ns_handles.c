@@ -144,15 +144,14 @@ static struct ns_handle *find(struct ns_handles *h, enum handle_kind kind,
 	return s->kind == kind && s->gen == FH_GEN(fh) ? s : NULL;
 }
 
-static void *take(struct ns *ns, enum handle_kind kind, uint64_t fh,
-		  fuse_ino_t ino)
+void *ns_handle_unlist(struct ns *ns, bool dir, uint64_t fh, fuse_ino_t ino)
 {
 	struct ns_handles *h = &ns->handles;
 	struct ns_handle *s;
 	void *obj = NULL;
 
 	pthread_mutex_lock(&h->lock);
-	s = find(h, kind, fh);
+	s = find(h, dir ? HANDLE_DIR : HANDLE_FILE, fh);
 	if (s && s->ino == ino) {
 		obj = s->obj;
 		s->obj = NULL;
@@ -160,18 +159,41 @@ static void *take(struct ns *ns, enum handle_kind kind, uint64_t fh,
 		h->nused--;
 	}
 	pthread_mutex_unlock(&h->lock);
-	if (!obj)
-		return NULL;
 #ifdef SFS_TEST_HOOKS
-	keeper_test_gap("release", ino);
+	if (obj)
+		keeper_test_gap("release", ino);
 #endif
-	record(ns, fh, ino, kind == HANDLE_DIR, 0, false);
+	return obj;
+}
+
+void ns_handle_unlisted(struct ns *ns, uint64_t fh, fuse_ino_t ino)
+{
+	struct ns_handles *h = &ns->handles;
+	struct ns_handle *s;
+
+#ifdef SFS_TEST_HOOKS
+	keeper_test_gap("release-recorded", ino);
+#else
+	(void)ino;
+#endif
 	pthread_mutex_lock(&h->lock);
 	s = &h->slots[FH_SLOT(fh)];
 	s->kind = HANDLE_FREE;
 	s->ino = h->free;
 	h->free = FH_SLOT(fh) + 1;
 	pthread_mutex_unlock(&h->lock);
+}
+
+/* A handle released with nothing else to record. */
+static void *take(struct ns *ns, enum handle_kind kind, uint64_t fh,
+		  fuse_ino_t ino)
+{
+	void *obj = ns_handle_unlist(ns, kind == HANDLE_DIR, fh, ino);
+
+	if (obj) {
+		record(ns, fh, ino, kind == HANDLE_DIR, 0, false);
+		ns_handle_unlisted(ns, fh, ino);
+	}
 	return obj;
 }
 

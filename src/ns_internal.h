@@ -277,6 +277,16 @@ void ns_handles_each(struct ns *ns,
 				bool dir, int flags, void *obj),
 		     void *arg);
 
+/*
+ * Releasing a handle: ns_handle_unlist() takes fh of ino out of use and
+ * returns what it held (NULL: no such handle); the caller records the
+ * release (record_handle_gone(), under ns->lock); ns_handle_unlisted()
+ * then lets the slot be given again, not before (a death in between
+ * would leave a record of two handles in one slot).
+ */
+void *ns_handle_unlist(struct ns *ns, bool dir, uint64_t fh, fuse_ino_t ino);
+void ns_handle_unlisted(struct ns *ns, uint64_t fh, fuse_ino_t ino);
+
 /* ns_open.c: a handle is opened on n's section (ns->lock held). */
 unsigned int count_open(struct node *n, int flags);
 

@@ -158,27 +158,62 @@ static struct section *expire_names(struct ns *ns, struct node *n,
 	return node_unnamed(ns, n);
 }
 
-int ns_release(struct ns *ns, fuse_ino_t ino, int flags,
-	       struct ns_expired *gone)
+/*
+ * Under the lock: a handle of ino (opened with flags) is closed.  Sets
+ * *expired when that took the names of a section whose lifetime was its
+ * handles; returns a section to put once the lock is dropped.
+ */
+static struct section *closed(struct ns *ns, fuse_ino_t ino, int flags,
+			      struct ns_expired *gone, int *expired)
 {
+	struct node *n = node_of(ns, ino);
 	struct section *sec = NULL;
-	int expired = 0;
-	struct node *n;
 
 	memset(gone, 0, sizeof(*gone));
 	gone->ino = ino;
-	pthread_mutex_lock(&ns->lock);
-	n = node_of(ns, ino);
+	*expired = 0;
 	if (!n || !node_sec(n))
-		goto out;
+		return NULL;
 	count_close(ns, n, flags);
 	if (n->u.file.opens == 0 && n->u.file.lifetime == LIFETIME_HANDLE &&
 	    n->u.file.handle_opens > 0 && n->nlink > 0) {
 		sec = expire_names(ns, n, gone);
-		expired = gone->names != NULL;
+		*expired = gone->names != NULL;
 	}
-out:
+	return sec;
+}
+
+int ns_release(struct ns *ns, fuse_ino_t ino, int flags,
+	       struct ns_expired *gone)
+{
+	struct section *sec;
+	int expired;
+
+	pthread_mutex_lock(&ns->lock);
+	sec = closed(ns, ino, flags, gone, &expired);
 	ns_leave(ns);
+	put_if(sec);
+	return expired;
+}
+
+int ns_release_handle(struct ns *ns, uint64_t fh, fuse_ino_t ino, int flags,
+		      struct ns_expired *gone)
+{
+	struct section *held = ns_handle_unlist(ns, false, fh, ino), *sec;
+	int expired;
+
+	if (!held) {
+		memset(gone, 0, sizeof(*gone));
+		return -EBADF;
+	}
+	/* One change: a death leaves both or neither, and a RELEASE sent
+	 * again finds it done. */
+	pthread_mutex_lock(&ns->lock);
+	record_handle_gone(ns, fh);
+	sec = closed(ns, ino, flags, gone, &expired);
+	ns_leave(ns);
+	ns_handle_unlisted(ns, fh, ino);
+	section_put(held);
 	put_if(sec);
 	return expired;
 }

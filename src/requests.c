@@ -735,24 +735,6 @@ static void notify_expired(struct notifier *notify, struct ns_expired *gone)
 	}
 }
 
-/*
- * The handle fh on ino is done with: 1 when that destroyed sections the
- * kernel must be told of after the reply (notify_expired), 0 when not,
- * -EBADF when there is no such handle.  gone is freed by the caller.
- */
-static int release_handle(struct ns *ns, fuse_ino_t ino, uint64_t fh,
-			  int flags, struct ns_expired *gone)
-{
-	struct section *sec = ns_handle_take(ns, fh, ino);
-
-	if (!sec) {
-		memset(gone, 0, sizeof(*gone));
-		return -EBADF;
-	}
-	section_put(sec);
-	return ns_release(ns, ino, flags, gone);
-}
-
 /* A resent OPEN's answer: the handle fh a predecessor gave it.  False
  * when the handle is not there to give (then the open is made anew). */
 static bool reopen_handle(fuse_req_t req, fuse_ino_t ino, uint64_t fh,
@@ -772,7 +754,7 @@ static bool reopen_handle(fuse_req_t req, fuse_ino_t ino, uint64_t fh,
 		fuse_reply_err(req, -id);
 	/* Either way no RELEASE will come for the handle but this one. */
 	if (id < 0 || dp_reply_open(req, fi, id)) {
-		if (release_handle(&m->ns, ino, fh, fi->flags, &gone) > 0)
+		if (ns_release_handle(&m->ns, fh, ino, fi->flags, &gone) > 0)
 			notify_expired(&m->notify, &gone);
 		ns_expired_free(&gone);
 	}
@@ -797,7 +779,7 @@ static void sfs_release(fuse_req_t req, fuse_ino_t ino,
 
 	if (answered_before(req, false, NULL))
 		return;
-	expired = release_handle(&m->ns, ino, fi->fh, fi->flags, &gone);
+	expired = ns_release_handle(&m->ns, fi->fh, ino, fi->flags, &gone);
 	done_request();
 	fuse_reply_err(req, expired < 0 ? EBADF : 0);
 	if (expired > 0)

@@ -215,6 +215,34 @@ def test_slot_of_a_release_not_yet_recorded_is_not_given_again(
         'the released handle still holds its section'
 
 
+def test_release_and_what_it_destroys_are_one_change(
+        mount_factory, datapath, monkeypatch, base_dir):
+    """The server dies just after a RELEASE's change is in the record (a
+    test hook).  That change is the handle's release and the end of the
+    section whose lifetime was its handles, together: after the death
+    the section is gone from the listing, as it would be without one,
+    and the RELEASE the kernel sends again does nothing more."""
+    gap = os.path.join(base_dir, 'gap')
+    os.mkdir(gap)
+    m = hooked_mount(mount_factory, datapath, 'dev_fuse', monkeypatch,
+                     GAP='release-recorded', GAP_DIR=gap)
+    first = m.pid
+    lifetime_handle_section(m, 'a')
+    write_file(m / 'b', b'stays')
+    fd = os.open(m / 'a', os.O_RDONLY)
+    with open(os.path.join(gap, 'arm'), 'w') as f:
+        f.write(str(os.fstat(fd).st_ino))
+    os.close(fd)
+    assert util.wait_for(lambda: os.path.exists(os.path.join(gap, 'in'))), \
+        'the RELEASE did not reach the test hook'
+    with open(os.path.join(gap, 'go'), 'w'):
+        pass
+    assert died(m, first), 'no server took over'
+    assert util.wait_for(lambda: os.listdir(m.path) == ['b']), \
+        os.listdir(m.path)
+    assert read_file(m / 'b') == b'stays'
+
+
 def forget_everything():
     """Make the kernel drop the dentries and inodes nobody holds, and so
     send FORGET for them: the next walk looks names up again."""
