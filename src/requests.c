@@ -289,6 +289,11 @@ static void answer_create(fuse_req_t req, struct fuse_entry_param *e,
 		sec = ns_handle_section(ns, fh);
 		id = sec ? 0 : -EBADF;
 	} else {
+		/* The handle made now is written as this request's, or a
+		 * death before the reply would have the next server make
+		 * another. */
+		record_request(wire_request_unique(req));
+		record_result(ns, e->ino);
 		id = ns_open(ns, e->ino, fi->flags, &sec, &undo);
 		if (!id && (id = ns_handle_add(ns, e->ino, sec, fi->flags,
 					       &fh))) {
@@ -300,6 +305,7 @@ static void answer_create(fuse_req_t req, struct fuse_entry_param *e,
 	}
 	if (!id)
 		id = dp_open_prepare(modes_of(req), sec, fi);
+	done_request();
 	fi->fh = fh;
 	if (id < 0)
 		fuse_reply_err(req, -id);
@@ -765,8 +771,12 @@ static void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	uint64_t fh = handle_given_before(req);
 
-	if (!fh || !reopen_handle(req, ino, fh, fi))
+	if (!fh || !reopen_handle(req, ino, fh, fi)) {
+		/* Made now (a server before may have counted the open and
+		 * died before its handle): the handle is this request's. */
+		record_request(wire_request_unique(req));
 		open_section(req, ino, fi);
+	}
 	done_request();
 }
 
@@ -984,10 +994,12 @@ static void sfs_opendir(fuse_req_t req, fuse_ino_t ino,
 	uint64_t fh = handle_given_before(req);
 	struct ns_dir *dir = fh ? ns_handle_dir(ns_of(req), fh) : NULL;
 
-	if (dir)
+	if (dir) {
 		reply_opendir(req, ino, dir, fh, fi);
-	else
+	} else {
+		record_request(wire_request_unique(req));	/* as sfs_open */
 		open_listing(req, ino, fi);
+	}
 	done_request();
 }
 
