@@ -651,6 +651,23 @@ void record_result(struct ns *ns, uint64_t ino)
 		serving.ino = ino;
 }
 
+void record_done(struct ns *ns)
+{
+	struct rec_done done = serving;
+	struct rec_done *s;
+
+	if (!done.unique)
+		return;
+	pthread_mutex_lock(&ns->lock);
+	if (ns->rec && (s = reserve(ns->rec, REC_DONE, sizeof(*s)))) {
+		*s = done;
+		ring_push(&ns->rec->done, &done);
+	}
+	serving.unique = 0;	/* written: the commit adds no second one */
+	ns_leave(ns);
+	serving = done;
+}
+
 int record_resent(struct ns *ns, uint64_t unique, uint64_t *ino,
 		  uint64_t *fh)
 {

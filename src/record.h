@@ -63,6 +63,12 @@ void record_commit(struct ns *ns);
  */
 void record_request(uint64_t unique);
 void record_result(struct ns *ns, uint64_t ino);
+/*
+ * A commit of the served request's DONE entry alone, for a request made
+ * of several changes that must be written as done only once all are
+ * (a READDIRPLUS counts each entry in a change of its own).
+ */
+void record_done(struct ns *ns);
 int record_resent(struct ns *ns, uint64_t unique, uint64_t *ino,
 		  uint64_t *fh);
 

@@ -1019,6 +1019,13 @@ static size_t add_entry(fuse_req_t req, char *buf, size_t room, int plus,
  * Entries from offset off until the buffer is full.  An entry that does
  * not fit is not taken: the next READDIR asks for it again (the listing
  * moves past an entry only when asked for the offset after it).
+ *
+ * READDIRPLUS counts each entry's lookup in a change of its own, and is
+ * written as done only after the last: a server that dies part way
+ * leaves the entries it counted counted, and its successor counts every
+ * entry of the listing again.  A count one too many keeps a removed
+ * section until unmount; one too few, written as done at the first
+ * entry, would free a node the kernel still holds.
  */
 static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi, int plus)
@@ -1033,13 +1040,21 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	/* Sent again after a server that counted its entries' lookups
 	 * died: the same entries, not counted a second time. */
 	bool counted = plus && carried_out_before(req, &was, &fh);
+	uint64_t unique = wire_request_unique(req);
 	off_t next;
 	int err = !dir ? -EBADF : buf ? 0 : -ENOMEM;
+
+	if (plus && !counted)
+		done_request();		/* until every entry is counted */
 
 	while (!err) {
 		err = ns_readdir_entry(ns, dir, off, plus, name, &e, &next);
 		if (err)
 			break;
+#ifdef SFS_TEST_HOOKS
+		if (plus && e.ino)
+			keeper_test_gap("readdirplus-entry", e.ino);
+#endif
 		len = add_entry(req, buf + pos, size - pos, plus, name, &e, next);
 		if (plus && e.ino && (!len || counted))
 			ns_forget(ns, e.ino, 1);
@@ -1047,6 +1062,10 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			break;
 		pos += len;
 		off = next;
+	}
+	if (plus && !counted) {
+		record_request(unique);
+		record_done(ns);
 	}
 	if (plus)
 		done_request();

@@ -18,6 +18,7 @@ import random
 import signal
 import stat
 import subprocess
+import threading
 import time
 
 import pytest
@@ -258,6 +259,57 @@ def section_let_go(m, name):
         return path not in util.daemon_memfds(m.pid) and \
             path not in util.daemon_memfds(m.keeper_pid)
     return util.wait_for(gone)
+
+
+def test_listing_cut_by_a_death_counts_no_entry_short(
+        mount_factory, datapath, monkeypatch, base_dir):
+    """The server dies while a READDIRPLUS counts its entries, after the
+    first (a test hook).  The successor lists them again for the kernel,
+    which counts each once: none may be counted short, or a section
+    unlinked while open would be freed under its handle, and the next
+    successor could not adopt a record of a handle on no node."""
+    gap = os.path.join(base_dir, 'gap')
+    os.mkdir(gap)
+    m = hooked_mount(mount_factory, datapath, 'dev_fuse', monkeypatch,
+                     GAP='readdirplus-entry', GAP_DIR=gap)
+    first = m.pid
+    for name in 'abc':
+        write_file(m / name, name.encode())
+    inos = {name: os.stat(m / name).st_ino for name in 'abc'}
+    forget_everything()
+    # The middle one: whichever way the listing runs, one comes after.
+    with open(os.path.join(gap, 'arm'), 'w') as f:
+        f.write(str(inos['b']))
+    names = []
+    lister = in_thread(lambda: names.extend(os.listdir(m.path)))
+    assert util.wait_for(lambda: os.path.exists(os.path.join(gap, 'in'))), \
+        'no READDIRPLUS reached the test hook'
+    with open(os.path.join(gap, 'go'), 'w'):
+        pass
+    assert died(m, first), 'no server took over'
+    lister.join(util.PATIENCE)
+    assert sorted(names) == ['a', 'b', 'c']
+    # Held open and unlinked: only the kernel's count keeps each node.
+    fds = [os.open(m / name, os.O_RDONLY) for name in 'abc']
+    try:
+        for name in 'abc':
+            os.unlink(m / name)
+        assert [os.fstat(fd).st_nlink for fd in fds] == [0, 0, 0]
+        second = m.pid
+        os.kill(second, signal.SIGKILL)
+        assert died(m, second), 'the next server could not adopt the mount'
+        assert [os.pread(fd, 8, 0) for fd in fds] == [b'a', b'b', b'c']
+        assert [os.fstat(fd).st_nlink for fd in fds] == [0, 0, 0]
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def in_thread(fn):
+    """fn run in a thread of its own, started."""
+    t = threading.Thread(target=fn, daemon=True)
+    t.start()
+    return t
 
 
 @pytest.mark.parametrize('opcode', [FUSE_LOOKUP, FUSE_READDIRPLUS],
