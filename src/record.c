@@ -244,6 +244,7 @@ struct record {
 	bool full;			/* out of room: stopped */
 	uint64_t next_ino, next_seq;	/* as last written */
 	unsigned int stores;		/* private stores written */
+	uint64_t store_bytes;		/* of them, in this commit */
 	struct done_ring done;		/* the last requests carried out */
 	uint64_t written;		/* bytes ever written, snapshots too */
 	uint64_t commits, compactions;
@@ -398,9 +399,11 @@ static void write_store(void *arg, const struct store_private *p)
  * in one is named), the nodes marked, and the next ids when they moved. */
 static void flush_dirty(struct ns *ns, struct record *r)
 {
+	uint64_t tail = r->tail;
 	unsigned int i;
 
 	r->stores = store_each_private(r->stores, write_store, r);
+	r->store_bytes += r->tail - tail;
 	for (i = 0; i < r->ndirty; i++)
 		write_node(r, r->dirty[i]);
 	r->ndirty = 0;
@@ -616,15 +619,21 @@ static int compact(struct ns *ns)
 void record_commit(struct ns *ns)
 {
 	struct record *r = ns->rec;
+	uint64_t from;
+	bool changed;
 
 	if (!r)
 		return;
+	from = atomic_load_explicit(&r->hdr->committed, memory_order_relaxed);
 	flush_dirty(ns, r);
-	if (r->tail == atomic_load_explicit(&r->hdr->committed,
-					    memory_order_relaxed))
+	if (r->tail == from)
 		return;
+	/* A store another thread made is written by whichever commit
+	 * comes first: it is not this request's change. */
+	changed = r->tail - from > r->store_bytes;
+	r->store_bytes = 0;
 	/* What this commit did for a request not to be done twice. */
-	if (serving.unique) {
+	if (serving.unique && changed) {
 		struct rec_done *s = reserve(r, REC_DONE, sizeof(*s));
 
 		if (s)
