@@ -516,10 +516,12 @@ static void abandon_handle(struct ns *ns, fuse_ino_t ino,
 {
 	struct ns_expired gone;
 
-	if (fh)
-		ns_handle_take(ns, fh, ino);	/* sec, still held */
-	section_put(sec);
-	ns_release(ns, ino, flags, &gone);
+	/* The handle's end and the open's in one change, as a RELEASE;
+	 * the handle's reference is sec. */
+	if (!fh || ns_release_handle(ns, fh, ino, flags, &gone) == -EBADF) {
+		section_put(sec);
+		ns_release(ns, ino, flags, &gone);
+	}
 	ns_expired_free(&gone);
 	ns_forget(ns, ino, 1);
 }
@@ -749,18 +751,21 @@ static bool reopen_handle(fuse_req_t req, fuse_ino_t ino, uint64_t fh,
 	struct sfs_mount *m = mount_of(req);	/* req is gone after the reply */
 	struct section *sec = ns_handle_section(&m->ns, fh);
 	struct ns_expired gone;
-	int id;
+	int id, expired;
 
 	if (!sec)
 		return false;
 	id = dp_open_prepare(&m->modes, sec, fi);
 	put_section(sec);
 	fi->fh = fh;
-	if (id < 0)
-		fuse_reply_err(req, -id);
-	/* Either way no RELEASE will come for the handle but this one. */
+	/* Either way no RELEASE will come for the handle but this one;
+	 * an error is answered once the handle is gone, so that a death
+	 * between the two leaves none the kernel will never release. */
 	if (id < 0 || dp_reply_open(req, fi, id)) {
-		if (ns_release_handle(&m->ns, fh, ino, fi->flags, &gone) > 0)
+		expired = ns_release_handle(&m->ns, fh, ino, fi->flags, &gone);
+		if (id < 0)
+			fuse_reply_err(req, -id);
+		if (expired > 0)
 			notify_expired(&m->notify, &gone);
 		ns_expired_free(&gone);
 	}
