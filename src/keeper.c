@@ -824,7 +824,7 @@ static void checker_gone(int status)
 		describe(status, how, sizeof(how));
 		log_warn("keeper: %s cannot take over this mount (its test %s); the server goes on serving",
 			 k.exe, how);
-		answer_client("refused: the installed sectionfs cannot take over this mount (it cannot read the mount's state or would not agree to what the kernel agreed to; see the log)\n");
+		answer_client("refused: the installed sectionfs cannot take over this mount (it cannot read the mount's state or record, or would not agree to what the kernel agreed to; see the log)\n");
 		k.upgrade = UP_NONE;
 		close(k.new_fd);
 		k.new_fd = -1;

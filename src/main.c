@@ -306,7 +306,15 @@ int main(int argc, char *argv[])
 		goto out_notify;
 	}
 	if (keeper_role() == KEEPER_CHECK) {
-		ret = 0;	/* this binary could take over */
+		/*
+		 * This binary could take over, unless the record is of a
+		 * version it does not read.  Only that refuses: the record's
+		 * descriptor the state names may be one the keeper had not
+		 * yet collected when this check was forked (a compaction
+		 * made it just then), and the server that takes over reads
+		 * the record whole anyway.
+		 */
+		ret = record_readable() == -EPROTO ? KEEPER_EXIT_REFUSE : 0;
 		goto out_notify;
 	}
 	if ((err = start_record(&m))) {

@@ -47,6 +47,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -573,6 +574,11 @@ static int rec_open_new(struct record *r)
 	r->hdr = map;
 	memcpy(r->hdr->magic, REC_MAGIC, sizeof(r->hdr->magic));
 	r->hdr->version = REC_VERSION;
+#ifdef SFS_TEST_HOOKS
+	/* A record only another sectionfs could read. */
+	if (getenv("SECTIONFS_TEST_RECORD_VERSION"))
+		r->hdr->version = atoi(getenv("SECTIONFS_TEST_RECORD_VERSION"));
+#endif
 	r->hdr->header_size = REC_HEADER;
 	atomic_store(&r->hdr->committed, REC_HEADER);
 	r->tail = REC_HEADER;
@@ -1455,6 +1461,30 @@ static int adopt_stores(struct image *im)
 				  im->stores[i].fd);
 		if (err)
 			return err;
+	}
+	return 0;
+}
+
+int record_readable(void)
+{
+	char hdr[REC_HEADER];
+	uint32_t version, size;
+	int fd = keeper_record_fd();
+
+	if (fd < 0)
+		return -ENOENT;
+	if (pread(fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr))
+		return -EINVAL;
+	memcpy(&version, hdr + offsetof(struct rec_header, version),
+	       sizeof(version));
+	memcpy(&size, hdr + offsetof(struct rec_header, header_size),
+	       sizeof(size));
+	if (memcmp(hdr, REC_MAGIC, 8) || size != REC_HEADER)
+		return -EINVAL;
+	if (version != REC_VERSION) {
+		log_err("the mount's record is version %u; this sectionfs reads version %u",
+			version, REC_VERSION);
+		return -EPROTO;
 	}
 	return 0;
 }

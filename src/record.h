@@ -27,6 +27,13 @@ int record_start(struct ns *ns);
 /* Successor, before serving: rebuild ns from the record the keeper
  * holds; -errno when there is none or it cannot be read. */
 int record_adopt(struct ns *ns);
+/*
+ * Whether this binary reads the record a server before it wrote (an
+ * upgrade's check, before the serving one is stopped): 0, -EPROTO for
+ * a version it does not read, or another -errno when the descriptor
+ * does not hold a record.
+ */
+int record_readable(void);
 /* Successor, once INIT has set up the cap and the stores (cap_init):
  * charge the adopted sections and nodes to their owners, as if each had
  * just been made (the ledger is recomputed, never recorded). */

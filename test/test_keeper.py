@@ -406,6 +406,26 @@ def test_refused_upgrade_leaves_the_old_server_serving(
     assert read_file(m / 'new') == b'n'
 
 
+def test_upgrade_refused_by_a_binary_that_cannot_read_the_record(
+        mount_factory, datapath, monkeypatch):
+    """A record of a version the installed binary does not read (a test
+    hook writes one) fails the upgrade's check: the old server is never
+    stopped and goes on serving, with everything it had."""
+    m = hooked_mount(mount_factory, datapath, 'dev_fuse', monkeypatch,
+                     RECORD_VERSION='999')
+    old = m.pid
+    write_file(m / 'kept', b'still here')
+    res = upgrade(m)
+    assert res.returncode == 1, res.stdout
+    assert 'refused' in res.stderr, res.stderr
+    assert util.wait_for(lambda: "the mount's record is version 999" in
+                         m.stderr), m.stderr
+    assert m.pid == old and util.pid_alive(old)
+    assert read_file(m / 'kept') == b'still here'
+    write_file(m / 'new', b'n')
+    assert read_file(m / 'new') == b'n'
+
+
 @pytest.mark.other_user
 def test_only_root_or_the_owner_may_upgrade(mount_factory, datapath):
     if util.setpriv_skip_reason():
