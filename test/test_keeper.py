@@ -388,38 +388,24 @@ def test_upgrade_under_load_loses_nothing(mount_factory, datapath):
         assert read_file(mnt / ('w%d' % i)) == data
 
 
+@pytest.mark.parametrize('hook, why', [
+    ('STATE_VERSION', "the mount's state is version 999"),
+    ('RECORD_VERSION', "the mount's record is version 999"),
+], ids=['state', 'record'])
 def test_refused_upgrade_leaves_the_old_server_serving(
-        mount_factory, datapath, monkeypatch):
-    """A binary that cannot read the mount's state (here a test hook
-    marks it with a version no sectionfs reads) refuses the upgrade: the
-    old server goes on serving, with everything it had."""
+        mount_factory, datapath, monkeypatch, hook, why):
+    """A binary that cannot read the mount's state or its record (here a
+    test hook marks one with a version no sectionfs reads) refuses the
+    upgrade in its check: the old server is never stopped and goes on
+    serving, with everything it had, and the log says why."""
     m = hooked_mount(mount_factory, datapath, 'dev_fuse', monkeypatch,
-                     STATE_VERSION='999')
-    old = m.pid
-    write_file(m / 'kept', b'still here')
-    res = upgrade(m)
-    assert res.returncode == 1, res.stdout
-    assert 'refused' in res.stderr
-    assert m.pid == old and util.pid_alive(old)
-    assert read_file(m / 'kept') == b'still here'
-    write_file(m / 'new', b'n')
-    assert read_file(m / 'new') == b'n'
-
-
-def test_upgrade_refused_by_a_binary_that_cannot_read_the_record(
-        mount_factory, datapath, monkeypatch):
-    """A record of a version the installed binary does not read (a test
-    hook writes one) fails the upgrade's check: the old server is never
-    stopped and goes on serving, with everything it had."""
-    m = hooked_mount(mount_factory, datapath, 'dev_fuse', monkeypatch,
-                     RECORD_VERSION='999')
+                     **{hook: '999'})
     old = m.pid
     write_file(m / 'kept', b'still here')
     res = upgrade(m)
     assert res.returncode == 1, res.stdout
     assert 'refused' in res.stderr, res.stderr
-    assert util.wait_for(lambda: "the mount's record is version 999" in
-                         m.stderr), m.stderr
+    assert util.wait_for(lambda: why in m.stderr), m.stderr
     assert m.pid == old and util.pid_alive(old)
     assert read_file(m / 'kept') == b'still here'
     write_file(m / 'new', b'n')

@@ -179,6 +179,32 @@ def test_release_carried_out_before_a_death_is_done_once(
     assert util.wait_for(lambda: not os.path.lexists(m / 'h'))
 
 
+class Gap:
+    """A first server held at a named point of the daemon (the test hook
+    keeper_test_gap), once armed for an inode, until go() lets it die."""
+
+    def __init__(self, base_dir):
+        self.dir = os.path.join(base_dir, 'gap')
+        os.mkdir(self.dir)
+
+    def mount(self, mount_factory, datapath, monkeypatch, point):
+        return hooked_mount(mount_factory, datapath, 'dev_fuse', monkeypatch,
+                            GAP=point, GAP_DIR=self.dir)
+
+    def arm(self, ino):
+        with open(os.path.join(self.dir, 'arm'), 'w') as f:
+            f.write(str(ino))
+
+    def reached(self):
+        """Whether a server stopped at the point."""
+        return util.wait_for(
+            lambda: os.path.exists(os.path.join(self.dir, 'in')))
+
+    def go(self):
+        with open(os.path.join(self.dir, 'go'), 'w'):
+            pass
+
+
 def test_slot_of_a_release_not_yet_recorded_is_not_given_again(
         mount_factory, datapath, monkeypatch, base_dir):
     """The server dies after a RELEASE gave its handle's slot back and
@@ -186,24 +212,20 @@ def test_slot_of_a_release_not_yet_recorded_is_not_given_again(
     holds it there).  The slot went to none of them: the successor
     adopts every handle, the kernel's RELEASE sent again lets the
     released one go, and the opens made meanwhile read and write."""
-    gap = os.path.join(base_dir, 'gap')
-    os.mkdir(gap)
-    m = hooked_mount(mount_factory, datapath, 'dev_fuse', monkeypatch,
-                     GAP='release', GAP_DIR=gap)
+    gap = Gap(base_dir)
+    m = gap.mount(mount_factory, datapath, monkeypatch, 'release')
     first = m.pid
     lifetime_handle_section(m, 'a')
     write_file(m / 'b', b'kept open')
     released = os.open(m / 'a', os.O_RDONLY)
-    with open(os.path.join(gap, 'arm'), 'w') as f:
-        f.write(str(os.fstat(released).st_ino))
+    gap.arm(os.fstat(released).st_ino)
     os.close(released)
-    assert util.wait_for(lambda: os.path.exists(os.path.join(gap, 'in'))), \
+    assert gap.reached(), \
         'the RELEASE did not reach the test hook'
     # The slots freed last are given first: one of these would get a's.
     fds = [os.open(m / 'b', os.O_RDWR) for _ in range(8)]
     try:
-        with open(os.path.join(gap, 'go'), 'w'):
-            pass
+        gap.go()
         assert died(m, first), 'no server took over'
         assert [os.pread(fd, 64, 0) for fd in fds] == [b'kept open'] * 8
         for k, fd in enumerate(fds):
@@ -223,21 +245,17 @@ def test_release_and_what_it_destroys_are_one_change(
     section whose lifetime was its handles, together: after the death
     the section is gone from the listing, as it would be without one,
     and the RELEASE the kernel sends again does nothing more."""
-    gap = os.path.join(base_dir, 'gap')
-    os.mkdir(gap)
-    m = hooked_mount(mount_factory, datapath, 'dev_fuse', monkeypatch,
-                     GAP='release-recorded', GAP_DIR=gap)
+    gap = Gap(base_dir)
+    m = gap.mount(mount_factory, datapath, monkeypatch, 'release-recorded')
     first = m.pid
     lifetime_handle_section(m, 'a')
     write_file(m / 'b', b'stays')
     fd = os.open(m / 'a', os.O_RDONLY)
-    with open(os.path.join(gap, 'arm'), 'w') as f:
-        f.write(str(os.fstat(fd).st_ino))
+    gap.arm(os.fstat(fd).st_ino)
     os.close(fd)
-    assert util.wait_for(lambda: os.path.exists(os.path.join(gap, 'in'))), \
+    assert gap.reached(), \
         'the RELEASE did not reach the test hook'
-    with open(os.path.join(gap, 'go'), 'w'):
-        pass
+    gap.go()
     assert died(m, first), 'no server took over'
     assert util.wait_for(lambda: os.listdir(m.path) == ['b']), \
         os.listdir(m.path)
@@ -268,24 +286,20 @@ def test_listing_cut_by_a_death_counts_no_entry_short(
     which counts each once: none may be counted short, or a section
     unlinked while open would be freed under its handle, and the next
     successor could not adopt a record of a handle on no node."""
-    gap = os.path.join(base_dir, 'gap')
-    os.mkdir(gap)
-    m = hooked_mount(mount_factory, datapath, 'dev_fuse', monkeypatch,
-                     GAP='readdirplus-entry', GAP_DIR=gap)
+    gap = Gap(base_dir)
+    m = gap.mount(mount_factory, datapath, monkeypatch, 'readdirplus-entry')
     first = m.pid
     for name in 'abc':
         write_file(m / name, name.encode())
     inos = {name: os.stat(m / name).st_ino for name in 'abc'}
     forget_everything()
     # The middle one: whichever way the listing runs, one comes after.
-    with open(os.path.join(gap, 'arm'), 'w') as f:
-        f.write(str(inos['b']))
+    gap.arm(inos['b'])
     names = []
     lister = in_thread(lambda: names.extend(os.listdir(m.path)))
-    assert util.wait_for(lambda: os.path.exists(os.path.join(gap, 'in'))), \
+    assert gap.reached(), \
         'no READDIRPLUS reached the test hook'
-    with open(os.path.join(gap, 'go'), 'w'):
-        pass
+    gap.go()
     assert died(m, first), 'no server took over'
     lister.join(util.PATIENCE)
     assert sorted(names) == ['a', 'b', 'c']
