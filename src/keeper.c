@@ -216,21 +216,6 @@ void keeper_test_die(void)
 #endif
 
 #ifdef SFS_TEST_HOOKS
-/* dir/name, made or asked for. */
-static bool gap_file(const char *dir, const char *name, bool make)
-{
-	char path[PATH_MAX];
-	int fd;
-
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	if (!make)
-		return access(path, F_OK) == 0;
-	fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-	if (fd >= 0)
-		close(fd);
-	return fd >= 0;
-}
-
 /* Whether the file at path holds id, in decimal. */
 static bool holds_id(const char *path, uint64_t id)
 {
@@ -252,21 +237,25 @@ void keeper_test_gap(const char *where, uint64_t id)
 {
 	const char *want = getenv("SECTIONFS_TEST_GAP");
 	const char *dir = getenv("SECTIONFS_TEST_GAP_DIR");
-	char arm[PATH_MAX];
-	int i;
+	char path[PATH_MAX];
+	int fd, i;
 
 	if (!want || !dir || strcmp(want, where) || !srv.st ||
 	    srv.st->deaths)
 		return;
-	snprintf(arm, sizeof(arm), "%s/arm", dir);
+	snprintf(path, sizeof(path), "%s/arm", dir);
 	/* The unlink picks one thread, should two find the id. */
-	if (!holds_id(arm, id) || unlink(arm))
+	if (!holds_id(path, id) || unlink(path))
 		return;
 	log_warn("test hook: waiting to die at %s of %llu", where,
 		 (unsigned long long)id);
-	gap_file(dir, "in", true);
+	snprintf(path, sizeof(path), "%s/in", dir);
+	fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (fd >= 0)
+		close(fd);
 	/* A minute at most: a suite that never says go is stuck too. */
-	for (i = 0; i < 6000 && !gap_file(dir, "go", false); i++)
+	snprintf(path, sizeof(path), "%s/go", dir);
+	for (i = 0; i < 6000 && access(path, F_OK); i++)
 		usleep(10000);
 	keeper_test_die();
 }
