@@ -83,7 +83,8 @@ enum rec_type {
 
 /*
  * A request carried out (record_request()): its unique, the node its
- * reply names and, for a create, its handle.  The last REC_DONE_KEPT
+ * reply names and, for a create, its handle; or, ino DONE_FAILED and fh
+ * an errno, the error it was answered (record_failed()).  The last REC_DONE_KEPT
  * are kept and carried into every snapshot: a request the kernel sends
  * again after a server's death is one of the last few it was sent.
  */
@@ -91,6 +92,7 @@ struct rec_done {
 	uint64_t unique, ino, fh;
 };
 #define REC_DONE_KEPT	1024
+#define DONE_FAILED	UINT64_MAX	/* no node's id */
 
 struct done_ring {
 	struct rec_done d[REC_DONE_KEPT];
@@ -666,6 +668,14 @@ void record_result(struct ns *ns, uint64_t ino)
 		serving.ino = ino;
 }
 
+void record_failed(int err)
+{
+	if (serving.unique) {
+		serving.ino = DONE_FAILED;
+		serving.fh = (uint64_t)-err;
+	}
+}
+
 void record_done(struct ns *ns)
 {
 	struct rec_done done = serving;
@@ -699,7 +709,9 @@ int record_resent(struct ns *ns, uint64_t unique, uint64_t *ino,
 	for (i = r ? r->done.n : 0; i-- > 0 && !found;) {
 		const struct rec_done *d = ring_at(&r->done, i);
 
-		if (d->unique == unique) {
+		if (d->unique == unique && d->ino == DONE_FAILED) {
+			found = d->fh < 4096 ? -(int)d->fh : -EIO;
+		} else if (d->unique == unique) {
 			*ino = d->ino;
 			*fh = d->fh;
 			found = 1;

@@ -63,13 +63,18 @@ void record_commit(struct ns *ns);
  * serves (its unique as the kernel sent it; 0 when done): every commit
  * made for it also writes that it was done, with the node its reply
  * names (record_result(), under ns->lock) and, for a create, the handle.
+ * A request answered with an error after it had changed something (a
+ * CREATE whose open failed, its entry and handle dropped again) says so
+ * with record_failed() before the commit that undoes the last of it.
  * A successor asks record_resent() about a resent request: 1 with what
  * the reply must say (*ino 0: no entry; *fh 0: no handle yet) when a
- * predecessor carried it out, else 0.  Writes, setattr and setxattr are
- * done again instead: done twice, they leave what they left once.
+ * predecessor carried it out, -errno when it answered that error, else
+ * 0.  Writes, setattr and setxattr are done again instead: done twice,
+ * they leave what they left once.
  */
 void record_request(uint64_t unique);
 void record_result(struct ns *ns, uint64_t ino);
+void record_failed(int err);
 /*
  * A commit of the served request's DONE entry alone, for a request made
  * of several changes that must be written as done only once all are
