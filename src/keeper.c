@@ -260,6 +260,17 @@ void keeper_test_gap(const char *where, uint64_t id)
 	keeper_test_die();
 }
 
+int keeper_test_fault(const char *where, int res)
+{
+	const char *want = getenv("SECTIONFS_TEST_FAULT");
+	const char *err = getenv("SECTIONFS_TEST_FAULT_ERRNO");
+
+	if (res < 0 || !want || !err || strcmp(want, where))
+		return res;
+	log_warn("test hook: failing at %s with errno %s", where, err);
+	return -atoi(err);
+}
+
 /* Whether this process runs the file at path (by device and inode). */
 static bool runs_file(const char *path)
 {

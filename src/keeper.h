@@ -134,6 +134,12 @@ void keeper_test_die(void) __attribute__((noreturn));
  * so the suite can act while a change is half made.
  */
 void keeper_test_gap(const char *where, uint64_t id);
+/*
+ * A failure made at the point named where, in place of res, the result
+ * so far, when that is not already one: with SECTIONFS_TEST_FAULT=where,
+ * the negative of the errno SECTIONFS_TEST_FAULT_ERRNO gives; else res.
+ */
+int keeper_test_fault(const char *where, int res);
 #endif
 
 /* The shared state; NULL without a keeper. */

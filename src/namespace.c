@@ -603,9 +603,8 @@ int ns_entry(struct ns *ns, fuse_ino_t ino, struct fuse_entry_param *e)
 	return n ? attr_finish(sec, &e->attr) : -ESTALE;
 }
 
-/* Drop nlookup of ino's count; returns a section to put after unlocking. */
-static struct section *forget_locked(struct ns *ns, fuse_ino_t ino,
-				     uint64_t nlookup)
+struct section *forget_locked(struct ns *ns, fuse_ino_t ino,
+			      uint64_t nlookup)
 {
 	struct node *n = node_of(ns, ino);
 

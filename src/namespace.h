@@ -195,6 +195,14 @@ int ns_readlink(struct ns *ns, fuse_ino_t ino, char *buf, size_t size);
 int ns_mkdir(struct ns *ns, fuse_ino_t parent, const char *name, mode_t mode,
 	     const struct caller *who, struct fuse_entry_param *e);
 int ns_unlink(struct ns *ns, fuse_ino_t parent, const char *name);
+/*
+ * The entry a create made, whose open failed: its name (when still that
+ * node's) and the kernel's lookup, which the error reply never gave it,
+ * go in one change.  The kernel never saw the name: it held the
+ * directory for the create, and keeps the absence it looked up before.
+ */
+void ns_uncreate(struct ns *ns, fuse_ino_t parent, const char *name,
+		 fuse_ino_t ino);
 int ns_rmdir(struct ns *ns, fuse_ino_t parent, const char *name);
 /* flags: 0, RENAME_NOREPLACE or RENAME_EXCHANGE. */
 int ns_rename(struct ns *ns, fuse_ino_t parent, const char *name,

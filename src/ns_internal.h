@@ -244,6 +244,9 @@ void ns_unlock(struct ns *ns);
 uint64_t nodes_left(const struct ns *ns, uid_t uid);
 /* A node lost a name.  Returns a section to put after unlocking, or NULL. */
 struct section *node_unnamed(struct ns *ns, struct node *n);
+/* Drop nlookup of ino's count; returns a section to put after unlocking. */
+struct section *forget_locked(struct ns *ns, fuse_ino_t ino,
+			      uint64_t nlookup);
 /* Fill what the node knows of st, and pin its section (returned, or NULL)
  * for attr_finish() to read the rest from its file. */
 struct section *attr_start(struct ns *ns, struct node *n, struct stat *st);

@@ -456,6 +456,27 @@ int ns_unlink(struct ns *ns, fuse_ino_t parent, const char *name)
 	return remove_entry(ns, parent, name, 0);
 }
 
+void ns_uncreate(struct ns *ns, fuse_ino_t parent, const char *name,
+		 fuse_ino_t ino)
+{
+	struct section *unnamed = NULL, *forgotten;
+	struct dentry *d;
+	struct node *n;
+
+	pthread_mutex_lock(&ns->lock);
+	n = node_of(ns, ino);
+	if (n && !find_entry(ns, parent, name, &d) && d->child == n) {
+		dentry_detach(ns, d);
+		free(d);
+		n->nlink--;
+		unnamed = node_unnamed(ns, n);	/* held: the lookup below */
+	}
+	forgotten = forget_locked(ns, ino, 1);
+	ns_unlock(ns);
+	put_if(unnamed);
+	put_if(forgotten);
+}
+
 int ns_rmdir(struct ns *ns, fuse_ino_t parent, const char *name)
 {
 	return remove_entry(ns, parent, name, 1);

@@ -108,9 +108,8 @@ static void reply_attr_or_err(fuse_req_t req, int err, const struct stat *st)
 }
 
 /* A server's death and the requests it had carried out: below. */
-static bool carried_out_before(fuse_req_t req, uint64_t *ino, uint64_t *fh);
-static bool answered_before(fuse_req_t req, bool entry,
-			    struct fuse_file_info *fi);
+static int carried_out_before(fuse_req_t req, uint64_t *ino, uint64_t *fh);
+static bool answered_before(fuse_req_t req, bool entry);
 static void done_request(void);
 
 /* A lookup counts one of the kernel's references: sent again after it
@@ -120,7 +119,7 @@ static void sfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fuse_entry_param e;
 	int err;
 
-	if (answered_before(req, true, NULL))
+	if (answered_before(req, true))
 		return;
 	err = ns_lookup(ns_of(req), parent, name, &e);
 	done_request();
@@ -273,27 +272,54 @@ static void dir_changed(struct notifier *notify, fuse_ino_t dir, int err)
 static void undo_open(struct ns *ns, fuse_ino_t ino, struct section *sec,
 		      int flags, unsigned int undo, uint64_t fh);
 
+/* Where a create puts its entry; name NULL for an O_TMPFILE's. */
+struct created_at {
+	fuse_ino_t parent;
+	const char *name;
+};
+
+static void take_back_created(struct ns *ns, const struct created_at *at,
+			      fuse_ino_t ino, int err);
+static void notify_expired(struct notifier *notify, struct ns_expired *gone);
+
+/* The handle fh (0 for none) and the entry of a resent create, which the
+ * kernel does not get after all; err as take_back_created(). */
+static void drop_created(struct sfs_mount *m, const struct created_at *at,
+			 fuse_ino_t ino, int flags, uint64_t fh, int err)
+{
+	struct ns_expired gone;
+
+	if (fh) {
+		if (ns_release_handle(&m->ns, fh, ino, flags, &gone) > 0)
+			notify_expired(&m->notify, &gone);
+		ns_expired_free(&gone);
+	}
+	take_back_created(&m->ns, at, ino, err);
+}
+
 /*
- * A resent CREATE whose name a server before this one made: its handle,
+ * A resent create whose entry a server before this one made: its handle,
  * or when that server died before giving one, a handle now.
  */
-static void answer_create(fuse_req_t req, struct fuse_entry_param *e,
-			  uint64_t fh, struct fuse_file_info *fi)
+static void answer_create(fuse_req_t req, const struct created_at *at,
+			  struct fuse_entry_param *e, uint64_t fh,
+			  struct fuse_file_info *fi)
 {
-	struct ns *ns = ns_of(req);
+	struct sfs_mount *m = mount_of(req);	/* req is gone after the reply */
+	struct ns *ns = &m->ns;
 	struct section *sec = NULL;
 	unsigned int undo;
 	int id = 0;
 
+	/* What is changed now is written as this request's, or a death
+	 * before the reply would have the next server do it again. */
+	record_request(wire_request_unique(req));
+	record_result(ns, e->ino);
 	if (fh) {
 		sec = ns_handle_section(ns, fh);
 		id = sec ? 0 : -EBADF;
+		fh = sec ? fh : 0;
 	} else {
-		/* The handle made now is written as this request's, or a
-		 * death before the reply would have the next server make
-		 * another. */
-		record_request(wire_request_unique(req));
-		record_result(ns, e->ino);
 		id = ns_open(ns, e->ino, fi->flags, &sec, &undo);
 		if (!id && (id = ns_handle_add(ns, e->ino, sec, fi->flags,
 					       &fh))) {
@@ -305,52 +331,78 @@ static void answer_create(fuse_req_t req, struct fuse_entry_param *e,
 	}
 	if (!id)
 		id = dp_open_prepare(modes_of(req), sec, fi);
+#ifdef SFS_TEST_HOOKS
+	id = keeper_test_fault("answer-create", id);
+#endif
+	/* The kernel gets neither handle nor entry from an error: both go
+	 * before it is answered, as this request's change. */
+	if (id < 0)
+		drop_created(m, at, e->ino, fi->flags, fh, id);
 	done_request();
 	fi->fh = fh;
 	if (id < 0)
 		fuse_reply_err(req, -id);
-	else
-		dp_reply_create(req, e, fi, id);
+	else if (dp_reply_create(req, e, fi, id))
+		drop_created(m, at, e->ino, fi->flags, fh, 0);
 	put_section(sec);
 }
 
 /*
  * The requests that must not be done twice (record.h).  One the kernel
  * sends again after a server's death, which the record says a server
- * before this one carried out, is answered from the record: true.
- * Otherwise the record is told which request this thread serves, so that
- * what it changes is written as done for it, until done_request().
+ * before this one carried out, is answered from the record: 1, or the
+ * error it was answered.  Otherwise 0, and the record is told which
+ * request this thread serves, so that what it changes is written as done
+ * for it, until done_request().
  */
-static bool carried_out_before(fuse_req_t req, uint64_t *ino, uint64_t *fh)
+static int carried_out_before(fuse_req_t req, uint64_t *ino, uint64_t *fh)
 {
 	uint64_t unique = wire_request_unique(req);
+	int res = 0;
 
-	if ((unique & UNIQUE_RESENT) &&
-	    record_resent(ns_of(req), unique, ino, fh))
-		return true;
-	record_request(unique);
-	return false;
+	if (unique & UNIQUE_RESENT)
+		res = record_resent(ns_of(req), unique, ino, fh);
+	if (!res)
+		record_request(unique);
+	return res;
 }
 
-static bool answered_before(fuse_req_t req, bool entry,
-			    struct fuse_file_info *fi)
+/* Answered from the record (with the entry its reply named): true. */
+static bool answered_before(fuse_req_t req, bool entry)
 {
 	uint64_t ino = 0, fh = 0;
-	struct ns *ns = ns_of(req);
 	struct fuse_entry_param e;
-	int err;
+	int err = carried_out_before(req, &ino, &fh);
 
-	if (!carried_out_before(req, &ino, &fh))
+	if (!err)
 		return false;
-	if (!entry) {
-		fuse_reply_err(req, 0);
-		return true;
-	}
-	err = ns_entry(ns, ino, &e);
-	if (!err && fi)
-		answer_create(req, &e, fh, fi);
-	else
+	if (err > 0 && entry)
+		err = ns_entry(ns_of(req), ino, &e);
+	if (err > 0)
+		err = 0;
+	if (entry)
 		reply_entry_or_err(req, err, &e);
+	else
+		fuse_reply_err(req, -err);
+	return true;
+}
+
+/* A create's answered_before(). */
+static bool created_before(fuse_req_t req, const struct created_at *at,
+			   struct fuse_file_info *fi)
+{
+	uint64_t ino = 0, fh = 0;
+	struct fuse_entry_param e;
+	int err = carried_out_before(req, &ino, &fh);
+
+	if (!err)
+		return false;
+	if (err > 0)
+		err = ns_entry(ns_of(req), ino, &e);
+	if (!err)
+		answer_create(req, at, &e, fh, fi);
+	else
+		fuse_reply_err(req, -err);
 	return true;
 }
 
@@ -370,7 +422,7 @@ static uint64_t handle_given_before(fuse_req_t req)
 {
 	uint64_t ino = 0, fh = 0;
 
-	return carried_out_before(req, &ino, &fh) ? fh : 0;
+	return carried_out_before(req, &ino, &fh) > 0 ? fh : 0;
 }
 
 static void sfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
@@ -380,7 +432,7 @@ static void sfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct fuse_entry_param e;
 	int err;
 
-	if (answered_before(req, true, NULL))
+	if (answered_before(req, true))
 		return;
 	err = ns_mknod(ns_of(req), parent, name, mode, rdev, &who, &e,
 		       NULL, 0);
@@ -397,7 +449,7 @@ static void sfs_symlink(fuse_req_t req, const char *target, fuse_ino_t parent,
 	struct caller who = { .groups = NULL };
 	int err;
 
-	if (answered_before(req, true, NULL))
+	if (answered_before(req, true))
 		return;
 	err = caller_with_groups(req, &who);
 	if (!err)
@@ -426,7 +478,7 @@ static void sfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct fuse_entry_param e;
 	int err;
 
-	if (answered_before(req, true, NULL))
+	if (answered_before(req, true))
 		return;
 	err = ns_mkdir(ns_of(req), parent, name, mode, &who, &e);
 	done_request();
@@ -439,7 +491,7 @@ static void sfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	int err;
 
-	if (answered_before(req, false, NULL))
+	if (answered_before(req, false))
 		return;
 	err = ns_unlink(ns_of(req), parent, name);
 	done_request();
@@ -452,7 +504,7 @@ static void sfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	int err;
 
-	if (answered_before(req, false, NULL))
+	if (answered_before(req, false))
 		return;
 	err = ns_rmdir(ns_of(req), parent, name);
 	done_request();
@@ -468,7 +520,7 @@ static void sfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct notifier *notify = &mount_of(req)->notify;
 	int err;
 
-	if (answered_before(req, false, NULL))
+	if (answered_before(req, false))
 		return;
 	err = ns_rename(ns_of(req), parent, name, newparent, newname, flags);
 	done_request();
@@ -486,7 +538,7 @@ static void sfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 	struct fuse_entry_param e;
 	int err;
 
-	if (answered_before(req, true, NULL))
+	if (answered_before(req, true))
 		return;
 	err = ns_link(ns_of(req), ino, newparent, newname, &who, &e);
 	done_request();
@@ -506,13 +558,33 @@ static int open_truncate(struct section *sec, int flags)
 }
 
 /*
- * A created entry and handle the kernel never got: undo the open as a
- * release would, and drop the lookup as a forget would (the name stays).
- * A reply frees its request even when it fails, so these take the
- * namespace, read from the request before it was answered.
+ * The kernel's reference to an entry a create made, which it will not
+ * get: dropped as a forget would.  With err, the create is answered that
+ * error: the name it made goes too, as if it had never been, and the
+ * record says the request was answered err, in the same change.  (A
+ * reply the kernel would not take leaves the name, as a create
+ * interrupted after its name was made does.)
  */
-static void abandon_handle(struct ns *ns, fuse_ino_t ino,
-			   struct section *sec, int flags, uint64_t fh)
+static void take_back_created(struct ns *ns, const struct created_at *at,
+			      fuse_ino_t ino, int err)
+{
+	if (err)
+		record_failed(err);
+	if (err && at->name)
+		ns_uncreate(ns, at->parent, at->name, ino);
+	else
+		ns_forget(ns, ino, 1);
+}
+
+/*
+ * A created entry and handle the kernel never got: undo the open as a
+ * release would, and the entry as take_back_created() does.  A reply
+ * frees its request even when it fails, so these take the namespace,
+ * read from the request before it was answered.
+ */
+static void abandon_handle(struct ns *ns, const struct created_at *at,
+			   fuse_ino_t ino, struct section *sec, int flags,
+			   uint64_t fh, int err)
 {
 	struct ns_expired gone;
 
@@ -523,7 +595,7 @@ static void abandon_handle(struct ns *ns, fuse_ino_t ino,
 		ns_release(ns, ino, flags, &gone);
 	}
 	ns_expired_free(&gone);
-	ns_forget(ns, ino, 1);
+	take_back_created(ns, at, ino, err);
 }
 
 /* An open that failed after ns_open: as if it had never been made. */
@@ -584,27 +656,34 @@ static void open_section(fuse_req_t req, fuse_ino_t ino,
 
 /*
  * The open half of a CREATE or an O_TMPFILE: a handle on the new
- * section and the reply; when either fails, the open and the kernel's
- * lookup are dropped again (a name made stays).
+ * section and the reply; when either fails, the entry at made goes again
+ * (take_back_created()).
  */
 static void reply_created(fuse_req_t req, struct ns *ns,
+			  const struct created_at *at,
 			  const struct fuse_entry_param *e,
 			  struct section *sec, struct fuse_file_info *fi)
 {
 	int err, id = dp_open_prepare(modes_of(req), sec, fi);
 
+#ifdef SFS_TEST_HOOKS
+	id = keeper_test_fault("reply-created", id);
+#endif
 	if (id >= 0) {
 		err = ns_handle_add(ns, e->ino, sec, fi->flags, &fi->fh);
 		id = err ? err : id;
 	}
-	done_request();
 	if (id < 0) {
-		abandon_handle(ns, e->ino, sec, fi->flags, 0);
+		/* Undone as this request's: sent again after a death, it
+		 * is answered the same error. */
+		abandon_handle(ns, at, e->ino, sec, fi->flags, 0, id);
+		done_request();
 		fuse_reply_err(req, -id);
 		return;
 	}
+	done_request();
 	if (dp_reply_create(req, e, fi, id))
-		abandon_handle(ns, e->ino, sec, fi->flags, fi->fh);
+		abandon_handle(ns, at, e->ino, sec, fi->flags, fi->fh, 0);
 }
 
 /* open(dir, O_TMPFILE): answered as CREATE is, with a section that has
@@ -612,13 +691,14 @@ static void reply_created(fuse_req_t req, struct ns *ns,
 static void sfs_tmpfile(fuse_req_t req, fuse_ino_t parent, mode_t mode,
 			struct fuse_file_info *fi)
 {
+	const struct created_at at = { parent, NULL };
 	struct ns *ns = ns_of(req);
 	struct caller who = caller_of(req);
 	struct fuse_entry_param e;
 	struct section *sec;
 	int err;
 
-	if (answered_before(req, true, fi))
+	if (created_before(req, &at, fi))
 		return;
 	err = ns_tmpfile(ns, parent, mode, &who, &e, &sec, fi->flags);
 	if (err) {
@@ -626,12 +706,13 @@ static void sfs_tmpfile(fuse_req_t req, fuse_ino_t parent, mode_t mode,
 		fuse_reply_err(req, -err);
 		return;
 	}
-	reply_created(req, ns, &e, sec, fi);
+	reply_created(req, ns, &at, &e, sec, fi);
 }
 
 static void sfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		       mode_t mode, struct fuse_file_info *fi)
 {
+	const struct created_at at = { parent, name };
 	struct ns *ns = ns_of(req);
 	struct caller who = caller_of(req);
 	struct fuse_entry_param e;
@@ -642,7 +723,7 @@ static void sfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		sfs_tmpfile(req, parent, mode, fi);
 		return;
 	}
-	if (answered_before(req, true, fi))
+	if (created_before(req, &at, fi))
 		return;
 	err = ns_mknod(ns, parent, name, S_IFREG | (mode & 07777), 0,
 		       &who, &e, &sec, fi->flags);
@@ -651,9 +732,8 @@ static void sfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		fuse_reply_err(req, -err);
 		return;
 	}
-	/* The name stays even when the open below fails. */
 	dir_changed(&mount_of(req)->notify, parent, 0);
-	reply_created(req, ns, &e, sec, fi);
+	reply_created(req, ns, &at, &e, sec, fi);
 }
 
 static void sfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -792,7 +872,7 @@ static void sfs_release(fuse_req_t req, fuse_ino_t ino,
 	struct ns_expired gone;
 	int expired;
 
-	if (answered_before(req, false, NULL))
+	if (answered_before(req, false))
 		return;
 	expired = ns_release_handle(&m->ns, fi->fh, ino, fi->flags, &gone);
 	done_request();
@@ -1044,7 +1124,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	uint64_t was = 0, fh = 0;
 	/* Sent again after a server that counted its entries' lookups
 	 * died: the same entries, not counted a second time. */
-	bool counted = plus && carried_out_before(req, &was, &fh);
+	bool counted = plus && carried_out_before(req, &was, &fh) > 0;
 	uint64_t unique = wire_request_unique(req);
 	off_t next;
 	int err = !dir ? -EBADF : buf ? 0 : -ENOMEM;
@@ -1098,7 +1178,7 @@ static void sfs_releasedir(fuse_req_t req, fuse_ino_t ino,
 {
 	struct ns_dir *dir;
 
-	if (answered_before(req, false, NULL))
+	if (answered_before(req, false))
 		return;
 	dir = ns_dirhandle_take(ns_of(req), fi->fh, ino);
 	if (dir)

@@ -12,6 +12,7 @@ not send again what a dead server took from its rings: test_keeper.py).
 Processes are handled by PID only.
 """
 
+import errno
 import json
 import os
 import random
@@ -324,6 +325,42 @@ def in_thread(fn):
     t = threading.Thread(target=fn, daemon=True)
     t.start()
     return t
+
+
+
+CREATE_FAULTS = {
+    'first': {'FAULT': 'reply-created'},
+    'failed-then-died': {'FAULT': 'reply-created',
+                         'DIE_OPCODE': str(FUSE_CREATE), 'DIE_TIMES': '1'},
+    'died-then-failed': {'FAULT': 'answer-create',
+                         'DIE_OPCODE': str(FUSE_CREATE), 'DIE_TIMES': '1'},
+}
+
+
+@pytest.mark.parametrize('case', sorted(CREATE_FAULTS))
+def test_create_whose_open_fails_leaves_nothing(
+        mount_factory, datapath, monkeypatch, case):
+    """A CREATE whose entry is made and whose open then fails (a test
+    hook, EIO): by the first server; by the first server, which dies as
+    it answers; or by the successor a death before the answer left it
+    to.  Each time the caller sees that error, once, and the create
+    leaves nothing: no name (the kernel, answered an error, keeps the
+    absence it looked up), and no reference the daemon counts, so the
+    section is let go."""
+    m = hooked_mount(mount_factory, datapath, 'dev_fuse', monkeypatch,
+                     FAULT_ERRNO=str(errno.EIO), **CREATE_FAULTS[case])
+    first = m.pid
+    os.mkdir(m / 'd')
+    util.expect_errno(errno.EIO, os.open, m / 'd/f',
+                      os.O_RDWR | os.O_CREAT, 0o600)
+    if case != 'first':
+        assert died(m, first), 'no server took over'
+    assert os.listdir(m / 'd') == []
+    assert not os.path.lexists(m / 'd/f')
+    assert section_let_go(m, 'd/f'), 'the failed create keeps a section'
+    os.rmdir(m / 'd')
+
+
 
 
 @pytest.mark.parametrize('opcode', [FUSE_LOOKUP, FUSE_READDIRPLUS],

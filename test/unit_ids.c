@@ -76,6 +76,12 @@ void keeper_test_gap(const char *where, uint64_t id)
 	(void)where;		/* no server here to kill */
 	(void)id;
 }
+
+int keeper_test_fault(const char *where, int res)
+{
+	(void)where;		/* nothing made to fail */
+	return res;
+}
 #endif
 
 #define CHECK(cond) do {						\
