@@ -1093,6 +1093,23 @@ static void image_free(struct image *im)
 static size_t slots_for(uint64_t len);
 
 /*
+ * Whether the len bytes at hdr begin a record this binary reads: 0,
+ * -EINVAL for no record, or -EPROTO for a record of another version.
+ */
+static int header_check(const struct rec_header *hdr, size_t len)
+{
+	if (len < REC_HEADER || memcmp(hdr->magic, REC_MAGIC, 8) ||
+	    hdr->header_size != REC_HEADER)
+		return bad_record("no record header", len);
+	if (hdr->version != REC_VERSION) {
+		log_err("the mount's record is version %u; this sectionfs reads version %u",
+			hdr->version, REC_VERSION);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+/*
  * Read a record's entries up to its committed length (or up to end, a
  * committed length it had before, when not 0) into an image, with
  * tables of nslots (0: sized for the record).
@@ -1102,13 +1119,12 @@ static int image_read(const char *map, size_t maplen, uint64_t end,
 {
 	const struct rec_header *hdr = (const void *)map;
 	uint64_t pos;
+	int err;
 
 	memset(im, 0, sizeof(*im));
-	if (maplen < REC_HEADER || memcmp(hdr->magic, REC_MAGIC, 8) ||
-	    hdr->header_size != REC_HEADER)
-		return bad_record("no record header", maplen);
-	if (hdr->version != REC_VERSION)
-		return -EPROTO;		/* a record this binary cannot read */
+	err = header_check(hdr, maplen);
+	if (err)
+		return err;
 	if (!end)
 		end = atomic_load_explicit(&((struct rec_header *)hdr)->committed,
 					   memory_order_acquire);
@@ -1479,26 +1495,17 @@ static int adopt_stores(struct image *im)
 
 int record_readable(void)
 {
-	char hdr[REC_HEADER];
-	uint32_t version, size;
+	union {
+		struct rec_header hdr;
+		char bytes[REC_HEADER];
+	} head;
+	ssize_t len;
 	int fd = keeper_record_fd();
 
 	if (fd < 0)
 		return -ENOENT;
-	if (pread(fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr))
-		return -EINVAL;
-	memcpy(&version, hdr + offsetof(struct rec_header, version),
-	       sizeof(version));
-	memcpy(&size, hdr + offsetof(struct rec_header, header_size),
-	       sizeof(size));
-	if (memcmp(hdr, REC_MAGIC, 8) || size != REC_HEADER)
-		return -EINVAL;
-	if (version != REC_VERSION) {
-		log_err("the mount's record is version %u; this sectionfs reads version %u",
-			version, REC_VERSION);
-		return -EPROTO;
-	}
-	return 0;
+	len = pread(fd, &head, sizeof(head), 0);
+	return header_check(&head.hdr, len < 0 ? 0 : (size_t)len);
 }
 
 int record_adopt_at(struct ns *ns, int fd, uint64_t end)
