@@ -265,7 +265,17 @@ int keeper_test_fault(const char *where, int res)
 	const char *want = getenv("SECTIONFS_TEST_FAULT");
 	const char *err = getenv("SECTIONFS_TEST_FAULT_ERRNO");
 
-	if (res < 0 || !want || !err || strcmp(want, where))
+	size_t len = strlen(where);
+	const char *at = want;
+
+	if (res < 0 || !want || !err)
+		return res;
+	/* want is a list of points, each followed by a comma or the end. */
+	while ((at = strstr(at, where)) &&
+	       ((at != want && at[-1] != ',') ||
+		(at[len] != ',' && at[len] != '\0')))
+		at += len;
+	if (!at)
 		return res;
 	log_warn("test hook: failing at %s with errno %s", where, err);
 	return -atoi(err);

@@ -136,8 +136,9 @@ void keeper_test_die(void) __attribute__((noreturn));
 void keeper_test_gap(const char *where, uint64_t id);
 /*
  * A failure made at the point named where, in place of res, the result
- * so far, when that is not already one: with SECTIONFS_TEST_FAULT=where,
- * the negative of the errno SECTIONFS_TEST_FAULT_ERRNO gives; else res.
+ * so far, when that is not already one: when SECTIONFS_TEST_FAULT names
+ * where (a list, with commas), the negative of the errno
+ * SECTIONFS_TEST_FAULT_ERRNO gives; else res.
  */
 int keeper_test_fault(const char *where, int res);
 #endif

@@ -297,7 +297,8 @@ int main(int argc, char *argv[])
 	m.modes.lifetime = m.opts.lifetime;
 	m.single_thread = cl.singlethread;
 
-	notify_start(&m.notify, m.se);	/* without it, notices go inline */
+	if (notify_start(&m.notify, m.se))
+		goto out_notify;
 	/* A successor answers the old INIT before anything else (an
 	 * upgrade's test run ends there). */
 	if (keeper_role() != KEEPER_FIRST &&

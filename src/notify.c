@@ -10,15 +10,19 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "keeper.h"
 #include "log.h"
 #include "notify.h"
 
 /* How long a caller waits for its notice before going on without. */
 #define NOTIFY_WAIT_NS	(50 * 1000 * 1000)
+/* Notices set aside, each with room for any name. */
+#define NOTIFY_SPARES	16
 
 enum notice_kind { NOTICE_INVAL, NOTICE_DELETE };
 
@@ -28,8 +32,57 @@ struct notice {
 	fuse_ino_t ino;
 	fuse_ino_t parent;		/* delete */
 	off_t off, len;			/* inval */
+	bool spare;			/* goes back to the spares */
 	char name[];			/* delete */
 };
+
+/* A notice with room for a name of len bytes, or NULL; a spare when
+ * none can be allocated. */
+static struct notice *new_notice(struct notifier *n, size_t len)
+{
+	struct notice *x = calloc(1, sizeof(*x) + len + 1);
+
+#ifdef SFS_TEST_HOOKS
+	if (x && keeper_test_fault("notice-alloc", 0)) {
+		free(x);
+		x = NULL;
+	}
+#endif
+	if (x || len > NAME_MAX || !n->running)
+		goto out;
+	pthread_mutex_lock(&n->lock);
+	x = n->spares;
+	if (x) {
+		n->spares = x->next;
+		x->next = NULL;		/* it ends the queue it joins */
+	}
+	pthread_mutex_unlock(&n->lock);
+out:
+	if (!x)
+		log_warn("out of memory: a notice to the kernel is dropped");
+	return x;
+}
+
+static void free_spares(struct notifier *n)
+{
+	struct notice *x;
+
+	while ((x = n->spares)) {
+		n->spares = x->next;
+		free(x);
+	}
+}
+
+/* Done with x; the lock held. */
+static void put_notice(struct notifier *n, struct notice *x)
+{
+	if (x->spare) {
+		x->next = n->spares;
+		n->spares = x;
+	} else {
+		free(x);
+	}
+}
 
 static void send_notice(struct fuse_session *se, const struct notice *x)
 {
@@ -63,8 +116,8 @@ static void *notify_main(void *arg)
 			n->tail = NULL;
 		pthread_mutex_unlock(&n->lock);
 		send_notice(n->se, x);
-		free(x);
 		pthread_mutex_lock(&n->lock);
+		put_notice(n, x);
 		n->done++;
 		pthread_cond_broadcast(&n->sent);
 	}
@@ -75,7 +128,7 @@ static void *notify_main(void *arg)
 int notify_start(struct notifier *n, struct fuse_session *se)
 {
 	pthread_condattr_t attr;
-	int err;
+	int i, err;
 
 	memset(n, 0, sizeof(*n));
 	n->se = se;
@@ -85,13 +138,26 @@ int notify_start(struct notifier *n, struct fuse_session *se)
 	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
 	pthread_cond_init(&n->sent, &attr);
 	pthread_condattr_destroy(&attr);
-	err = pthread_create(&n->thread, NULL, notify_main, n);
-	if (err) {
-		log_err("cannot start the notice thread: %s", strerror(err));
-		return -err;
+	for (i = 0; i < NOTIFY_SPARES; i++) {
+		struct notice *x = calloc(1, sizeof(*x) + NAME_MAX + 1);
+
+		if (!x) {
+			err = ENOMEM;
+			goto fail;
+		}
+		x->spare = true;
+		x->next = n->spares;
+		n->spares = x;
 	}
+	err = pthread_create(&n->thread, NULL, notify_main, n);
+	if (err)
+		goto fail;
 	n->running = true;
 	return 0;
+fail:
+	log_err("cannot start the notice thread: %s", strerror(err));
+	free_spares(n);
+	return -err;
 }
 
 /*
@@ -110,7 +176,7 @@ void notify_stop(struct notifier *n)
 		n->stopping = true;
 		while ((x = n->head)) {
 			n->head = x->next;
-			free(x);
+			put_notice(n, x);
 		}
 		n->tail = NULL;
 		pthread_cond_signal(&n->wake);
@@ -123,6 +189,7 @@ void notify_stop(struct notifier *n)
 		}
 		n->running = false;
 	}
+	free_spares(n);
 	pthread_cond_destroy(&n->sent);
 	pthread_cond_destroy(&n->wake);
 	pthread_mutex_destroy(&n->lock);
@@ -144,17 +211,22 @@ static void wait_sent(struct notifier *n, uint64_t seq)
 		err = pthread_cond_timedwait(&n->sent, &n->lock, &until);
 }
 
-/* Queue x (or, with no thread to send it, send it now); frees x. */
+/* Queue x for the thread; with none (stopped), x is dropped. */
 static void queue(struct notifier *n, struct notice *x, bool wait)
 {
 	uint64_t seq;
 
 	if (!n->running) {
-		send_notice(n->se, x);
-		free(x);
+		if (!x->spare)
+			free(x);
 		return;
 	}
 	pthread_mutex_lock(&n->lock);
+	if (n->stopping) {
+		put_notice(n, x);
+		pthread_mutex_unlock(&n->lock);
+		return;
+	}
 	if (n->tail)
 		n->tail->next = x;
 	else
@@ -170,13 +242,10 @@ static void queue(struct notifier *n, struct notice *x, bool wait)
 void notify_inval(struct notifier *n, fuse_ino_t ino, off_t off, off_t len,
 		  bool wait)
 {
-	struct notice *x = calloc(1, sizeof(*x));
+	struct notice *x = new_notice(n, 0);
 
-	if (!x) {
-		/* Out of memory: sent from here, as best it can be. */
-		fuse_lowlevel_notify_inval_inode(n->se, ino, off, len);
+	if (!x)
 		return;
-	}
 	x->kind = NOTICE_INVAL;
 	x->ino = ino;
 	x->off = off;
@@ -188,12 +257,10 @@ void notify_delete(struct notifier *n, fuse_ino_t parent, fuse_ino_t ino,
 		   const char *name)
 {
 	size_t len = strlen(name);
-	struct notice *x = calloc(1, sizeof(*x) + len + 1);
+	struct notice *x = new_notice(n, len);
 
-	if (!x) {
-		fuse_lowlevel_notify_delete(n->se, parent, ino, name, len);
+	if (!x)
 		return;
-	}
 	x->kind = NOTICE_DELETE;
 	x->parent = parent;
 	x->ino = ino;

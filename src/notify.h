@@ -7,8 +7,10 @@
  * the daemon may hold: a fault reading that page, a create in that
  * directory.  Sent from a request's own thread, such a notice waits for
  * ever when no other thread is free to answer that request (always so
- * with -s).  So request handlers queue notices here, and one thread sends
- * them, in order.
+ * with -s, and over io_uring, where a reply reaches the kernel only once
+ * its handler has returned).  So request handlers queue notices here, and
+ * one thread sends them, in order; none is ever sent from a request's
+ * thread.  A few notices are set aside for when memory runs out.
  */
 #ifndef SECTIONFS_NOTIFY_H
 #define SECTIONFS_NOTIFY_H
@@ -28,14 +30,14 @@ struct notifier {
 	pthread_cond_t wake;		/* a notice was queued, or stop */
 	pthread_cond_t sent;		/* done moved */
 	struct notice *head, *tail;
+	struct notice *spares;		/* set aside; lock */
 	uint64_t queued, done;		/* notices queued and sent so far */
 	bool running, stopping;
 };
 
 /*
  * Start the thread (after fuse_daemonize(): threads do not survive its
- * fork).  Returns 0 or -errno; without the thread, notices are sent from
- * the caller's thread, as best it can.
+ * fork).  Returns 0 or -errno: a server cannot serve without it.
  */
 int notify_start(struct notifier *n, struct fuse_session *se);
 

@@ -26,7 +26,7 @@ import pytest
 
 import util
 from util import LIFETIME, MiB, read_file, write_file
-from test_keeper import hooked_mount, in_child, kill_server
+from test_keeper import hooked_mount, hooks_skip_reason, in_child, kill_server
 
 pytestmark = pytest.mark.root
 
@@ -318,6 +318,49 @@ def test_listing_cut_by_a_death_counts_no_entry_short(
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def test_notice_from_an_undone_create_waits_for_nothing(
+        mount_factory, datapath, monkeypatch):
+    """Under -o lifetime=handle, a successor whose open of a resent
+    CREATE fails (a test hook) releases the handle it made, which ends
+    the section and so tells the kernel its name is gone, before the
+    CREATE is answered.  That notice needs the directory the kernel holds
+    for the CREATE.  With no memory for it (a second hook), it still goes
+    from the notice thread, not the serving one: the CREATE is answered,
+    and the name is gone."""
+    why = hooks_skip_reason()
+    if why:
+        pytest.skip(why)
+    for name, value in (('DIE_OPCODE', str(FUSE_CREATE)), ('DIE_TIMES', '1'),
+                        ('FAULT', 'answer-create,notice-alloc'),
+                        ('FAULT_ERRNO', str(errno.EIO))):
+        monkeypatch.setenv('SECTIONFS_TEST_' + name, value)
+    m = mount_factory(datapath, options=['io_uring=off', 'lifetime=handle'])
+    first = m.pid
+    os.mkdir(m / 'd')
+    assert in_child(m, 'os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)',
+                    m / 'd/f') == 'EIO'
+    assert died(m, first), 'no server took over'
+    assert os.listdir(m / 'd') == []
+    assert section_let_go(m, 'd/f'), 'the undone create keeps a section'
+
+
+def test_notices_with_no_memory_each_go_once(mount_factory, datapath,
+                                             monkeypatch):
+    """Every notice to the kernel finds no memory (a test hook), so each
+    is one of the few set aside, over and over: each is sent once and
+    set aside again, the mount serves on, and the daemon exits cleanly
+    at unmount."""
+    m = hooked_mount(mount_factory, datapath, 'dev_fuse', monkeypatch,
+                     FAULT='notice-alloc', FAULT_ERRNO=str(errno.ENOMEM))
+    for i in range(60):
+        os.mkdir(m / ('d%d' % i))
+    assert len(os.listdir(m.path)) == 60
+    write_file(m / 'd0/f', b'served')
+    assert read_file(m / 'd0/f') == b'served'
+    subprocess.run(['fusermount3', '-u', m.path], check=True)
+    assert m.wait_exit() == 0, 'the daemon did not exit at unmount'
 
 
 def in_thread(fn):
