@@ -678,6 +678,36 @@ static void keep_lost_forgets(struct keeper_state *st)
 	}
 }
 
+static bool kept_in_flight(const struct keeper_state *st, uint64_t u)
+{
+	for (uint32_t i = 0; i < st->n_in_flight; i++)
+		if (st->in_flight[i] == u)
+			return true;
+	return false;
+}
+
+/*
+ * The requests the dead server was carrying out, added for its
+ * successor to those of the servers before it: one that died before it
+ * read them all again leaves them to the next.  The oldest go when the
+ * list is full; by then they were answered long ago.
+ */
+static void keep_in_flight(struct keeper_state *st)
+{
+	for (int i = 0; i < KEEPER_SLOTS; i++) {
+		uint64_t u = st->slots[i].unique & ~UNIQUE_RESENT;
+
+		if (!u || kept_in_flight(st, u))
+			continue;
+		if (st->n_in_flight == KEEPER_SLOTS) {
+			memmove(st->in_flight, st->in_flight + 1,
+				(KEEPER_SLOTS - 1) * sizeof(st->in_flight[0]));
+			st->n_in_flight--;
+		}
+		st->in_flight[st->n_in_flight++] = u;
+	}
+}
+
 /* Start the next server from exe; false when the keeper must give up. */
 static bool next_server(int exe)
 {
@@ -685,6 +715,7 @@ static bool next_server(int exe)
 	int err;
 
 	keep_lost_forgets(st);
+	keep_in_flight(st);
 	memset(st->slots, 0, sizeof(st->slots));
 	st->generation++;
 	st->serving = 0;

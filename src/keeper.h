@@ -60,7 +60,7 @@ int keeper_record_fd(void);
  * out (the kernel never sends them again: the successor does them).  Laid out for one version of sectionfs: KEEPER_STATE_VERSION
  * says which, and a binary that finds another refuses to serve it.
  */
-#define KEEPER_STATE_VERSION	2
+#define KEEPER_STATE_VERSION	3
 #define KEEPER_INIT_MAX		512	/* an INIT request or reply, bytes */
 #define KEEPER_SLOTS		256	/* serving threads tracked */
 #define KEEPER_POISON_MAX	64
@@ -109,8 +109,13 @@ struct keeper_state {
 	uint8_t init[KEEPER_INIT_MAX];
 	uint8_t reply[KEEPER_INIT_MAX];
 	uint32_t n_lost;	/* entries of lost[] a successor must do */
-	uint32_t pad2;
+	uint32_t n_in_flight;	/* entries of in_flight[] */
 	struct keeper_lost_forget lost[KEEPER_LOST_FORGETS];
+	/* What the servers that died were carrying out, the newest last,
+	 * added to before the next starts: the kernel sends these again,
+	 * and a successor keeps their record of being done however old
+	 * (record.c). */
+	uint64_t in_flight[KEEPER_SLOTS];
 	/* What each slot's FORGET asks (slot.nforget entries).  Last and
 	 * never cleared as a whole: only the pages of the threads that
 	 * serve are ever touched. */

@@ -61,6 +61,7 @@
 #include "ns_internal.h"
 #include "record.h"
 #include "store.h"
+#include "wire.h"
 
 #define REC_MAGIC	"sfsrec\0"
 #define REC_VERSION	2
@@ -84,9 +85,10 @@ enum rec_type {
 /*
  * A request carried out (record_request()): its unique, the node its
  * reply names and, for a create, its handle; or, ino DONE_FAILED and fh
- * an errno, the error it was answered (record_failed()).  The last REC_DONE_KEPT
- * are kept and carried into every snapshot: a request the kernel sends
- * again after a server's death is one of the last few it was sent.
+ * an errno, the error it was answered (record_failed()).  The last
+ * REC_DONE_KEPT, and those still in flight (struct done_ring), are kept
+ * and carried into every snapshot: the kernel sends again after a
+ * server's death only the requests that server had not answered.
  */
 struct rec_done {
 	uint64_t unique, ino, fh;
@@ -94,23 +96,65 @@ struct rec_done {
 #define REC_DONE_KEPT	1024
 #define DONE_FAILED	UINT64_MAX	/* no node's id */
 
+/*
+ * The last REC_DONE_KEPT, and older ones whose requests are still being
+ * carried out (wire_in_flight()): a thread held up between its commit
+ * and its reply, or a request a dead server left, is sent again however
+ * many requests came after it.  Room for two per serving thread and one
+ * per request the keeper lists as left by the dead; past that the
+ * oldest go.
+ */
+#define REC_DONE_HELD	(3 * KEEPER_SLOTS)
+
 struct done_ring {
 	struct rec_done d[REC_DONE_KEPT];
 	unsigned int n, next;
+	struct rec_done held[REC_DONE_HELD];	/* oldest first */
+	unsigned int nheld;
 };
+
+/* The oldest entry, about to be overwritten: held while in flight. */
+static void hold_if_in_flight(struct done_ring *ring,
+			      const struct rec_done *old)
+{
+	unsigned int i, kept = 0;
+
+	for (i = 0; i < ring->nheld; i++)	/* those answered since go */
+		if (wire_in_flight(ring->held[i].unique))
+			ring->held[kept++] = ring->held[i];
+	ring->nheld = kept;
+	if (!wire_in_flight(old->unique))
+		return;
+	if (ring->nheld == REC_DONE_HELD) {
+		memmove(ring->held, ring->held + 1,
+			(REC_DONE_HELD - 1) * sizeof(ring->held[0]));
+		ring->nheld--;
+	}
+	ring->held[ring->nheld++] = *old;
+}
 
 static void ring_push(struct done_ring *ring, const struct rec_done *d)
 {
+	if (ring->n == REC_DONE_KEPT)
+		hold_if_in_flight(ring, &ring->d[ring->next]);
 	ring->d[ring->next] = *d;
 	ring->next = (ring->next + 1) % REC_DONE_KEPT;
 	if (ring->n < REC_DONE_KEPT)
 		ring->n++;
 }
 
+static unsigned int ring_count(const struct done_ring *ring)
+{
+	return ring->nheld + ring->n;
+}
+
 /* The i-th oldest. */
 static const struct rec_done *ring_at(const struct done_ring *ring,
 				      unsigned int i)
 {
+	if (i < ring->nheld)
+		return &ring->held[i];
+	i -= ring->nheld;
 	return &ring->d[(ring->next + REC_DONE_KEPT - ring->n + i) %
 			REC_DONE_KEPT];
 }
@@ -547,7 +591,7 @@ static void write_snapshot(struct ns *ns, struct record *r,
 					.dir = o->dir, .flags = o->flags,
 				};
 		}
-	for (i = 0; i < r->done.n; i++) {
+	for (i = 0; i < ring_count(&r->done); i++) {
 		struct rec_done *s = reserve(r, REC_DONE, sizeof(*s));
 
 		if (s)
@@ -706,7 +750,7 @@ int record_resent(struct ns *ns, uint64_t unique, uint64_t *ino,
 	pthread_mutex_lock(&ns->lock);
 	r = ns->rec;
 	/* The newest first: a create's handle comes after its name. */
-	for (i = r ? r->done.n : 0; i-- > 0 && !found;) {
+	for (i = r ? ring_count(&r->done) : 0; i-- > 0 && !found;) {
 		const struct rec_done *d = ring_at(&r->done, i);
 
 		if (d->unique == unique && d->ino == DONE_FAILED) {

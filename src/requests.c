@@ -482,6 +482,10 @@ static void sfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 		return;
 	err = ns_mkdir(ns_of(req), parent, name, mode, &who, &e);
 	done_request();
+#ifdef SFS_TEST_HOOKS
+	if (!err)
+		keeper_test_gap("mkdir-made", parent);
+#endif
 
 	dir_changed(&mount_of(req)->notify, parent, err);
 	reply_entry_or_err(req, err, &e);

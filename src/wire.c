@@ -263,6 +263,24 @@ static struct keeper_slot *my_slot(void)
 	return wire_slot < KEEPER_SLOTS ? &st->slots[wire_slot] : NULL;
 }
 
+bool wire_in_flight(uint64_t unique)
+{
+	struct keeper_state *st = keeper_state();
+	int used, i;
+
+	if (!st || !unique)
+		return false;
+	used = atomic_load_explicit(&wire.next_slot, memory_order_relaxed);
+	for (i = 0; i < used && i < KEEPER_SLOTS; i++)
+		if ((__atomic_load_n(&st->slots[i].unique, __ATOMIC_RELAXED) &
+		     ~UNIQUE_RESENT) == unique)
+			return true;
+	for (i = 0; i < (int)st->n_in_flight && i < KEEPER_SLOTS; i++)
+		if (st->in_flight[i] == unique)
+			return true;
+	return false;
+}
+
 static void save_init_request(const void *buf, size_t len)
 {
 	struct keeper_state *st = keeper_state();
@@ -642,8 +660,12 @@ int wire_setup(struct fuse_session *se, void (*unedited)(void *userdata))
 		wire.die_skip = getenv("SECTIONFS_TEST_DIE_SKIP") ?
 			atoi(getenv("SECTIONFS_TEST_DIE_SKIP")) : 0;
 	}
+	/* Every successor, or those started before N deaths in all. */
 	wire.die_at_start = successor() &&
-		getenv("SECTIONFS_TEST_DIE_AT_START");
+		(getenv("SECTIONFS_TEST_DIE_AT_START") ||
+		 (getenv("SECTIONFS_TEST_DIE_AT_START_UNTIL") &&
+		  keeper_state()->deaths <
+		  (uint32_t)atoi(getenv("SECTIONFS_TEST_DIE_AT_START_UNTIL"))));
 #endif
 	res = fuse_session_custom_io(se, &io, fuse_session_fd(se));
 	if (res < 0)

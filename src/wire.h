@@ -57,6 +57,13 @@ void wire_ask(uint64_t set, uint64_t clear, uint64_t restore,
 void wire_request_done(void);
 
 /*
+ * Whether the request unique (without the resent bit) is being carried
+ * out by a thread of this server, or was by the dead server this one
+ * took over from: the kernel sends it again if this server dies.
+ */
+bool wire_in_flight(uint64_t unique);
+
+/*
  * How many bytes of each read buffer a kept server has in place before
  * it reads a request into it: what the largest request may fill.  A
  * request being copied into pages not yet there when the server is

@@ -363,6 +363,45 @@ def test_notices_with_no_memory_each_go_once(mount_factory, datapath,
     assert m.wait_exit() == 0, 'the daemon did not exit at unmount'
 
 
+@pytest.mark.parametrize('deaths', [1, 2])
+def test_request_outlived_by_many_others_is_still_done_once(
+        mount_factory, datapath, monkeypatch, base_dir, deaths):
+    """A MKDIR is carried out and its thread held before the reply (a
+    test hook) while some 2,000 other changes are made and answered;
+    then the server dies (and, with two deaths, so does its successor,
+    before it reads anything: a second hook).  The MKDIR sent again is
+    still known as done, however many requests came after it: the
+    caller sees it succeed, not EEXIST from doing it twice."""
+    gap = Gap(base_dir)
+    if deaths == 2:
+        monkeypatch.setenv('SECTIONFS_TEST_DIE_AT_START_UNTIL', '2')
+    m = gap.mount(mount_factory, datapath, monkeypatch, 'mkdir-made')
+    first = m.pid
+    os.mkdir(m / 'held')
+    os.mkdir(m / 'busy')
+    gap.arm(os.stat(m / 'held').st_ino)
+    got = []
+
+    def mkdir():
+        try:
+            os.mkdir(m / 'held/d')
+            got.append('ok')
+        except OSError as e:
+            got.append(errno.errorcode[e.errno])
+    maker = in_thread(mkdir)
+    assert gap.reached(), 'the MKDIR did not reach the test hook'
+    for i in range(1000):
+        write_file(m / ('busy/%d' % i), b'')
+        os.unlink(m / ('busy/%d' % i))
+    gap.go()
+    assert died(m, first), 'no server took over'
+    maker.join(util.PATIENCE)
+    assert got == ['ok']
+    assert os.listdir(m / 'held') == ['d']
+    if deaths == 2:
+        assert 'a successor dies before serving' in m.stderr
+
+
 def in_thread(fn):
     """fn run in a thread of its own, started."""
     t = threading.Thread(target=fn, daemon=True)
