@@ -264,7 +264,6 @@ int keeper_test_fault(const char *where, int res)
 {
 	const char *want = getenv("SECTIONFS_TEST_FAULT");
 	const char *err = getenv("SECTIONFS_TEST_FAULT_ERRNO");
-
 	size_t len = strlen(where);
 	const char *at = want;
 
@@ -678,14 +677,6 @@ static void keep_lost_forgets(struct keeper_state *st)
 	}
 }
 
-static bool kept_in_flight(const struct keeper_state *st, uint64_t u)
-{
-	for (uint32_t i = 0; i < st->n_in_flight; i++)
-		if (st->in_flight[i] == u)
-			return true;
-	return false;
-}
-
 /*
  * The requests the dead server was carrying out, added for its
  * successor to those of the servers before it: one that died before it
@@ -697,7 +688,7 @@ static void keep_in_flight(struct keeper_state *st)
 	for (int i = 0; i < KEEPER_SLOTS; i++) {
 		uint64_t u = st->slots[i].unique & ~UNIQUE_RESENT;
 
-		if (!u || kept_in_flight(st, u))
+		if (!u || keeper_left_in_flight(st, u))
 			continue;
 		if (st->n_in_flight == KEEPER_SLOTS) {
 			memmove(st->in_flight, st->in_flight + 1,

@@ -122,6 +122,16 @@ struct keeper_state {
 	struct keeper_forget forgets[KEEPER_SLOTS][KEEPER_SLOT_FORGETS];
 };
 
+/* Whether unique is among the requests dead servers left (in_flight). */
+static inline bool keeper_left_in_flight(const struct keeper_state *st,
+					 uint64_t unique)
+{
+	for (uint32_t i = 0; i < st->n_in_flight && i < KEEPER_SLOTS; i++)
+		if (st->in_flight[i] == unique)
+			return true;
+	return false;
+}
+
 /* A successor has adopted the mount and serves from now on. */
 void keeper_serving(void);
 

@@ -275,10 +275,7 @@ bool wire_in_flight(uint64_t unique)
 		if ((__atomic_load_n(&st->slots[i].unique, __ATOMIC_RELAXED) &
 		     ~UNIQUE_RESENT) == unique)
 			return true;
-	for (i = 0; i < (int)st->n_in_flight && i < KEEPER_SLOTS; i++)
-		if (st->in_flight[i] == unique)
-			return true;
-	return false;
+	return keeper_left_in_flight(st, unique);
 }
 
 static void save_init_request(const void *buf, size_t len)
