@@ -409,13 +409,20 @@ void wire_request_done(void)
 		__atomic_store_n(&slot->unique, 0, __ATOMIC_RELEASE);
 }
 
-/* The reply to the request in this thread's slot is being written. */
-static void note_reply(const struct fuse_out_header *out)
+/*
+ * The reply about to be written: the slot of the request it answers when
+ * that is this thread's, else NULL.  The slot keeps the request until
+ * the kernel has taken the reply (io_writev()): a server that dies
+ * before then has it sent again, and its DONE entry, however old, must
+ * still be there to answer it (record.c keeps those of requests in
+ * slots).
+ */
+static struct keeper_slot *reply_slot(const struct fuse_out_header *out)
 {
 	struct keeper_slot *slot = my_slot();
 
 	if (!slot || !slot->unique || slot->unique != out->unique)
-		return;
+		return NULL;
 #ifdef SFS_TEST_HOOKS
 	if (wire.die_opcode && slot->opcode == wire.die_opcode &&
 	    keeper_state()->deaths < wire.die_times &&
@@ -424,8 +431,9 @@ static void note_reply(const struct fuse_out_header *out)
 			 slot->opcode);
 		keeper_test_die();
 	}
+	keeper_test_gap("reply-sending", slot->opcode);
 #endif
-	__atomic_store_n(&slot->unique, 0, __ATOMIC_RELEASE);
+	return slot;
 }
 
 /*
@@ -588,13 +596,12 @@ static ssize_t io_read(int fd, void *buf, size_t buf_len, void *userdata)
 	return res;
 }
 
-static ssize_t io_writev(int fd, struct iovec *iov, int count,
-			 void *userdata)
+static ssize_t send_reply(int fd, struct iovec *iov, int count,
+			  void *userdata)
 {
 	const struct fuse_out_header *out = iov[0].iov_base;
 	ssize_t res;
 
-	note_reply(out);
 	if (wire_reply.backing_id > 0) {
 		patch_open(iov, count);
 	} else if (!atomic_load_explicit(&wire.init_replied,
@@ -618,6 +625,19 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count,
 			return res;
 	}
 	return writev(fd, iov, count);
+}
+
+static ssize_t io_writev(int fd, struct iovec *iov, int count,
+			 void *userdata)
+{
+	struct keeper_slot *slot = reply_slot(iov[0].iov_base);
+	ssize_t res = send_reply(fd, iov, count, userdata);
+	int saved = errno;
+
+	if (slot)
+		__atomic_store_n(&slot->unique, 0, __ATOMIC_RELEASE);
+	errno = saved;
+	return res;
 }
 
 /* Present so that libfuse keeps splicing (it checks for the hooks). */

@@ -363,23 +363,27 @@ def test_notices_with_no_memory_each_go_once(mount_factory, datapath,
     assert m.wait_exit() == 0, 'the daemon did not exit at unmount'
 
 
-@pytest.mark.parametrize('deaths', [1, 2])
+@pytest.mark.parametrize('point,deaths', [('mkdir-made', 1),
+                                          ('mkdir-made', 2),
+                                          ('reply-sending', 1)])
 def test_request_outlived_by_many_others_is_still_done_once(
-        mount_factory, datapath, monkeypatch, base_dir, deaths):
+        mount_factory, datapath, monkeypatch, base_dir, point, deaths):
     """A MKDIR is carried out and its thread held before the reply (a
-    test hook) while some 2,000 other changes are made and answered;
-    then the server dies (and, with two deaths, so does its successor,
-    before it reads anything: a second hook).  The MKDIR sent again is
-    still known as done, however many requests came after it: the
-    caller sees it succeed, not EEXIST from doing it twice."""
+    test hook: just after the change, or as the reply is about to be
+    written) while some 2,000 other changes are made and answered; then
+    the server dies (and, with two deaths, so does its successor, before
+    it reads anything: a second hook).  The MKDIR sent again is still
+    known as done, however many requests came after it: the caller sees
+    it succeed, not EEXIST from doing it twice."""
     gap = Gap(base_dir)
     if deaths == 2:
         monkeypatch.setenv('SECTIONFS_TEST_DIE_AT_START_UNTIL', '2')
-    m = gap.mount(mount_factory, datapath, monkeypatch, 'mkdir-made')
+    m = gap.mount(mount_factory, datapath, monkeypatch, point)
     first = m.pid
     os.mkdir(m / 'held')
     os.mkdir(m / 'busy')
-    gap.arm(os.stat(m / 'held').st_ino)
+    gap.arm(os.stat(m / 'held').st_ino if point == 'mkdir-made'
+            else FUSE_MKDIR)
     got = []
 
     def mkdir():
