@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,6 +108,9 @@ static int serve(struct fuse_session *se, struct fuse_cmdline_opts *cl)
 		return -ENOMEM;
 	fuse_loop_cfg_set_clone_fd(cfg, cl->clone_fd);
 	fuse_loop_cfg_set_max_threads(cfg, cl->max_threads);
+	/* UINT_MAX: not given (libfuse would log it as out of range). */
+	if (cl->max_idle_threads != UINT_MAX)
+		fuse_loop_cfg_set_idle_threads(cfg, cl->max_idle_threads);
 	ret = fuse_session_loop_mt(se, cfg);
 	fuse_loop_cfg_destroy(cfg);
 	return ret;
@@ -241,6 +245,12 @@ int main(int argc, char *argv[])
 #endif
 		fuse_lowlevel_version();
 		ret = 0;
+		goto out_cmdline;
+	}
+	/* A successor must know what each thread was doing (keeper.h). */
+	if (cl.max_threads > KEEPER_SLOTS) {
+		fprintf(stderr, "sectionfs: max_threads: at most %d\n",
+			KEEPER_SLOTS);
 		goto out_cmdline;
 	}
 	if (!cl.mountpoint) {

@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -51,7 +52,15 @@ static struct {
 		uint32_t max_stack_depth;
 	} ask;
 	void (*unedited)(void *userdata);
-	atomic_int next_slot;
+	/* The keeper's slots (keeper.h), a bit each when taken: a thread
+	 * takes the lowest free one as it reads its first request and
+	 * gives it back as it exits (slot_key's destructor), so threads
+	 * libfuse ends when idle (-o max_idle_threads) and starts again
+	 * never use them up.  slots_seen is one past the highest ever
+	 * taken, where a search of them may stop. */
+	_Atomic uint64_t slot_taken[KEEPER_SLOTS / 64];
+	atomic_int slots_seen;
+	pthread_key_t slot_key;
 	atomic_size_t ready;	/* bytes of a read buffer made ready
 				   (wire_ready()) */
 	bool refused;		/* a successor's INIT answer was not the
@@ -66,7 +75,8 @@ static struct {
 #endif
 } wire;
 
-/* This thread's slot in the keeper's state (keeper.h); -1: none yet. */
+/* This thread's slot in the keeper's state (keeper.h); -1: none yet,
+ * KEEPER_SLOTS: none was free. */
 static __thread int wire_slot = -1;
 
 /*
@@ -249,18 +259,56 @@ static bool successor(void)
 	return keeper_state() && keeper_role() != KEEPER_FIRST;
 }
 
-static struct keeper_slot *my_slot(void)
+static int take_slot(void)
+{
+	for (int w = 0; w < KEEPER_SLOTS / 64; w++) {
+		uint64_t taken = atomic_load(&wire.slot_taken[w]);
+
+		while (~taken) {
+			int i = w * 64 + __builtin_ctzll(~taken);
+			int seen = atomic_load(&wire.slots_seen);
+
+			if (!atomic_compare_exchange_weak(
+				    &wire.slot_taken[w], &taken,
+				    taken | 1ULL << (i % 64)))
+				continue;
+			while (seen <= i && !atomic_compare_exchange_weak(
+					&wire.slots_seen, &seen, i + 1))
+				;
+			return i;
+		}
+	}
+	return KEEPER_SLOTS;
+}
+
+/* At the exit of a thread that had a slot (value: its index + 1). */
+static void give_slot_back(void *value)
+{
+	int i = (int)(uintptr_t)value - 1;
+
+	__atomic_store_n(&keeper_state()->slots[i].unique, 0,
+			 __ATOMIC_RELEASE);
+	atomic_fetch_and(&wire.slot_taken[i / 64], ~(1ULL << (i % 64)));
+}
+
+/* This thread's slot, taken now if take and it has none; NULL without
+ * a keeper, or when every slot is taken. */
+static struct keeper_slot *my_slot(bool take)
 {
 	struct keeper_state *st = keeper_state();
 
 	if (!st)
 		return NULL;
-	if (wire_slot == -1) {
-		wire_slot = atomic_fetch_add(&wire.next_slot, 1);
-		if (wire_slot >= KEEPER_SLOTS)
+	if (wire_slot == -1 && take) {
+		wire_slot = take_slot();
+		if (wire_slot == KEEPER_SLOTS)
 			log_warn("more serving threads than the keeper tracks");
+		else
+			pthread_setspecific(wire.slot_key,
+					    (void *)(uintptr_t)(wire_slot + 1));
 	}
-	return wire_slot < KEEPER_SLOTS ? &st->slots[wire_slot] : NULL;
+	return wire_slot >= 0 && wire_slot < KEEPER_SLOTS ?
+		&st->slots[wire_slot] : NULL;
 }
 
 bool wire_in_flight(uint64_t unique)
@@ -270,7 +318,7 @@ bool wire_in_flight(uint64_t unique)
 
 	if (!st || !unique)
 		return false;
-	used = atomic_load_explicit(&wire.next_slot, memory_order_relaxed);
+	used = atomic_load_explicit(&wire.slots_seen, memory_order_relaxed);
 	for (i = 0; i < used && i < KEEPER_SLOTS; i++)
 		if ((__atomic_load_n(&st->slots[i].unique, __ATOMIC_RELAXED) &
 		     ~UNIQUE_RESENT) == unique)
@@ -378,7 +426,7 @@ static void note_request(const void *buf, ssize_t len)
 	struct keeper_slot *slot;
 	struct fuse_in_header in;
 
-	if (len < (ssize_t)sizeof(in) || !(slot = my_slot()))
+	if (len < (ssize_t)sizeof(in) || !(slot = my_slot(true)))
 		return;
 	memcpy(&in, buf, sizeof(in));
 	/* No request while the slot changes: the keeper reads it only
@@ -403,7 +451,7 @@ static void note_request(const void *buf, ssize_t len)
 
 void wire_request_done(void)
 {
-	struct keeper_slot *slot = my_slot();
+	struct keeper_slot *slot = my_slot(false);
 
 	if (slot)
 		__atomic_store_n(&slot->unique, 0, __ATOMIC_RELEASE);
@@ -419,7 +467,7 @@ void wire_request_done(void)
  */
 static struct keeper_slot *reply_slot(const struct fuse_out_header *out)
 {
-	struct keeper_slot *slot = my_slot();
+	struct keeper_slot *slot = my_slot(false);
 
 	if (!slot || !slot->unique || slot->unique != out->unique)
 		return NULL;
@@ -668,6 +716,11 @@ int wire_setup(struct fuse_session *se, void (*unedited)(void *userdata))
 	int res;
 
 	wire.unedited = unedited;
+	res = pthread_key_create(&wire.slot_key, give_slot_back);
+	if (res) {
+		log_err("cannot set up the keeper's slots: %s", strerror(res));
+		return -res;
+	}
 	wire_ready(2 * 4096);		/* INIT, until conn_init() says */
 #ifdef SFS_TEST_HOOKS
 	if (getenv("SECTIONFS_TEST_DIE_OPCODE")) {

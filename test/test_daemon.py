@@ -69,6 +69,7 @@ BAD_OPTIONS = [
     ('writeback_cache,grpquota_block_hardlimit=1m', 'writeback_cache'),
     ('writeback_cache,passthrough=on', 'writeback_cache'),
     ('subtype=foo', 'subtype'),
+    ('max_threads=257', 'max_threads'),
 ]
 
 

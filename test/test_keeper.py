@@ -200,8 +200,10 @@ NOT_RESENT = pytest.mark.xfail(
     'aborted')
 
 
-def hooked_mount(mount_factory, datapath, transport, monkeypatch, **env):
-    """A mount whose servers have the test hooks env set."""
+def hooked_mount(mount_factory, datapath, transport, monkeypatch,
+                 options=(), **env):
+    """A mount whose servers have the test hooks env set, with options
+    besides the transport's."""
     why = hooks_skip_reason()
     if why:
         pytest.skip(why)
@@ -209,8 +211,9 @@ def hooked_mount(mount_factory, datapath, transport, monkeypatch, **env):
         monkeypatch.setenv('SECTIONFS_TEST_' + name, value)
     if transport == 'io_uring':
         with util.enable_uring('Y'):
-            return mount_factory(datapath, options=['io_uring=on'])
-    return mount_factory(datapath, options=['io_uring=off'])
+            return mount_factory(datapath,
+                                 options=['io_uring=on', *options])
+    return mount_factory(datapath, options=['io_uring=off', *options])
 
 
 def test_first_server_killed_before_answering_init(mount_factory, datapath,

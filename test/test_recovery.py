@@ -12,7 +12,9 @@ not send again what a dead server took from its rings: test_keeper.py).
 Processes are handled by PID only.
 """
 
+import contextlib
 import errno
+import functools
 import json
 import os
 import random
@@ -188,9 +190,10 @@ class Gap:
         self.dir = os.path.join(base_dir, 'gap')
         os.mkdir(self.dir)
 
-    def mount(self, mount_factory, datapath, monkeypatch, point):
+    def mount(self, mount_factory, datapath, monkeypatch, point,
+              options=()):
         return hooked_mount(mount_factory, datapath, 'dev_fuse', monkeypatch,
-                            GAP=point, GAP_DIR=self.dir)
+                            options, GAP=point, GAP_DIR=self.dir)
 
     def arm(self, ino):
         with open(os.path.join(self.dir, 'arm'), 'w') as f:
@@ -380,6 +383,15 @@ def test_request_outlived_by_many_others_is_still_done_once(
         monkeypatch.setenv('SECTIONFS_TEST_DIE_AT_START_UNTIL', '2')
     m = gap.mount(mount_factory, datapath, monkeypatch, point)
     first = m.pid
+    outlive_held_mkdir(m, gap, first, point)
+    if deaths == 2:
+        assert 'a successor dies before serving' in m.stderr
+
+
+def outlive_held_mkdir(m, gap, first, point):
+    """A MKDIR held at the gap point armed for it, outlived by some 2,000
+    other changes and then by its server: the caller sees it succeed,
+    once."""
     os.mkdir(m / 'held')
     os.mkdir(m / 'busy')
     gap.arm(os.stat(m / 'held').st_ino if point == 'mkdir-made'
@@ -402,8 +414,48 @@ def test_request_outlived_by_many_others_is_still_done_once(
     maker.join(util.PATIENCE)
     assert got == ['ok']
     assert os.listdir(m / 'held') == ['d']
-    if deaths == 2:
-        assert 'a successor dies before serving' in m.stderr
+
+
+def threads_started(server, lookups, want):
+    """Serving threads of server seen (by id) while threads look up
+    names never seen before, until want were or PATIENCE passed."""
+    seen = set()
+    stop = threading.Event()
+
+    def look(i):
+        n = 0
+        while not stop.is_set():
+            with contextlib.suppress(FileNotFoundError):
+                os.stat('%s/%d-%d' % (lookups, i, n))
+            n += 1
+    callers = [in_thread(functools.partial(look, i)) for i in range(6)]
+    deadline = time.monotonic() + util.PATIENCE
+    try:
+        while len(seen) < want and time.monotonic() < deadline:
+            seen.update(os.listdir('/proc/%d/task' % server))
+    finally:
+        stop.set()
+        for t in callers:
+            t.join(util.PATIENCE)
+    return len(seen)
+
+
+def test_threads_ended_when_idle_give_their_slots_back(
+        mount_factory, datapath, monkeypatch, base_dir):
+    """Under -o max_idle_threads=1 a serving thread ends as soon as
+    another is idle, and one is started when a request finds none free:
+    lookups from six threads start and end hundreds, more than the
+    keeper has slots for.  Each new thread still tells the keeper what
+    it carries out: a MKDIR held after its change, outlived by 2,000
+    others and then by its server, is answered once (not EEXIST)."""
+    gap = Gap(base_dir)
+    m = gap.mount(mount_factory, datapath, monkeypatch, 'mkdir-made',
+                  options=['max_idle_threads=1'])
+    first = m.pid
+    started = threads_started(first, m.path, 400)
+    assert started >= 300, \
+        'idle threads were not ended: %d threads in all' % started
+    outlive_held_mkdir(m, gap, first, 'mkdir-made')
 
 
 def in_thread(fn):
