@@ -14,8 +14,10 @@
 #include <fcntl.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #include "charge.h"
 #include "datapath.h"
@@ -153,7 +155,7 @@ static void drain(struct fuse_bufvec *in, size_t left)
  */
 struct copy_args {
 	struct fuse_bufvec *out, *in;	/* dp_write's */
-	int fd;				/* append_write's */
+	int fd;				/* dp_append's */
 	struct iovec iov;
 	ssize_t res;
 };
@@ -176,36 +178,61 @@ static int append_in(void *arg)
 	return a->res < 0 ? (int)a->res : 0;
 }
 
-/*
- * RWF_APPEND writes at the file's end as it is at that moment, as
- * O_APPEND does, without changing the fd every handle shares.  It takes
- * a memory buffer, so the request's data is copied out of the pipe.
- */
-static ssize_t append_write(struct section *sec, struct fuse_bufvec *in,
-			    size_t total)
+void *dp_write_data(struct fuse_bufvec *in, size_t *len)
 {
+	size_t total = fuse_buf_size(in);
 	struct fuse_bufvec mem = FUSE_BUFVEC_INIT(total);
-	ssize_t got, res;
+	ssize_t got;
 
 	mem.buf[0].mem = malloc(total ? total : 1);
 	if (!mem.buf[0].mem) {
 		drain(in, total);
-		return -ENOMEM;
+		return NULL;
 	}
 	got = fuse_buf_copy(&mem, in, FUSE_BUF_NO_SPLICE);
-	res = got;
-	if (got > 0) {
-		struct copy_args a = {
-			.fd = sec->fd,
-			.iov = { mem.buf[0].mem, (size_t)got },
-		};
-		int err = section_io(sec, append_in, &a);
+	*len = got > 0 ? (size_t)got : 0;
+	drain(in, total - *len);
+	return mem.buf[0].mem;
+}
 
-		res = err ? err : a.res;
+/*
+ * RWF_APPEND writes at the file's end as it is at that moment, as
+ * O_APPEND does, without changing the fd every handle shares.
+ */
+ssize_t dp_append(struct section *sec, const void *data, size_t len)
+{
+	struct copy_args a = {
+		.fd = sec->fd,
+		.iov = { (void *)data, len },
+	};
+	int err = len ? section_io(sec, append_in, &a) : 0;
+
+	return err ? err : a.res;
+}
+
+off_t dp_file_end(struct section *sec)
+{
+	struct stat st;
+
+	return fstat(sec->fd, &st) ? -errno : st.st_size;
+}
+
+bool dp_holds(struct section *sec, const void *data, size_t len, off_t off)
+{
+	char buf[65536];
+	size_t done = 0;
+
+	while (done < len) {
+		size_t want = len - done < sizeof(buf) ? len - done :
+							   sizeof(buf);
+		ssize_t got = pread(sec->fd, buf, want, off + (off_t)done);
+
+		if (got <= 0 || memcmp(buf, (const char *)data + done,
+				       (size_t)got))
+			return false;
+		done += (size_t)got;
 	}
-	drain(in, total - (got > 0 ? (size_t)got : 0));
-	free(mem.buf[0].mem);
-	return res;
+	return true;
 }
 
 bool dp_appends(const struct sfs_modes *modes, struct section *sec,
@@ -241,16 +268,13 @@ static int charge_write(struct section *sec, pid_t pid, off_t off,
 }
 
 ssize_t dp_write(struct section *sec, struct fuse_bufvec *in, off_t off,
-		 pid_t pid, int writeback, bool append)
+		 pid_t pid, int writeback)
 {
 	size_t total = fuse_buf_size(in);
 	struct cap_hold hold;
 	size_t len;
 	int err = 0;
 
-	/* File-backed sections are never counted against the cap. */
-	if (append)
-		return append_write(sec, in, total);
 	len = section_write_fit(sec, off, total, &hold);
 
 	/* The kernel's writeback ignores a short count, and the pages it

@@ -57,16 +57,16 @@ int dp_reply_create(fuse_req_t req, const struct fuse_entry_param *e,
 void dp_read(fuse_req_t req, struct section *sec, size_t size, off_t off);
 
 /*
- * Write a WRITE request's data into sec at off, or with append at the
- * section's end (dp_appends()); returns the bytes written or -errno (the
- * caller replies).  A write that does not fit under the cap is cut
- * short, keeping what fit; a writeback of the page cache (writeback set)
- * is written whole or refused with -ENOSPC.  The pages a write by pid
- * adds to a page-file section are charged to pid's memory cgroup
- * (charge.h); -ENOMEM, nothing written, when that cgroup is full.
+ * Write a WRITE request's data into sec at off; returns the bytes
+ * written or -errno (the caller replies).  A write that does not fit
+ * under the cap is cut short, keeping what fit; a writeback of the page
+ * cache (writeback set) is written whole or refused with -ENOSPC.  The
+ * pages a write by pid adds to a page-file section are charged to pid's
+ * memory cgroup (charge.h); -ENOMEM, nothing written, when that cgroup
+ * is full.
  */
 ssize_t dp_write(struct section *sec, struct fuse_bufvec *in, off_t off,
-		 pid_t pid, int writeback, bool append);
+		 pid_t pid, int writeback);
 
 /*
  * Whether a write(2) on an open with open_flags goes to the section's end
@@ -76,6 +76,20 @@ ssize_t dp_write(struct section *sec, struct fuse_bufvec *in, off_t off,
  */
 bool dp_appends(const struct sfs_modes *modes, struct section *sec,
 		int open_flags);
+
+/*
+ * Such a write, in steps, so that the caller can record where it went
+ * (an append is not the same done twice): dp_write_data() takes the
+ * request's data into memory (*len bytes; NULL on ENOMEM, the data
+ * dropped), dp_file_end() gives where the file ends now (or -errno),
+ * dp_append() writes the bytes at the end as it is then, as O_APPEND
+ * does, and returns the count or -errno; dp_holds() says whether the
+ * file has those bytes at off.
+ */
+void *dp_write_data(struct fuse_bufvec *in, size_t *len);
+off_t dp_file_end(struct section *sec);
+ssize_t dp_append(struct section *sec, const void *data, size_t len);
+bool dp_holds(struct section *sec, const void *data, size_t len, off_t off);
 
 /*
  * Whether sec's opens bypass the kernel's page cache (a file-backed

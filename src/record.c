@@ -85,7 +85,9 @@ enum rec_type {
 /*
  * A request carried out (record_request()): its unique, the node its
  * reply names and, for a create, its handle; or, ino DONE_FAILED and fh
- * an errno, the error it was answered (record_failed()).  The last
+ * an errno, the error it was answered (record_failed()); or, ino
+ * RECORD_APPEND_AT or RECORD_APPENDED, an append's offset or count
+ * (record_append()).  The last
  * REC_DONE_KEPT, and those still in flight (struct done_ring), are kept
  * and carried into every snapshot: the kernel sends again after a
  * server's death only the requests that server had not answered.
@@ -735,6 +737,15 @@ void record_done(struct ns *ns)
 	serving.unique = 0;	/* written: the commit adds no second one */
 	ns_leave(ns);
 	serving = done;
+}
+
+void record_append(struct ns *ns, uint64_t what, uint64_t value)
+{
+	if (!serving.unique)
+		return;
+	serving.ino = what;
+	serving.fh = value;
+	record_done(ns);
 }
 
 int record_resent(struct ns *ns, uint64_t unique, uint64_t *ino,

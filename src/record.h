@@ -76,6 +76,17 @@ void record_request(uint64_t unique);
 void record_result(struct ns *ns, uint64_t ino);
 void record_failed(int err);
 /*
+ * An O_APPEND write to a file-backed section lands where the backing
+ * file ends, so it is not the same done twice: record_append() commits,
+ * for the request this thread serves, where the file ended before it
+ * was written (RECORD_APPEND_AT) and then the bytes written
+ * (RECORD_APPENDED).  record_resent() gives the last of them back as
+ * *ino, and the value as *fh.
+ */
+#define RECORD_APPEND_AT	(UINT64_MAX - 1)
+#define RECORD_APPENDED		(UINT64_MAX - 2)
+void record_append(struct ns *ns, uint64_t what, uint64_t value);
+/*
  * A commit of the served request's DONE entry alone, for a request made
  * of several changes that must be written as done only once all are
  * (a READDIRPLUS counts each entry in a change of its own).

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -779,6 +780,86 @@ static void discard_data(struct fuse_bufvec *in)
  * date and clean, with bytes the section never got.  Never a writeback's
  * range before its reply: its pages stay under writeback until then.
  */
+/*
+ * Appends to one section, one at a time: between where the file ends and
+ * the write there, no other append of the mount's may land.  Striped, as
+ * a lock in every section would cost each one its size.
+ */
+static pthread_mutex_t append_locks[16] = {
+	[0 ... 15] = PTHREAD_MUTEX_INITIALIZER
+};
+
+static pthread_mutex_t *append_lock(const struct section *sec)
+{
+	return &append_locks[((uintptr_t)sec / 64) % 16];
+}
+
+/*
+ * Whether a dead server appended data, by what it recorded: the count it
+ * wrote, or where the file ended before it wrote, where the data is then
+ * found if it was written (unless a writer outside the mount appended
+ * meanwhile).  *res: the count to answer.
+ */
+static bool appended_before(struct ns *ns, uint64_t unique,
+			    struct section *sec, const void *data,
+			    size_t len, ssize_t *res)
+{
+	uint64_t what = 0, value = 0;
+
+	if (!(unique & UNIQUE_RESENT) ||
+	    record_resent(ns, unique, &what, &value) <= 0)
+		return false;
+	if (what == RECORD_APPENDED)
+		*res = (ssize_t)value;
+	else if (what == RECORD_APPEND_AT &&
+		 dp_holds(sec, data, len, (off_t)value))
+		*res = (ssize_t)len;
+	else
+		return false;
+	return true;
+}
+
+/*
+ * An O_APPEND write to a file-backed section (dp_appends()): done twice,
+ * it would append twice.  So the record says where the file ended before
+ * it is written, and then what was written, and a request a dead server
+ * carried out is answered from that instead of being written again.
+ */
+static ssize_t append_once(fuse_req_t req, fuse_ino_t ino,
+			   struct section *sec, struct fuse_bufvec *in)
+{
+	struct ns *ns = ns_of(req);
+	uint64_t unique = wire_request_unique(req);
+	pthread_mutex_t *lock = append_lock(sec);
+	size_t len;
+	void *data = dp_write_data(in, &len);
+	ssize_t res;
+	off_t end;
+
+	if (!data)
+		return -ENOMEM;
+	pthread_mutex_lock(lock);
+	if (appended_before(ns, unique, sec, data, len, &res))
+		goto out;
+	end = dp_file_end(sec);
+	res = end;
+	if (end < 0)
+		goto out;
+	record_request(unique);
+	record_append(ns, RECORD_APPEND_AT, (uint64_t)end);
+	res = dp_append(sec, data, len);
+#ifdef SFS_TEST_HOOKS
+	keeper_test_gap("append-written", ino);
+#endif
+	if (res >= 0)
+		record_append(ns, RECORD_APPENDED, (uint64_t)res);
+	done_request();
+out:
+	pthread_mutex_unlock(lock);
+	free(data);
+	return res;
+}
+
 static void sfs_write_buf(fuse_req_t req, fuse_ino_t ino,
 			  struct fuse_bufvec *in, off_t off,
 			  struct fuse_file_info *fi)
@@ -796,8 +877,11 @@ static void sfs_write_buf(fuse_req_t req, fuse_ino_t ino,
 	}
 	append = !fi->writepage && dp_appends(modes_of(req), sec, fi->flags);
 	direct = !fi->writepage && dp_direct_io(modes_of(req), sec);
-	res = dp_write(sec, in, off, fuse_req_ctx(req)->pid, fi->writepage,
-		       append);
+	if (append)
+		res = append_once(req, ino, sec, in);
+	else
+		res = dp_write(sec, in, off, fuse_req_ctx(req)->pid,
+			       fi->writepage);
 	section_put(sec);	/* sec is not touched past here */
 
 	/* An append's range is not known: drop every page (len 0). */

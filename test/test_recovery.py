@@ -139,6 +139,50 @@ def test_write_carried_out_before_a_death_is_done_once(
     assert read_file(m / 'a') == b'appended'
 
 
+@pytest.mark.parametrize('when', ['answered', 'recorded'])
+def test_append_to_a_file_backed_section_before_a_death_is_done_once(
+        mount_factory, monkeypatch, base_dir, when):
+    """An O_APPEND write to a file-backed section, which the daemon
+    appends at the backing file's end as it is then (the cached path:
+    passthrough writes never reach it), is carried out; the server dies
+    as it answers, or before it has recorded what it wrote (a test hook).
+    Sent again, it is not appended a second time."""
+    if when == 'answered':
+        m, first = dies_once(mount_factory, 'cached', monkeypatch,
+                             FUSE_WRITE)
+    else:
+        gap = Gap(base_dir)
+        m = gap.mount(mount_factory, 'cached', monkeypatch,
+                      'append-written')
+        first = m.pid
+    reason = util.cached_dio_skip_reason(m)
+    if reason:
+        pytest.skip(reason)
+    target = os.path.join(base_dir, 'log')
+    write_file(target, b'line1\n')
+    os.symlink(target, m / 'log')
+    got = []
+
+    def append():
+        fd = os.open(m / 'log', os.O_WRONLY | os.O_APPEND)
+        try:
+            got.append(os.write(fd, b'appended\n'))
+        finally:
+            os.close(fd)
+    if when == 'recorded':
+        gap.arm(os.stat(m / 'log').st_ino)
+        writer = in_thread(append)
+        assert gap.reached(), 'the write did not reach the test hook'
+        gap.go()
+        writer.join(util.PATIENCE)
+    else:
+        append()
+    assert got == [9]
+    assert died(m, first), 'the test hook did not end the server'
+    assert read_file(target) == b'line1\nappended\n'
+    assert read_file(m / 'log') == b'line1\nappended\n'
+
+
 def lifetime_handle_section(m, name):
     """A section that is destroyed with its last handle."""
     write_file(m / name, b'short-lived')
