@@ -178,21 +178,24 @@ static int append_in(void *arg)
 	return a->res < 0 ? (int)a->res : 0;
 }
 
-void *dp_write_data(struct fuse_bufvec *in, size_t *len)
+ssize_t dp_write_data(struct fuse_bufvec *in, void **data)
 {
 	size_t total = fuse_buf_size(in);
 	struct fuse_bufvec mem = FUSE_BUFVEC_INIT(total);
 	ssize_t got;
 
-	mem.buf[0].mem = malloc(total ? total : 1);
-	if (!mem.buf[0].mem) {
+	*data = mem.buf[0].mem = malloc(total ? total : 1);
+	if (!*data) {
 		drain(in, total);
-		return NULL;
+		return -ENOMEM;
 	}
 	got = fuse_buf_copy(&mem, in, FUSE_BUF_NO_SPLICE);
-	*len = got > 0 ? (size_t)got : 0;
-	drain(in, total - *len);
-	return mem.buf[0].mem;
+	drain(in, total - (got > 0 ? (size_t)got : 0));
+	if (got < 0) {
+		free(*data);
+		*data = NULL;
+	}
+	return got;
 }
 
 /*
@@ -217,7 +220,8 @@ off_t dp_file_end(struct section *sec)
 	return fstat(sec->fd, &st) ? -errno : st.st_size;
 }
 
-bool dp_holds(struct section *sec, const void *data, size_t len, off_t off)
+ssize_t dp_held(struct section *sec, const void *data, size_t len,
+		off_t off)
 {
 	char buf[65536];
 	size_t done = 0;
@@ -226,13 +230,18 @@ bool dp_holds(struct section *sec, const void *data, size_t len, off_t off)
 		size_t want = len - done < sizeof(buf) ? len - done :
 							   sizeof(buf);
 		ssize_t got = pread(sec->fd, buf, want, off + (off_t)done);
+		size_t same = 0;
 
-		if (got <= 0 || memcmp(buf, (const char *)data + done,
-				       (size_t)got))
-			return false;
-		done += (size_t)got;
+		if (got < 0)
+			return -errno;
+		while (same < (size_t)got &&
+		       buf[same] == ((const char *)data)[done + same])
+			same++;
+		done += same;
+		if (same < want)
+			break;
 	}
-	return true;
+	return (ssize_t)done;
 }
 
 bool dp_appends(const struct sfs_modes *modes, struct section *sec,

@@ -80,16 +80,17 @@ bool dp_appends(const struct sfs_modes *modes, struct section *sec,
 /*
  * Such a write, in steps, so that the caller can record where it went
  * (an append is not the same done twice): dp_write_data() takes the
- * request's data into memory (*len bytes; NULL on ENOMEM, the data
- * dropped), dp_file_end() gives where the file ends now (or -errno),
- * dp_append() writes the bytes at the end as it is then, as O_APPEND
- * does, and returns the count or -errno; dp_holds() says whether the
- * file has those bytes at off.
+ * request's data into *data, malloc'ed, and returns its length (or
+ * -errno, the data dropped); dp_file_end() gives where the file ends
+ * now (or -errno); dp_append() writes the bytes at the end as it is
+ * then, as O_APPEND does, and returns the count or -errno; dp_held()
+ * says how many of the bytes, from the first, the file has at off.
  */
-void *dp_write_data(struct fuse_bufvec *in, size_t *len);
+ssize_t dp_write_data(struct fuse_bufvec *in, void **data);
 off_t dp_file_end(struct section *sec);
 ssize_t dp_append(struct section *sec, const void *data, size_t len);
-bool dp_holds(struct section *sec, const void *data, size_t len, off_t off);
+ssize_t dp_held(struct section *sec, const void *data, size_t len,
+		off_t off);
 
 /*
  * Whether sec's opens bypass the kernel's page cache (a file-backed

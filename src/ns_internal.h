@@ -27,8 +27,7 @@
  *               a handle at a time, and RELEASEDIR after the last.
  *
  * No other lock is ever taken while ns->lock is held, and ns->lock is
- * never taken while another lock is held but an append's (requests.c:
- * its record is written under it, and nothing takes it under ns->lock).  Work on a section's file
+ * never taken while another lock is held.  Work on a section's file
  * happens after the lock is dropped, under a section reference; a
  * section's own fields are atomics or immutable (section.h).
  */

@@ -13,7 +13,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -781,81 +780,91 @@ static void discard_data(struct fuse_bufvec *in)
  * range before its reply: its pages stay under writeback until then.
  */
 /*
- * Appends to one section, one at a time: between where the file ends and
- * the write there, no other append of the mount's may land.  Striped, as
- * a lock in every section would cost each one its size.
+ * How much of an append's data a dead server wrote, by what it recorded
+ * (-1: nothing is known, write it all): the count it answered with, or,
+ * when it died before it said, as much of the data as is found where
+ * the file ended, the rest of the file after it.  A write cut short by
+ * the kill leaves a part; the rest follows it.  When the file does not
+ * end with what was found (a writer outside the mount appended since),
+ * nothing is known.
  */
-static pthread_mutex_t append_locks[16] = {
-	[0 ... 15] = PTHREAD_MUTEX_INITIALIZER
-};
-
-static pthread_mutex_t *append_lock(const struct section *sec)
+static ssize_t appended_before(struct ns *ns, uint64_t unique,
+			       struct section *sec, const void *data,
+			       size_t len, bool *answered)
 {
-	return &append_locks[((uintptr_t)sec / 64) % 16];
-}
+	uint64_t what = 0, at = 0;
+	ssize_t held;
+	off_t end;
 
-/*
- * Whether a dead server appended data, by what it recorded: the count it
- * wrote, or where the file ended before it wrote, where the data is then
- * found if it was written (unless a writer outside the mount appended
- * meanwhile).  *res: the count to answer.
- */
-static bool appended_before(struct ns *ns, uint64_t unique,
-			    struct section *sec, const void *data,
-			    size_t len, ssize_t *res)
-{
-	uint64_t what = 0, value = 0;
-
+	*answered = false;
 	if (!(unique & UNIQUE_RESENT) ||
-	    record_resent(ns, unique, &what, &value) <= 0)
-		return false;
-	if (what == RECORD_APPENDED)
-		*res = (ssize_t)value;
-	else if (what == RECORD_APPEND_AT &&
-		 dp_holds(sec, data, len, (off_t)value))
-		*res = (ssize_t)len;
-	else
-		return false;
-	return true;
+	    record_resent(ns, unique, &what, &at) <= 0)
+		return -1;
+	if (what == RECORD_APPENDED) {
+		*answered = true;
+		return (ssize_t)at;
+	}
+	if (what != RECORD_APPEND_AT)
+		return -1;
+	held = dp_held(sec, data, len, (off_t)at);
+	end = dp_file_end(sec);
+	if (held == (ssize_t)len || (held >= 0 && end == (off_t)at + held))
+		return held;
+	return -1;
 }
 
 /*
  * An O_APPEND write to a file-backed section (dp_appends()): done twice,
  * it would append twice.  So the record says where the file ended before
  * it is written, and then what was written, and a request a dead server
- * carried out is answered from that instead of being written again.
+ * carried out is answered from that instead of being written again, or
+ * only its rest is.  Two appends to one section never meet here: the
+ * kernel sends a file's direct writes one at a time, as sectionfs does
+ * not offer parallel ones, and holds the file until the one sent again
+ * is answered.
  */
 static ssize_t append_once(fuse_req_t req, fuse_ino_t ino,
 			   struct section *sec, struct fuse_bufvec *in)
 {
 	struct ns *ns = ns_of(req);
 	uint64_t unique = wire_request_unique(req);
-	pthread_mutex_t *lock = append_lock(sec);
-	size_t len;
-	void *data = dp_write_data(in, &len);
-	ssize_t res;
+	void *data = NULL;
+	ssize_t len = dp_write_data(in, &data), done, res;
+	bool answered;
+	size_t part;
 	off_t end;
 
-	if (!data)
-		return -ENOMEM;
-	pthread_mutex_lock(lock);
-	if (appended_before(ns, unique, sec, data, len, &res))
-		goto out;
-	end = dp_file_end(sec);
-	res = end;
-	if (end < 0)
+	if (len < 0)
+		return len;
+	done = appended_before(ns, unique, sec, data, (size_t)len, &answered);
+	res = done;
+	if (answered || done == len)
 		goto out;
 	record_request(unique);
-	record_append(ns, RECORD_APPEND_AT, (uint64_t)end);
-	res = dp_append(sec, data, len);
+	if (done < 0) {
+		done = 0;
+		res = end = dp_file_end(sec);
+		if (end < 0)
+			goto out_done;
+		record_append(ns, RECORD_APPEND_AT, (uint64_t)end);
+	}
+	part = (size_t)(len - done);
+#ifdef SFS_TEST_HOOKS
+	/* As a write cut short by a kill: half of it, by a first server. */
+	if (keeper_test_fault("append-part", 0) && !keeper_state()->deaths)
+		part /= 2;
+#endif
+	res = dp_append(sec, (char *)data + done, part);
 #ifdef SFS_TEST_HOOKS
 	keeper_test_gap("append-written", ino);
 #endif
-	if (res >= 0)
+	if (res >= 0) {
+		res += done;
 		record_append(ns, RECORD_APPENDED, (uint64_t)res);
+	}
+out_done:
 	done_request();
 out:
-	pthread_mutex_unlock(lock);
 	free(data);
 	return res;
 }

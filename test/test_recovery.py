@@ -139,21 +139,32 @@ def test_write_carried_out_before_a_death_is_done_once(
     assert read_file(m / 'a') == b'appended'
 
 
-@pytest.mark.parametrize('when', ['answered', 'recorded'])
+APPEND_DEATHS = {
+    'answered': {},
+    'recorded': {},
+    'cut-short': {'FAULT': 'append-part', 'FAULT_ERRNO': str(errno.EIO)},
+}
+
+
+@pytest.mark.file_backed
+@pytest.mark.parametrize('when', sorted(APPEND_DEATHS))
 def test_append_to_a_file_backed_section_before_a_death_is_done_once(
         mount_factory, monkeypatch, base_dir, when):
     """An O_APPEND write to a file-backed section, which the daemon
     appends at the backing file's end as it is then (the cached path:
-    passthrough writes never reach it), is carried out; the server dies
-    as it answers, or before it has recorded what it wrote (a test hook).
-    Sent again, it is not appended a second time."""
+    passthrough writes never reach it), is carried out: the server dies
+    as it answers; or before it has recorded what it wrote (a test
+    hook); or then, having written only half of it, as a kill in the
+    middle of a write leaves it (a second hook).  Sent again, it is in
+    the file once, whole."""
+    data = bytes(range(256)) * 64
     if when == 'answered':
         m, first = dies_once(mount_factory, 'cached', monkeypatch,
                              FUSE_WRITE)
     else:
         gap = Gap(base_dir)
         m = gap.mount(mount_factory, 'cached', monkeypatch,
-                      'append-written')
+                      'append-written', **APPEND_DEATHS[when])
         first = m.pid
     reason = util.cached_dio_skip_reason(m)
     if reason:
@@ -166,21 +177,21 @@ def test_append_to_a_file_backed_section_before_a_death_is_done_once(
     def append():
         fd = os.open(m / 'log', os.O_WRONLY | os.O_APPEND)
         try:
-            got.append(os.write(fd, b'appended\n'))
+            got.append(os.write(fd, data))
         finally:
             os.close(fd)
-    if when == 'recorded':
+    if when == 'answered':
+        append()
+    else:
         gap.arm(os.stat(m / 'log').st_ino)
         writer = in_thread(append)
         assert gap.reached(), 'the write did not reach the test hook'
         gap.go()
         writer.join(util.PATIENCE)
-    else:
-        append()
-    assert got == [9]
+    assert got == [len(data)]
     assert died(m, first), 'the test hook did not end the server'
-    assert read_file(target) == b'line1\nappended\n'
-    assert read_file(m / 'log') == b'line1\nappended\n'
+    assert read_file(target) == b'line1\n' + data
+    assert read_file(m / 'log') == b'line1\n' + data
 
 
 def lifetime_handle_section(m, name):
@@ -235,9 +246,9 @@ class Gap:
         os.mkdir(self.dir)
 
     def mount(self, mount_factory, datapath, monkeypatch, point,
-              options=()):
+              options=(), **env):
         return hooked_mount(mount_factory, datapath, 'dev_fuse', monkeypatch,
-                            options, GAP=point, GAP_DIR=self.dir)
+                            options, GAP=point, GAP_DIR=self.dir, **env)
 
     def arm(self, ino):
         with open(os.path.join(self.dir, 'arm'), 'w') as f:
