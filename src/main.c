@@ -253,6 +253,11 @@ int main(int argc, char *argv[])
 			KEEPER_SLOTS);
 		goto out_cmdline;
 	}
+	/* libfuse 3.14 then ends threads until none is left reading. */
+	if (cl.max_idle_threads == 0) {
+		fprintf(stderr, "sectionfs: max_idle_threads: at least 1\n");
+		goto out_cmdline;
+	}
 	if (!cl.mountpoint) {
 		fprintf(stderr, "usage: %s [options] MOUNTPOINT\n"
 			"       %s --upgrade MOUNTPOINT\n"

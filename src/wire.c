@@ -76,7 +76,7 @@ static struct {
 } wire;
 
 /* This thread's slot in the keeper's state (keeper.h); -1: none yet,
- * KEEPER_SLOTS: none was free. */
+ * KEEPER_SLOTS: none was free at its last request. */
 static __thread int wire_slot = -1;
 
 /*
@@ -299,13 +299,17 @@ static struct keeper_slot *my_slot(bool take)
 
 	if (!st)
 		return NULL;
-	if (wire_slot == -1 && take) {
+	/* One found none free: tried again at each request, as a thread
+	 * that has ended may not have given its slot back yet. */
+	if (take && (wire_slot == -1 || wire_slot == KEEPER_SLOTS)) {
+		bool first = wire_slot == -1;
+
 		wire_slot = take_slot();
-		if (wire_slot == KEEPER_SLOTS)
-			log_warn("more serving threads than the keeper tracks");
-		else
+		if (wire_slot < KEEPER_SLOTS)
 			pthread_setspecific(wire.slot_key,
 					    (void *)(uintptr_t)(wire_slot + 1));
+		else if (first)
+			log_warn("more serving threads than the keeper tracks");
 	}
 	return wire_slot >= 0 && wire_slot < KEEPER_SLOTS ?
 		&st->slots[wire_slot] : NULL;

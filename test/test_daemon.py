@@ -70,6 +70,7 @@ BAD_OPTIONS = [
     ('writeback_cache,passthrough=on', 'writeback_cache'),
     ('subtype=foo', 'subtype'),
     ('max_threads=257', 'max_threads'),
+    ('max_idle_threads=0', 'max_idle_threads'),
 ]
 
 
