@@ -12,11 +12,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "charge.h"
@@ -176,6 +178,128 @@ static int append_in(void *arg)
 	if (a->res < 0)
 		a->res = -errno;
 	return a->res < 0 ? (int)a->res : 0;
+}
+
+/*
+ * The files being appended to, each with a lock that lets one append at
+ * a time in (dp_append_lock()): keyed by the backing file, not the
+ * section, since two sections may name one file, and so that a write
+ * stuck in one file holds up only appends to that file, which the
+ * file's own inode lock would hold up anyway.  Few at once: a list.
+ */
+struct dp_append_lock {
+	dev_t dev;
+	ino_t ino;
+	unsigned int users;		/* appends_lock */
+	pthread_mutex_t lock;
+	pthread_cond_t turn;		/* reserved went */
+	uint64_t reserved;		/* lock: the unique of the append a
+					   dead server was part way through,
+					   the only one let in until it comes
+					   again */
+	struct dp_append_lock *next;	/* appends_lock */
+};
+
+/* How long the others wait for an append a dead server left. */
+#define RESERVED_WAIT	5
+
+static pthread_mutex_t appends_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct dp_append_lock *appends;
+
+static struct dp_append_lock *append_lock_get(int fd)
+{
+	struct dp_append_lock *l;
+	struct stat st;
+
+	if (fstat(fd, &st))
+		return NULL;
+	pthread_mutex_lock(&appends_lock);
+	for (l = appends; l && (l->dev != st.st_dev || l->ino != st.st_ino);
+	     l = l->next)
+		;
+	if (!l && (l = calloc(1, sizeof(*l)))) {
+		l->dev = st.st_dev;
+		l->ino = st.st_ino;
+		pthread_mutex_init(&l->lock, NULL);
+		pthread_cond_init(&l->turn, NULL);
+		l->next = appends;
+		appends = l;
+	}
+	if (l)
+		l->users++;
+	pthread_mutex_unlock(&appends_lock);
+	return l;
+}
+
+static void append_lock_put(struct dp_append_lock *l)
+{
+	struct dp_append_lock **p;
+
+	pthread_mutex_lock(&appends_lock);
+	if (--l->users == 0) {
+		for (p = &appends; *p != l; p = &(*p)->next)
+			;
+		*p = l->next;
+		pthread_cond_destroy(&l->turn);
+		pthread_mutex_destroy(&l->lock);
+		free(l);
+	}
+	pthread_mutex_unlock(&appends_lock);
+}
+
+void dp_append_reserve(int fd, uint64_t unique)
+{
+	struct dp_append_lock *l = append_lock_get(fd);
+
+	if (!l)
+		return;
+	pthread_mutex_lock(&l->lock);
+	if (l->reserved) {		/* one per file can be left */
+		pthread_mutex_unlock(&l->lock);
+		append_lock_put(l);
+		return;
+	}
+	l->reserved = unique;		/* holds l until it goes */
+	pthread_mutex_unlock(&l->lock);
+}
+
+/* Under l->lock: the reservation goes, and the others may come in. */
+static void unreserve(struct dp_append_lock *l)
+{
+	l->reserved = 0;
+	pthread_cond_broadcast(&l->turn);
+	append_lock_put(l);		/* still held by the caller */
+}
+
+int dp_append_lock(struct section *sec, uint64_t unique,
+		   struct dp_append_lock **out)
+{
+	struct dp_append_lock *l = append_lock_get(sec->fd);
+	struct timespec until;
+
+	if (!l)
+		return errno ? -errno : -ENOMEM;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += RESERVED_WAIT;
+	pthread_mutex_lock(&l->lock);
+	while (l->reserved && l->reserved != unique) {
+		if (pthread_cond_timedwait(&l->turn, &l->lock, &until) ==
+		    ETIMEDOUT && l->reserved && l->reserved != unique) {
+			log_warn("an append a dead server left was not sent again within %d s: the others go on",
+				 RESERVED_WAIT);
+			unreserve(l);
+		}
+	}
+	if (l->reserved)
+		unreserve(l);
+	*out = l;
+	return 0;
+}
+
+void dp_append_unlock(struct dp_append_lock *l)
+{
+	pthread_mutex_unlock(&l->lock);
+	append_lock_put(l);
 }
 
 ssize_t dp_write_data(struct fuse_bufvec *in, void **data)

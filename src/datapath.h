@@ -87,6 +87,23 @@ bool dp_appends(const struct sfs_modes *modes, struct section *sec,
  * says how many of the bytes, from the first, the file has at off.
  */
 ssize_t dp_write_data(struct fuse_bufvec *in, void **data);
+/*
+ * Appends to one backing file, one at a time, whichever section names
+ * it: dp_append_lock() waits for the others (0, or -errno), and
+ * dp_append_unlock() lets the next in.  The kernel sends the pieces of
+ * one large direct write together, and other sections may name the
+ * file: between where the file ends and the write there, none lands.
+ * A successor, before it serves, reserves each file a dead server was
+ * part way through appending to (dp_append_reserve()) for that append,
+ * unique its request's id without the resend bit: until it comes again
+ * (a few seconds at most), no other is let in, so that its rest lands
+ * right after the part written.
+ */
+struct dp_append_lock;
+int dp_append_lock(struct section *sec, uint64_t unique,
+		   struct dp_append_lock **out);
+void dp_append_reserve(int fd, uint64_t unique);
+void dp_append_unlock(struct dp_append_lock *l);
 off_t dp_file_end(struct section *sec);
 ssize_t dp_append(struct section *sec, const void *data, size_t len);
 ssize_t dp_held(struct section *sec, const void *data, size_t len,

@@ -169,6 +169,7 @@ static int start_record(struct sfs_mount *m)
 	if (err)
 		return err;
 	requests_forget_lost(&m->ns);
+	requests_appends_left(&m->ns);
 	gone = ns_let_go_unheld(&m->ns, kernel_holds, m->se);
 	if (gone)
 		log_info("let go of %zu removed sections whose FORGET died with the last server",

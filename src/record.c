@@ -86,7 +86,7 @@ enum rec_type {
  * A request carried out (record_request()): its unique, the node its
  * reply names and, for a create, its handle; or, ino DONE_FAILED and fh
  * an errno, the error it was answered (record_failed()); or, ino
- * RECORD_APPEND_AT or RECORD_APPENDED, an append's offset or count
+ * RECORD_APPEND_AT(fd) or RECORD_APPENDED, an append's offset or count
  * (record_append()).  The last
  * REC_DONE_KEPT, and those still in flight (struct done_ring), are kept
  * and carried into every snapshot: the kernel sends again after a
@@ -746,6 +746,42 @@ void record_append(struct ns *ns, uint64_t what, uint64_t value)
 	serving.ino = what;
 	serving.fh = value;
 	record_done(ns);
+}
+
+/* Whether a DONE entry newer than the i-th oldest names unique. */
+static bool done_later(const struct done_ring *ring, unsigned int i,
+		       uint64_t unique)
+{
+	for (unsigned int j = i + 1; j < ring_count(ring); j++)
+		if (ring_at(ring, j)->unique == unique)
+			return true;
+	return false;
+}
+
+void record_appends_left(struct ns *ns,
+			 void (*fn)(void *arg, uint64_t unique, int fd),
+			 void *arg)
+{
+	struct rec_done left[REC_DONE_HELD];
+	unsigned int i, n = 0;
+	struct record *r;
+	int fd;
+
+	pthread_mutex_lock(&ns->lock);
+	r = ns->rec;
+	for (i = 0; r && i < ring_count(&r->done) && n < REC_DONE_HELD; i++) {
+		const struct rec_done *d = ring_at(&r->done, i);
+
+		if (record_append_at(d->ino, &fd) &&
+		    wire_in_flight(d->unique) &&
+		    !done_later(&r->done, i, d->unique))
+			left[n++] = *d;
+	}
+	pthread_mutex_unlock(&ns->lock);
+	/* Called without ns->lock: fn may take locks of its own. */
+	for (i = 0; i < n; i++)
+		if (record_append_at(left[i].ino, &fd))
+			fn(arg, left[i].unique, fd);
 }
 
 int record_resent(struct ns *ns, uint64_t unique, uint64_t *ino,

@@ -14,6 +14,7 @@
 #ifndef SECTIONFS_RECORD_H
 #define SECTIONFS_RECORD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -79,13 +80,26 @@ void record_failed(int err);
  * An O_APPEND write to a file-backed section lands where the backing
  * file ends, so it is not the same done twice: record_append() commits,
  * for the request this thread serves, where the file ended before it
- * was written (RECORD_APPEND_AT) and then the bytes written
- * (RECORD_APPENDED).  record_resent() gives the last of them back as
- * *ino, and the value as *fh.
+ * was written (RECORD_APPEND_AT(fd), fd the section's descriptor) and
+ * then the bytes written (RECORD_APPENDED).  record_resent() gives the
+ * last of them back as *ino, and the value as *fh.  A successor, before
+ * it serves, learns from record_appends_left() which appends the dead
+ * server was part way through: fn(arg, unique, fd) for each whose
+ * request is still in flight (wire_in_flight()).
  */
-#define RECORD_APPEND_AT	(UINT64_MAX - 1)
+#define RECORD_APPEND_AT(fd)	((1ULL << 63) | (uint32_t)(fd))
 #define RECORD_APPENDED		(UINT64_MAX - 2)
+static inline bool record_append_at(uint64_t what, int *fd)
+{
+	if (what >> 32 != 1ULL << 31)
+		return false;
+	*fd = (int)(uint32_t)what;
+	return true;
+}
 void record_append(struct ns *ns, uint64_t what, uint64_t value);
+void record_appends_left(struct ns *ns,
+			 void (*fn)(void *arg, uint64_t unique, int fd),
+			 void *arg);
 /*
  * A commit of the served request's DONE entry alone, for a request made
  * of several changes that must be written as done only once all are

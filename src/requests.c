@@ -192,6 +192,16 @@ void requests_forget_lost(struct ns *ns)
 	__atomic_store_n(&st->n_lost, 0, __ATOMIC_RELEASE);
 }
 
+static void reserve_append(void *arg, uint64_t unique, int fd)
+{
+	dp_append_reserve(fd, unique);
+}
+
+void requests_appends_left(struct ns *ns)
+{
+	record_appends_left(ns, reserve_append, NULL);
+}
+
 static void sfs_getattr(fuse_req_t req, fuse_ino_t ino,
 			struct fuse_file_info *fi)
 {
@@ -795,6 +805,7 @@ static ssize_t appended_before(struct ns *ns, uint64_t unique,
 	uint64_t what = 0, at = 0;
 	ssize_t held;
 	off_t end;
+	int fd;
 
 	*answered = false;
 	if (!(unique & UNIQUE_RESENT) ||
@@ -804,7 +815,7 @@ static ssize_t appended_before(struct ns *ns, uint64_t unique,
 		*answered = true;
 		return (ssize_t)at;
 	}
-	if (what != RECORD_APPEND_AT)
+	if (!record_append_at(what, &fd))
 		return -1;
 	held = dp_held(sec, data, len, (off_t)at);
 	end = dp_file_end(sec);
@@ -818,16 +829,16 @@ static ssize_t appended_before(struct ns *ns, uint64_t unique,
  * it would append twice.  So the record says where the file ended before
  * it is written, and then what was written, and a request a dead server
  * carried out is answered from that instead of being written again, or
- * only its rest is.  Two appends to one section never meet here: the
- * kernel sends a file's direct writes one at a time, as sectionfs does
- * not offer parallel ones, and holds the file until the one sent again
- * is answered.
+ * only its rest is.  One append to a backing file at a time
+ * (dp_append_lock()), so that a server dies in the middle of one at
+ * most, and no other lands between its look at the end and its write.
  */
 static ssize_t append_once(fuse_req_t req, fuse_ino_t ino,
 			   struct section *sec, struct fuse_bufvec *in)
 {
 	struct ns *ns = ns_of(req);
 	uint64_t unique = wire_request_unique(req);
+	struct dp_append_lock *lock;
 	void *data = NULL;
 	ssize_t len = dp_write_data(in, &data), done, res;
 	bool answered;
@@ -836,6 +847,9 @@ static ssize_t append_once(fuse_req_t req, fuse_ino_t ino,
 
 	if (len < 0)
 		return len;
+	res = dp_append_lock(sec, unique & ~UNIQUE_RESENT, &lock);
+	if (res < 0)
+		goto out_free;
 	done = appended_before(ns, unique, sec, data, (size_t)len, &answered);
 	res = done;
 	if (answered || done == len)
@@ -846,7 +860,7 @@ static ssize_t append_once(fuse_req_t req, fuse_ino_t ino,
 		res = end = dp_file_end(sec);
 		if (end < 0)
 			goto out_done;
-		record_append(ns, RECORD_APPEND_AT, (uint64_t)end);
+		record_append(ns, RECORD_APPEND_AT(sec->fd), (uint64_t)end);
 	}
 	part = (size_t)(len - done);
 #ifdef SFS_TEST_HOOKS
@@ -858,6 +872,9 @@ static ssize_t append_once(fuse_req_t req, fuse_ino_t ino,
 #ifdef SFS_TEST_HOOKS
 	keeper_test_gap("append-written", ino);
 #endif
+	/* What a dead server wrote stays written: a short count. */
+	if (res < 0 && done > 0)
+		res = 0;
 	if (res >= 0) {
 		res += done;
 		record_append(ns, RECORD_APPENDED, (uint64_t)res);
@@ -865,6 +882,8 @@ static ssize_t append_once(fuse_req_t req, fuse_ino_t ino,
 out_done:
 	done_request();
 out:
+	dp_append_unlock(lock);
+out_free:
 	free(data);
 	return res;
 }

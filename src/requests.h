@@ -18,5 +18,10 @@ struct ns;
  * never sends them again).
  */
 void requests_forget_lost(struct ns *ns);
+/*
+ * And keep each backing file the dead server was part way through
+ * appending to for that append, sent again (append_once()).
+ */
+void requests_appends_left(struct ns *ns);
 
 #endif /* SECTIONFS_REQUESTS_H */

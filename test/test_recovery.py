@@ -194,6 +194,108 @@ def test_append_to_a_file_backed_section_before_a_death_is_done_once(
     assert read_file(m / 'log') == b'line1\n' + data
 
 
+def held_append(m, gap, path, data):
+    """An O_APPEND write of data to path, started in a thread of its own
+    and held by the gap point armed for it, having written half; returns
+    the thread and the list its write() result goes into."""
+    got = []
+
+    def append():
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        try:
+            got.append(os.write(fd, data))
+        except OSError as e:
+            got.append(errno.errorcode[e.errno])
+        finally:
+            os.close(fd)
+    gap.arm(os.stat(path).st_ino)
+    writer = in_thread(append)
+    assert gap.reached(), 'the write did not reach the test hook'
+    return writer, got
+
+
+@pytest.mark.file_backed
+def test_append_left_part_way_is_finished_before_others_to_its_file(
+        mount_factory, monkeypatch, base_dir):
+    """Two sections name one backing file.  An O_APPEND write to the
+    first is cut short (a test hook: half of it written) and held while
+    one to the second comes; then the server dies.  The second waited
+    for the first, and after the death it waits again, until the first,
+    sent again, is finished: each is in the file once, whole, the first
+    first."""
+    gap = Gap(base_dir)
+    m = gap.mount(mount_factory, 'cached', monkeypatch, 'append-written',
+                  FAULT='append-part', FAULT_ERRNO=str(errno.EIO))
+    first = m.pid
+    reason = util.cached_dio_skip_reason(m)
+    if reason:
+        pytest.skip(reason)
+    target = os.path.join(base_dir, 'log')
+    write_file(target, b'line1\n')
+    os.symlink(target, m / 'a')
+    os.symlink(target, m / 'b')
+    one, two = bytes(range(256)) * 64, b'second\n' * 1000
+    writer, got = held_append(m, gap, m / 'a', one)
+    fd = os.open(m / 'b', os.O_WRONLY | os.O_APPEND)
+    try:
+        other = in_thread(lambda: got.append(os.write(fd, two)))
+        gap.go()
+        writer.join(util.PATIENCE)
+        other.join(util.PATIENCE)
+    finally:
+        os.close(fd)
+    assert died(m, first), 'the test hook did not end the server'
+    assert sorted(got) == sorted([len(one), len(two)])
+    assert read_file(target) == b'line1\n' + one + two
+
+
+@pytest.fixture
+def small_fs(base_dir):
+    """A 64 KiB tmpfs, unmounted (lazily: a section may still hold one
+    of its files) after the test."""
+    path = os.path.join(base_dir, 'small')
+    os.mkdir(path)
+    subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=64k', 'small',
+                    path], check=True)
+    yield path
+    subprocess.run(['umount', '-l', path], check=True)
+
+
+@pytest.mark.file_backed
+def test_append_finished_by_a_successor_into_a_full_file_is_short(
+        small_fs, mount_factory, monkeypatch, base_dir):
+    """An O_APPEND write cut short (a test hook: half of it written), the
+    server dead, and then no room left for the rest: the write sent
+    again says what was written, a short count, rather than fail with
+    its first half in the file."""
+    gap = Gap(base_dir)
+    m = gap.mount(mount_factory, 'cached', monkeypatch, 'append-written',
+                  FAULT='append-part', FAULT_ERRNO=str(errno.EIO))
+    first = m.pid
+    reason = util.cached_dio_skip_reason(m)
+    if reason:
+        pytest.skip(reason)
+    target = os.path.join(small_fs, 'log')
+    head, data = b'h' * 4096, bytes(range(256)) * 64
+    write_file(target, head)
+    os.symlink(target, m / 'log')
+    writer, got = held_append(m, gap, m / 'log', data)
+    filler = os.open(os.path.join(small_fs, 'filler'),
+                     os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while os.write(filler, b'f' * 4096):
+            pass
+    except OSError as e:
+        assert e.errno == errno.ENOSPC
+    finally:
+        os.close(filler)
+    gap.go()
+    writer.join(util.PATIENCE)
+    assert died(m, first), 'the test hook did not end the server'
+    assert got == [len(data) // 2]
+    assert read_file(target) == head + data[:len(data) // 2]
+
+
 def lifetime_handle_section(m, name):
     """A section that is destroyed with its last handle."""
     write_file(m / name, b'short-lived')
