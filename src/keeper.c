@@ -685,6 +685,13 @@ static void keep_lost_forgets(struct keeper_state *st)
  */
 static void keep_in_flight(struct keeper_state *st)
 {
+	uint32_t kept = 0;
+
+	/* Those a successor answered since go (they were zeroed). */
+	for (uint32_t i = 0; i < st->n_in_flight && i < KEEPER_SLOTS; i++)
+		if (st->in_flight[i])
+			st->in_flight[kept++] = st->in_flight[i];
+	st->n_in_flight = kept;
 	for (int i = 0; i < KEEPER_SLOTS; i++) {
 		uint64_t u = st->slots[i].unique & ~UNIQUE_RESENT;
 

@@ -114,7 +114,9 @@ struct keeper_state {
 	/* What the servers that died were carrying out, the newest last,
 	 * added to before the next starts: the kernel sends these again,
 	 * and a successor keeps their record of being done however old
-	 * (record.c). */
+	 * (record.c).  Once it has answered one, it zeroes its entry
+	 * (keeper_answered_in_flight()); the keeper drops the zeroes at
+	 * the next death. */
 	uint64_t in_flight[KEEPER_SLOTS];
 	/* What each slot's FORGET asks (slot.nforget entries).  Last and
 	 * never cleared as a whole: only the pages of the threads that
@@ -130,6 +132,17 @@ static inline bool keeper_left_in_flight(const struct keeper_state *st,
 		if (st->in_flight[i] == unique)
 			return true;
 	return false;
+}
+
+/* A request dead servers left is answered: no longer in flight.  One
+ * aligned store, so a death at any instant leaves the list whole. */
+static inline void keeper_answered_in_flight(struct keeper_state *st,
+					     uint64_t unique)
+{
+	for (uint32_t i = 0; i < st->n_in_flight && i < KEEPER_SLOTS; i++)
+		if (st->in_flight[i] == unique)
+			__atomic_store_n(&st->in_flight[i], 0,
+					 __ATOMIC_RELEASE);
 }
 
 /* A successor has adopted the mount and serves from now on. */

@@ -852,9 +852,13 @@ static ssize_t append_once(fuse_req_t req, fuse_ino_t ino,
 		goto out_free;
 	done = appended_before(ns, unique, sec, data, (size_t)len, &answered);
 	res = done;
-	if (answered || done == len)
+	if (answered)
 		goto out;
 	record_request(unique);
+	if (done == len) {		/* found whole: say so */
+		record_append(ns, RECORD_APPENDED, (uint64_t)len);
+		goto out_done;
+	}
 	if (done < 0) {
 		done = 0;
 		res = end = dp_file_end(sec);

@@ -386,6 +386,7 @@ static bool answered_here(int fd, const void *buf)
 		return false;
 	if (write(fd, &out, sizeof(out)) < 0)
 		log_err("cannot answer it: %s", strerror(errno));
+	keeper_answered_in_flight(st, in.unique & ~UNIQUE_RESENT);
 	return true;
 }
 
@@ -686,6 +687,11 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count,
 	ssize_t res = send_reply(fd, iov, count, userdata);
 	int saved = errno;
 
+	/* A request sent again is answered: a successor after this one
+	 * need not take it for one a dead server left. */
+	if (slot && (slot->unique & UNIQUE_RESENT))
+		keeper_answered_in_flight(keeper_state(),
+					  slot->unique & ~UNIQUE_RESENT);
 	if (slot)
 		__atomic_store_n(&slot->unique, 0, __ATOMIC_RELEASE);
 	errno = saved;

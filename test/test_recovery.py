@@ -249,6 +249,40 @@ def test_append_left_part_way_is_finished_before_others_to_its_file(
     assert read_file(target) == b'line1\n' + one + two
 
 
+@pytest.mark.file_backed
+def test_append_a_successor_answered_holds_up_nothing_after_a_death(
+        mount_factory, monkeypatch, base_dir):
+    """An O_APPEND write is written whole and its server dies before it
+    says so (a test hook); the successor answers the write sent again
+    from the bytes it finds.  After another death, a new append to the
+    same file goes in at once: nothing takes the one answered for an
+    append still to come (its successor would keep the file for it,
+    and log that it waited in vain)."""
+    gap = Gap(base_dir)
+    m = gap.mount(mount_factory, 'cached', monkeypatch, 'append-written')
+    first = m.pid
+    reason = util.cached_dio_skip_reason(m)
+    if reason:
+        pytest.skip(reason)
+    target = os.path.join(base_dir, 'log')
+    write_file(target, b'line1\n')
+    os.symlink(target, m / 'log')
+    data = bytes(range(256)) * 64
+    writer, got = held_append(m, gap, m / 'log', data)
+    gap.go()
+    writer.join(util.PATIENCE)
+    assert got == [len(data)]
+    assert died(m, first), 'the test hook did not end the server'
+    kill_server(m)
+    fd = os.open(m / 'log', os.O_WRONLY | os.O_APPEND)
+    try:
+        assert os.write(fd, b'after\n') == 6
+    finally:
+        os.close(fd)
+    assert read_file(target) == b'line1\n' + data + b'after\n'
+    assert 'was not sent again' not in m.stderr
+
+
 @pytest.fixture
 def small_fs(base_dir):
     """A 64 KiB tmpfs, unmounted (lazily: a section may still hold one
