@@ -781,22 +781,13 @@ static void discard_data(struct fuse_bufvec *in)
 }
 
 /*
- * Besides the write itself, have the kernel drop what it may now hold
- * that the section does not (notify.h: from the notice thread).  A direct
- * write's range, before the reply as far as it can be: a view may have
- * faulted the old bytes in while the write was on its way.  A writeback
- * the cap refused, after the reply: the kernel keeps those pages up to
- * date and clean, with bytes the section never got.  Never a writeback's
- * range before its reply: its pages stay under writeback until then.
- */
-/*
  * How much of an append's data a dead server wrote, by what it recorded
  * (-1: nothing is known, write it all): the count it answered with, or,
  * when it died before it said, as much of the data as is found where
- * the file ended, the rest of the file after it.  A write cut short by
- * the kill leaves a part; the rest follows it.  When the file does not
- * end with what was found (a writer outside the mount appended since),
- * nothing is known.
+ * the file ended, if the file now ends right after it (a write cut short
+ * by the kill leaves a part, and the rest goes after it) or it is all
+ * there.  When the file ends elsewhere (a writer outside the mount
+ * appended since), nothing is known.
  */
 static ssize_t appended_before(struct ns *ns, uint64_t unique,
 			       struct section *sec, const void *data,
@@ -892,6 +883,15 @@ out_free:
 	return res;
 }
 
+/*
+ * Besides the write itself, have the kernel drop what it may now hold
+ * that the section does not (notify.h: from the notice thread).  A direct
+ * write's range, before the reply as far as it can be: a view may have
+ * faulted the old bytes in while the write was on its way.  A writeback
+ * the cap refused, after the reply: the kernel keeps those pages up to
+ * date and clean, with bytes the section never got.  Never a writeback's
+ * range before its reply: its pages stay under writeback until then.
+ */
 static void sfs_write_buf(fuse_req_t req, fuse_ino_t ino,
 			  struct fuse_bufvec *in, off_t off,
 			  struct fuse_file_info *fi)
