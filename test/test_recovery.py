@@ -139,10 +139,26 @@ def test_write_carried_out_before_a_death_is_done_once(
     assert read_file(m / 'a') == b'appended'
 
 
+CUT_SHORT = {'FAULT': 'append-part', 'FAULT_ERRNO': str(errno.EIO)}
+
+
+def append_gap_mount(mount_factory, monkeypatch, base_dir, env=None):
+    """A cached-path mount whose first server is held at append-written
+    (with env's hooks besides): (mount, gap, first server's PID).  Skips
+    where the kernel has no direct I/O for file-backed sections."""
+    gap = Gap(base_dir)
+    m = gap.mount(mount_factory, 'cached', monkeypatch, 'append-written',
+                  **(env or {}))
+    reason = util.cached_dio_skip_reason(m)
+    if reason:
+        pytest.skip(reason)
+    return m, gap, m.pid
+
+
 APPEND_DEATHS = {
     'answered': {},
     'recorded': {},
-    'cut-short': {'FAULT': 'append-part', 'FAULT_ERRNO': str(errno.EIO)},
+    'cut-short': CUT_SHORT,
 }
 
 
@@ -223,13 +239,8 @@ def test_append_left_part_way_is_finished_before_others_to_its_file(
     for the first, and after the death it waits again, until the first,
     sent again, is finished: each is in the file once, whole, the first
     first."""
-    gap = Gap(base_dir)
-    m = gap.mount(mount_factory, 'cached', monkeypatch, 'append-written',
-                  FAULT='append-part', FAULT_ERRNO=str(errno.EIO))
-    first = m.pid
-    reason = util.cached_dio_skip_reason(m)
-    if reason:
-        pytest.skip(reason)
+    m, gap, first = append_gap_mount(mount_factory, monkeypatch, base_dir,
+                                     CUT_SHORT)
     target = os.path.join(base_dir, 'log')
     write_file(target, b'line1\n')
     os.symlink(target, m / 'a')
@@ -258,12 +269,7 @@ def test_append_a_successor_answered_holds_up_nothing_after_a_death(
     same file goes in at once: nothing takes the one answered for an
     append still to come (its successor would keep the file for it,
     and log that it waited in vain)."""
-    gap = Gap(base_dir)
-    m = gap.mount(mount_factory, 'cached', monkeypatch, 'append-written')
-    first = m.pid
-    reason = util.cached_dio_skip_reason(m)
-    if reason:
-        pytest.skip(reason)
+    m, gap, first = append_gap_mount(mount_factory, monkeypatch, base_dir)
     target = os.path.join(base_dir, 'log')
     write_file(target, b'line1\n')
     os.symlink(target, m / 'log')
@@ -302,13 +308,8 @@ def test_append_finished_by_a_successor_into_a_full_file_is_short(
     server dead, and then no room left for the rest: the write sent
     again says what was written, a short count, rather than fail with
     its first half in the file."""
-    gap = Gap(base_dir)
-    m = gap.mount(mount_factory, 'cached', monkeypatch, 'append-written',
-                  FAULT='append-part', FAULT_ERRNO=str(errno.EIO))
-    first = m.pid
-    reason = util.cached_dio_skip_reason(m)
-    if reason:
-        pytest.skip(reason)
+    m, gap, first = append_gap_mount(mount_factory, monkeypatch, base_dir,
+                                     CUT_SHORT)
     target = os.path.join(small_fs, 'log')
     head, data = b'h' * 4096, bytes(range(256)) * 64
     write_file(target, head)
